@@ -1,0 +1,22 @@
+"""freelong-bench: training-free long video generation (FreeLong, FreeNoise, sliding window, direct).
+
+    from freelong import load_backbone, get_method, LongVideoPipeline
+    pipe = LongVideoPipeline(load_backbone("lavie"), get_method("freelong", window=16))
+    video = pipe("a teddy bear walking on the street", num_frames=128, seed=0)   # uint8 (T, H, W, 3)
+"""
+
+from .methods import available_methods, get_method, register_method
+from .models.base import Backbone, load_backbone
+from .pipeline import LongVideoPipeline
+from .weights import MissingWeightsError
+
+__all__ = [
+    "Backbone",
+    "LongVideoPipeline",
+    "MissingWeightsError",
+    "available_methods",
+    "get_method",
+    "load_backbone",
+    "register_method",
+]
+__version__ = "0.1.0"

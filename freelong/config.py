@@ -1,0 +1,201 @@
+"""Structured-config schemas for the Hydra app, and validation that runs before any heavy work.
+
+Every YAML file of a config group lists its schema first in its ``defaults`` (e.g. ``conf/method/
+freelong.yaml`` starts with ``- /schema/method/freelong@_here_``), so unknown keys and values of the
+wrong type fail at compose time with a message that names the key. Value ranges and cross-field
+rules (``method.window <= num_frames``, cut-offs in (0, 1], ...) are checked by
+:func:`validate_config` at the start of ``run.py``, before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .weights import REPO_ROOT
+
+CONF_DIR = REPO_ROOT / "conf"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass
+class SamplingConfig:
+    """A backbone's native sampling settings; the top-level keys default to these."""
+
+    num_frames: int = 16
+    height: int = 320
+    width: int = 512
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    sampler: str = "ddim"
+    eta: float = 0.0
+    fps: int = 8
+
+
+@dataclass
+class WeightConfig:
+    kind: str = "file"
+    local: list[str] = field(default_factory=list)
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+    required: list[str] = field(default_factory=list)
+    allow_patterns: list[str] = field(default_factory=list)
+    path: str | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """One backbone. ``random_init`` models are built in-process from the tiny configs below."""
+
+    name: str = MISSING
+    family: str = MISSING
+    description: str = ""
+    random_init: bool = False
+    init_seed: int = 0
+    native_frames: int = 16
+    latent_scale: float = 0.18215
+    cfg_mode: str = "batched"
+    unet: dict[str, Any] = field(default_factory=dict)
+    vae: dict[str, Any] = field(default_factory=dict)
+    text_encoder: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, WeightConfig] = field(default_factory=dict)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PromptsConfig:
+    """``list``: prompt strings; ``file``: a .txt (one prompt per line) or .json list of prompts."""
+
+    name: str = "demo"
+    list: list[Any] = field(default_factory=list)
+    file: str | None = None
+    limit: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    name: str = "none"
+    dims: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class PathsConfig:
+    weights_dir: str | None = None
+    output_root: str = "outputs"
+
+
+@dataclass
+class RunConfig:
+    task_name: str = "run"
+    tags: list[str] = field(default_factory=list)
+    num_frames: int = MISSING
+    height: int = MISSING
+    width: int = MISSING
+    num_inference_steps: int = MISSING
+    guidance_scale: float = MISSING
+    sampler: str = MISSING
+    eta: float = MISSING
+    fps: int = MISSING
+    seed: int = 0
+    num_seeds: int = 1
+    negative_prompt: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    decode_chunk_size: int = 8
+    overwrite: bool = False
+    progress: bool = True
+    model: ModelConfig = MISSING
+    method: Any = MISSING
+    prompts: PromptsConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+
+def method_schema(method_cls: type) -> type:
+    """A structured-config dataclass ``{name, <the method's parameters>}`` for a method class."""
+    fields = [("name", str, field(default=method_cls.name))]
+    for f in dataclasses.fields(method_cls):
+        default = (
+            field(default_factory=f.default_factory)  # type: ignore[arg-type]
+            if f.default_factory is not dataclasses.MISSING
+            else field(default=f.default)
+        )
+        fields.append((f.name, f.type, default))
+    return dataclasses.make_dataclass(f"{method_cls.__name__}Config", fields)
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (called by run.py and the tests)."""
+    from .methods import _METHODS, available_methods
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig, package="model")
+    cs.store(group="schema/prompts", name="prompts", node=PromptsConfig, package="prompts")
+    cs.store(group="schema/eval", name="eval", node=EvalConfig, package="eval")
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig, package="logger")
+    cs.store(group="schema/paths", name="paths", node=PathsConfig, package="paths")
+    for name in available_methods():
+        cs.store(group="schema/method", name=name, node=method_schema(_METHODS[name]), package="method")
+
+
+def load_model_config(name: str) -> DictConfig:
+    """The ``conf/model/<name>.yaml`` config validated against :class:`ModelConfig` (no Hydra needed)."""
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(known)}")
+    raw = OmegaConf.load(path)
+    raw.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+
+
+def _positive(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
+    from .methods import get_method
+
+    for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "decode_chunk_size", "fps"):
+        _positive(cfg, key)
+    for key in ("height", "width"):
+        if cfg[key] % 8:
+            raise ValueError(f"{key}={cfg[key]} must be a multiple of 8 (the VAE downsamples by 8)")
+    if cfg.guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
+    if not (0.0 <= cfg.eta <= 1.0):
+        raise ValueError(f"eta must be in [0, 1], got {cfg.eta}")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
+        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {cfg.device!r}")
+    params = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
+    method = get_method(cfg.method.name, **params)
+    method.check_frames(cfg.num_frames)
+    if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
+        raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
+    if cfg.prompts.file is None and not cfg.prompts.list:
+        raise ValueError("no prompts: set prompts.list or prompts.file (e.g. prompts=file prompts.file=my.txt)")

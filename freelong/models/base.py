@@ -1,0 +1,234 @@
+"""The backbone interface: one text-to-video latent diffusion model, whatever its family.
+
+Like k-diffusion's model wrappers, a :class:`Backbone` adapts a family's UNet, VAE, text encoder
+and scheduler to the few calls the pipeline needs (``encode_text``, ``make_scheduler``,
+``predict_noise``, ``decode``), so neither the pipeline nor the methods know which family runs.
+Families register a builder with :func:`register_family`; ``load_backbone(name)`` composes
+``conf/model/<name>.yaml``, resolves weights (failing fast when they are missing) and builds it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..attention import CallContext
+
+_FAMILIES: dict[str, Callable[..., Backbone]] = {}
+
+RANDOM_INIT_LABEL = "SMOKE RUN: random-init weights (not a real model; scores are meaningless)"
+
+
+class Backbone:
+    """A text-to-video model behind one interface. Subclasses change what differs per family."""
+
+    def __init__(
+        self,
+        name: str,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        scheduler_config: Mapping[str, Any],
+        sampling: Mapping[str, Any],
+        *,
+        native_frames: int = 16,
+        latent_scale: float = 0.18215,
+        cfg_mode: str = "batched",
+        random_init: bool = False,
+        weights: Mapping[str, Any] | None = None,
+        description: str = "",
+    ):
+        if cfg_mode not in ("batched", "separate"):
+            raise ValueError(f"cfg_mode must be 'batched' or 'separate', got {cfg_mode!r}")
+        self.name = name
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.sampling = dict(sampling)
+        self.native_frames = native_frames
+        self.latent_scale = latent_scale
+        self.cfg_mode = cfg_mode
+        self.random_init = random_init
+        self.weights = dict(weights or {})
+        self.description = description
+
+    # -- device and precision ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def label(self) -> str:
+        return RANDOM_INIT_LABEL if self.random_init else ""
+
+    # -- the calls the pipeline makes -------------------------------------------------------------
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+            truncation=True, return_tensors="pt",
+        ).input_ids
+
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(N, L, D)`` text conditioning (LaVie/SD: CLIP's final hidden states)."""
+        ids = self.tokenize(prompts).to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def make_scheduler(self, sampler: str):
+        """A fresh diffusers scheduler for ``sampler`` with this backbone's noise schedule."""
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        classes = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+        if sampler not in classes:
+            raise ValueError(f"sampler must be one of {', '.join(classes)} for {self.name}, got {sampler!r}")
+        cls = classes[sampler]
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        return cls(**{k: v for k, v in self.scheduler_config.items() if k in accepted})
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for every UNet call (e.g. VideoCrafter2's fps)."""
+        return {}
+
+    def predict_noise(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | Mapping[str, torch.Tensor],
+        uncond: torch.Tensor | Mapping[str, torch.Tensor] | None,
+        guidance_scale: float,
+        call: CallContext | None = None,
+    ) -> torch.Tensor:
+        """Classifier-free-guided noise prediction ``eps_u + w (eps_c - eps_u)``.
+
+        ``cfg_mode='batched'`` runs both halves in one UNet call (LaVie), ``'separate'`` in two
+        (VideoCrafter2). Without ``uncond`` (guidance <= 1) only the conditional pass runs.
+        """
+        x = latents.to(self.dtype)
+        kwargs = self.unet_kwargs()
+        if uncond is None:
+            return self.unet(x, t, cond, call=call, **kwargs).float()
+        uncond = _match_context(uncond, cond)
+        if self.cfg_mode == "batched":
+            both = _map_context(lambda u, c: torch.cat([u, c]), uncond, cond)
+            eps_u, eps_c = self.unet(torch.cat([x, x]), t, both, call=call, **kwargs).float().chunk(2)
+        else:
+            eps_c = self.unet(x, t, cond, call=call, **kwargs).float()
+            eps_u = self.unet(x, t, uncond, call=call, **kwargs).float()
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarray:
+        """Latents ``(B, C, T, h, w)`` → uint8 video ``(B, T, H, W, 3)``, decoding ``chunk_size`` frames at a time."""
+        b, c, t, h, w = latents.shape
+        frames = latents.transpose(1, 2).reshape(b * t, c, h, w) / self.latent_scale
+        vae_dtype = next(self.vae.parameters()).dtype
+        out = []
+        for s in range(0, b * t, max(1, chunk_size)):
+            z = frames[s : s + chunk_size].to(self.device, vae_dtype)
+            img = self.vae.decode(z).sample.float()
+            out.append(self.to_uint8(img).cpu())
+        video = torch.cat(out).reshape(b, t, *out[0].shape[1:])
+        return video.numpy()
+
+    @staticmethod
+    def to_uint8(img: torch.Tensor) -> torch.Tensor:
+        """``[-1, 1]`` images ``(N, 3, H, W)`` → uint8 ``(N, H, W, 3)`` with LaVie's rounding."""
+        return ((img / 2 + 0.5) * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    def info(self) -> dict[str, Any]:
+        """What results.jsonl records about the model."""
+        return {
+            "model": self.name,
+            "random_init": self.random_init,
+            "weights": "random-init" if self.random_init else self.weights,
+            "label": self.label(),
+            "description": self.description,
+        }
+
+
+def _map_context(fn, a, b):
+    if isinstance(a, Mapping):
+        return {k: fn(a[k], b[k]) for k in a}
+    return fn(a, b)
+
+
+def _match_context(uncond, cond):
+    """Give the unconditional context the conditional one's layout (per-frame, per-group)."""
+    if isinstance(cond, Mapping):
+        return {k: _match_context(uncond[k] if isinstance(uncond, Mapping) else uncond, v) for k, v in cond.items()}
+    if cond.ndim == 4 and uncond.ndim == 3:
+        return uncond[:, None].expand(-1, cond.shape[1], -1, -1)
+    return uncond
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+def register_family(family: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        _FAMILIES[family] = fn
+        return fn
+
+    return deco
+
+
+def _load_families() -> None:
+    from . import lavie_backbone  # noqa: F401
+
+
+def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None = None) -> Backbone:
+    """Build a backbone from a model config (``cfg.model`` of the Hydra app)."""
+    _load_families()
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    if cfg.family not in _FAMILIES:
+        raise ValueError(f"unknown model family {cfg.family!r}; available: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[cfg.family](cfg, weights_dir)
+
+
+def load_backbone(
+    name: str,
+    *,
+    weights_dir: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Backbone:
+    """``load_backbone("lavie")`` — compose ``conf/model/<name>.yaml``, resolve weights, build.
+
+    Raises :class:`freelong.weights.MissingWeightsError` (naming the files, where they were looked
+    for and the command that fetches them) before loading anything heavy.
+    """
+    from ..config import load_model_config
+
+    cfg = load_model_config(name)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(overrides)))
+    backbone = build_backbone(cfg, weights_dir)
+    if device is not None or dtype is not None:
+        backbone.to(device=device, dtype=dtype)
+    return backbone

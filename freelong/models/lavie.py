@@ -1,0 +1,551 @@
+"""LaVie's base text-to-video UNet, re-implemented so the official ``lavie_base.pt`` loads strictly.
+
+Architecture (Vchitect/LaVie ``base/models``): Stable Diffusion 1.x's UNet with every 2D conv
+applied per frame ("inflated"), GroupNorms in the resnets pooled over all frames, and in every
+transformer block a temporal self-attention (``attn_temp``) after the spatial self- and
+cross-attention. The temporal attention rotates the first 32 channels of each head with rotary
+embeddings (interleaved pairs, theta 10000) and adds a T5-style relative position bias
+(32 buckets, max distance 32). It goes through :class:`freelong.attention.TemporalAttention`,
+so methods replace only its processor.
+
+Spatial attention and the feed-forward use diffusers' ``Attention`` and ``FeedForward`` (same
+parameter names as the checkpoint); time embeddings use diffusers' ``Timesteps`` and
+``TimestepEmbedding``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from ..attention import CallContext, TemporalAttention, name_temporal_layers
+
+# LaVie's overrides of Stable Diffusion 1.4's ``unet/config.json`` (``from_pretrained_2d``).
+LAVIE_OVERRIDES: dict[str, Any] = {
+    "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+    "use_first_frame": False,
+}
+
+# Stable Diffusion 1.4's unet/config.json with LaVie's overrides applied: the full-size model.
+LAVIE_BASE_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    **LAVIE_OVERRIDES,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Temporal positional encodings
+# ----------------------------------------------------------------------------------------------
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding on the first ``dim`` channels, interleaved pairs (0,1), (2,3), ...
+
+    ``freqs`` (``1 / theta^(2k/dim)``) is a persistent buffer because LaVie's checkpoint stores it
+    under every temporal attention (one shared instance there; one copy per layer here).
+    """
+
+    def __init__(self, dim: int = 32, theta: float = 10000.0):
+        super().__init__()
+        self.dim = dim
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
+        self.register_buffer("freqs", freqs, persistent=True)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` (..., T, D) by its frame position 0..T-1 along the second-to-last axis."""
+        num_frames, head_dim = x.shape[-2], x.shape[-1]
+        if head_dim < self.dim:
+            raise ValueError(f"head dim {head_dim} is smaller than the rotary dim {self.dim}")
+        pos = torch.arange(num_frames, device=x.device, dtype=torch.float32)
+        angles = (pos[:, None] * self.freqs.float()[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rot, rest = x[..., : self.dim], x[..., self.dim :]
+        pairs = rot.unflatten(-1, (-1, 2))
+        rot_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((rot * cos + rot_half * sin, rest), dim=-1)
+
+
+def relative_position_bucket(rel: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:
+    """T5's bidirectional bucketing of ``rel = key - query``.
+
+    Past keys (rel <= 0) use buckets 0..15 (exact up to 7, then logarithmic up to ``max_distance``);
+    future keys use 16 + the same bucket.
+    """
+    half = num_buckets // 2
+    n = -rel
+    bucket = (n < 0).long() * half
+    n = n.abs()
+    max_exact = half // 2
+    large = max_exact + (
+        torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+    ).long()
+    large = torch.minimum(large, torch.full_like(large, half - 1))
+    return bucket + torch.where(n < max_exact, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias of the bucketed relative frame distance (LaVie's ``time_rel_pos_bias``)."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 32):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def forward(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
+        rel = k_idx[None, :] - q_idx[:, None]
+        buckets = relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)  # (heads, Lq, Lk)
+
+
+class LaVieTemporalAttention(TemporalAttention):
+    def __init__(self, dim: int, heads: int, rotary_dim: int = 32):
+        super().__init__(dim, heads=heads, dim_head=dim // heads)
+        self.rotary_emb = RotaryEmbedding(rotary_dim)
+        self.time_rel_pos_bias = RelativePositionBias(heads)
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
+
+    @property
+    def position_bias(self) -> RelativePositionBias:
+        return self.time_rel_pos_bias
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D op to a ``(B, C, T, H, W)`` tensor frame by frame (one batched call)."""
+    b, c, t, h, w = x.shape
+    y = fn(x.transpose(1, 2).reshape(b * t, c, h, w))
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class InflatedConv3d(nn.Conv2d):
+    """A 2D convolution applied to every frame."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return per_frame(super().forward, x)
+
+
+class ResnetBlock3D(nn.Module):
+    """SD's resnet block on video; the GroupNorms see all frames of a sample at once, as in LaVie."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float,
+                 output_scale_factor: float = 1.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
+        self.conv1 = InflatedConv3d(in_channels, out_channels, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+        self.dropout = nn.Dropout(0.0)
+        self.conv2 = InflatedConv3d(out_channels, out_channels, 3, padding=1)
+        self.conv_shortcut = InflatedConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.output_scale_factor = output_scale_factor
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return (x + h) / self.output_scale_factor
+
+
+class Downsample3D(nn.Module):
+    def __init__(self, channels: int, padding: int = 1):
+        super().__init__()
+        self.conv = InflatedConv3d(channels, channels, 3, stride=2, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample3D(nn.Module):
+    """Nearest x2 on (H, W) — or to the skip connection's size for odd sizes — then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = InflatedConv3d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        t = x.shape[2]
+        target = (t, *size) if size is not None else (t, x.shape[3] * 2, x.shape[4] * 2)
+        dtype = x.dtype
+        if dtype == torch.bfloat16:  # nearest upsampling has no bf16 kernel on some builds
+            x = x.float()
+        x = F.interpolate(x, size=target, mode="nearest").to(dtype)
+        return self.conv(x)
+
+
+class BasicTransformerBlock3D(nn.Module):
+    """Spatial self-attn, cross-attn to text, temporal self-attn, GEGLU feed-forward (pre-LN, residual)."""
+
+    def __init__(self, dim: int, heads: int, cross_attention_dim: int, rotary_dim: int = 32):
+        super().__init__()
+        dim_head = dim // heads
+        self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=dim_head, bias=False)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn2 = Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, heads=heads,
+                               dim_head=dim_head, bias=False)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn_temp = LaVieTemporalAttention(dim, heads, rotary_dim)
+        self.norm_temp = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, frame_shape: tuple[int, int, int],
+                call: CallContext | None) -> torch.Tensor:
+        # x: (B*T, H*W, C); context: (B*T, L, D)
+        t, h, w = frame_shape
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), encoder_hidden_states=context) + x
+        bt, n, c = x.shape
+        b = bt // t
+        xt = x.view(b, t, n, c).transpose(1, 2).reshape(b * n, t, c)
+        xt = self.attn_temp(self.norm_temp(xt), frame_shape, call) + xt
+        x = xt.view(b, n, t, c).transpose(1, 2).reshape(bt, n, c)
+        return self.ff(self.norm3(x)) + x
+
+
+class Transformer3DModel(nn.Module):
+    def __init__(self, channels: int, heads: int, cross_attention_dim: int, groups: int, rotary_dim: int = 32):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock3D(channels, heads, cross_attention_dim, rotary_dim)]
+        )
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, call: CallContext | None) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        hidden = self.proj_in(self.norm(frames))  # GroupNorm per frame here, as LaVie
+        hidden = hidden.permute(0, 2, 3, 1).reshape(b * t, h * w, c)
+        for block in self.transformer_blocks:
+            hidden = block(hidden, context, (t, h, w), call)
+        hidden = hidden.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        out = self.proj_out(hidden) + frames
+        return out.reshape(b, t, c, h, w).transpose(1, 2)
+
+
+class DownBlock3D(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, temb: int, layers: int, groups: int, eps: float,
+                 add_downsample: bool, padding: int, attention: bool, heads: int, cross_dim: int, rotary_dim: int):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [ResnetBlock3D(in_ch if i == 0 else out_ch, out_ch, temb, groups, eps) for i in range(layers)]
+        )
+        self.attentions = (
+            nn.ModuleList([Transformer3DModel(out_ch, heads, cross_dim, groups, rotary_dim) for _ in range(layers)])
+            if attention
+            else None
+        )
+        self.downsamplers = nn.ModuleList([Downsample3D(out_ch, padding)]) if add_downsample else None
+
+    def forward(self, x, temb, context, call):
+        skips = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context, call)
+            skips.append(x)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+            skips.append(x)
+        return x, skips
+
+
+class UpBlock3D(nn.Module):
+    def __init__(self, in_ch: int, prev_ch: int, out_ch: int, temb: int, layers: int, groups: int, eps: float,
+                 add_upsample: bool, attention: bool, heads: int, cross_dim: int, rotary_dim: int):
+        super().__init__()
+        resnets = []
+        for i in range(layers):
+            skip_ch = in_ch if i == layers - 1 else out_ch
+            res_in = prev_ch if i == 0 else out_ch
+            resnets.append(ResnetBlock3D(res_in + skip_ch, out_ch, temb, groups, eps))
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = (
+            nn.ModuleList([Transformer3DModel(out_ch, heads, cross_dim, groups, rotary_dim) for _ in range(layers)])
+            if attention
+            else None
+        )
+        self.upsamplers = nn.ModuleList([Upsample3D(out_ch)]) if add_upsample else None
+
+    def forward(self, x, skips, temb, context, call, upsample_size=None):
+        for i, resnet in enumerate(self.resnets):
+            x = torch.cat([x, skips.pop()], dim=1)
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context, call)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, upsample_size)
+        return x
+
+
+class MidBlock3D(nn.Module):
+    def __init__(self, ch: int, temb: int, groups: int, eps: float, scale: float, heads: int, cross_dim: int,
+                 rotary_dim: int):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [ResnetBlock3D(ch, ch, temb, groups, eps, scale), ResnetBlock3D(ch, ch, temb, groups, eps, scale)]
+        )
+        self.attentions = nn.ModuleList([Transformer3DModel(ch, heads, cross_dim, groups, rotary_dim)])
+
+    def forward(self, x, temb, context, call):
+        x = self.resnets[0](x, temb)
+        x = self.attentions[0](x, context, call)
+        return self.resnets[1](x, temb)
+
+
+# ----------------------------------------------------------------------------------------------
+# The UNet
+# ----------------------------------------------------------------------------------------------
+_SUPPORTED_BLOCKS = {"CrossAttnDownBlock3D", "DownBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"}
+
+
+def _select_context(context: torch.Tensor | Mapping[str, torch.Tensor], group: str) -> torch.Tensor:
+    return context[group] if isinstance(context, Mapping) else context
+
+
+class LaVieUNet(nn.Module):
+    """LaVie's ``UNet3DConditionModel`` (base T2V), keyword-compatible with its config.
+
+    ``forward(sample (B, 4, T, H, W), timestep, encoder_hidden_states)`` returns the noise prediction.
+    ``encoder_hidden_states`` may be ``(B, L, D)`` (one prompt per video), ``(B, T, L, D)`` (one
+    embedding per frame, for multi-prompt videos) or a dict of those keyed by ``down``, ``mid`` and
+    ``up`` (a different text per block group, for FreeNoise's motion injection).
+    """
+
+    def __init__(
+        self,
+        sample_size: int | None = None,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        center_input_sample: bool = False,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        down_block_types: Sequence[str] = tuple(LAVIE_OVERRIDES["down_block_types"]),
+        up_block_types: Sequence[str] = tuple(LAVIE_OVERRIDES["up_block_types"]),
+        only_cross_attention: bool = False,
+        block_out_channels: Sequence[int] = (320, 640, 1280, 1280),
+        layers_per_block: int = 2,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1.0,
+        act_fn: str = "silu",
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        cross_attention_dim: int = 768,
+        attention_head_dim: int | Sequence[int] = 8,
+        dual_cross_attention: bool = False,
+        use_linear_projection: bool = False,
+        class_embed_type: str | None = None,
+        num_class_embeds: int | None = None,
+        upcast_attention: bool = False,
+        resnet_time_scale_shift: str = "default",
+        use_first_frame: bool = False,
+        use_relative_position: bool = False,
+        rotary_dim: int = 32,
+    ):
+        super().__init__()
+        unsupported = {
+            "only_cross_attention": (only_cross_attention, False),
+            "dual_cross_attention": (dual_cross_attention, False),
+            "use_linear_projection": (use_linear_projection, False),
+            "class_embed_type": (class_embed_type, None),
+            "num_class_embeds": (num_class_embeds, None),
+            "upcast_attention": (upcast_attention, False),
+            "resnet_time_scale_shift": (resnet_time_scale_shift, "default"),
+            "use_first_frame": (use_first_frame, False),
+            "use_relative_position": (use_relative_position, False),
+            "act_fn": (act_fn, "silu"),
+        }
+        for key, (value, expected) in unsupported.items():
+            if value != expected:
+                raise ValueError(f"LaVieUNet: {key}={value!r} is not LaVie's base model setting ({expected!r})")
+        if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
+            raise ValueError(
+                "LaVieUNet: down_block_types, up_block_types and block_out_channels must have equal length"
+            )
+        for bt in (*down_block_types, *up_block_types):
+            if bt not in _SUPPORTED_BLOCKS:
+                raise ValueError(f"LaVieUNet: unsupported block type {bt!r}")
+        heads = [attention_head_dim] * len(block_out_channels) if isinstance(attention_head_dim, int) \
+            else list(attention_head_dim)
+        for ch, hd in zip(block_out_channels, heads):
+            if ch % hd or ch // hd < rotary_dim:
+                raise ValueError(
+                    f"LaVieUNet: {ch} channels with {hd} heads gives head dim {ch / hd:g}; it must be an integer "
+                    f">= rotary_dim={rotary_dim} (LaVie rotates 32 channels per head)"
+                )
+        self.config = {
+            "sample_size": sample_size, "in_channels": in_channels, "out_channels": out_channels,
+            "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
+            "down_block_types": list(down_block_types), "up_block_types": list(up_block_types),
+            "norm_num_groups": norm_num_groups, "norm_eps": norm_eps, "cross_attention_dim": cross_attention_dim,
+            "attention_head_dim": attention_head_dim, "flip_sin_to_cos": flip_sin_to_cos, "freq_shift": freq_shift,
+            "downsample_padding": downsample_padding, "mid_block_scale_factor": mid_block_scale_factor,
+            "center_input_sample": center_input_sample, "rotary_dim": rotary_dim,
+        }
+        self.in_channels = in_channels
+        self.center_input_sample = center_input_sample
+        temb = block_out_channels[0] * 4
+        n = len(block_out_channels)
+
+        self.conv_in = InflatedConv3d(in_channels, block_out_channels[0], 3, padding=1)
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(block_out_channels[0], temb)
+
+        self.down_blocks = nn.ModuleList()
+        out_ch = block_out_channels[0]
+        for i, block_type in enumerate(down_block_types):
+            in_ch, out_ch = out_ch, block_out_channels[i]
+            self.down_blocks.append(DownBlock3D(
+                in_ch, out_ch, temb, layers_per_block, norm_num_groups, norm_eps,
+                add_downsample=i < n - 1, padding=downsample_padding, attention=block_type.startswith("CrossAttn"),
+                heads=heads[i], cross_dim=cross_attention_dim, rotary_dim=rotary_dim,
+            ))
+
+        self.mid_block = MidBlock3D(block_out_channels[-1], temb, norm_num_groups, norm_eps, mid_block_scale_factor,
+                                    heads[-1], cross_attention_dim, rotary_dim)
+
+        self.up_blocks = nn.ModuleList()
+        rev_ch = list(reversed(block_out_channels))
+        rev_heads = list(reversed(heads))
+        out_ch = rev_ch[0]
+        for i, block_type in enumerate(up_block_types):
+            prev_ch, out_ch = out_ch, rev_ch[i]
+            in_ch = rev_ch[min(i + 1, n - 1)]
+            self.up_blocks.append(UpBlock3D(
+                in_ch, prev_ch, out_ch, temb, layers_per_block + 1, norm_num_groups, norm_eps,
+                add_upsample=i < n - 1, attention=block_type.startswith("CrossAttn"),
+                heads=rev_heads[i], cross_dim=cross_attention_dim, rotary_dim=rotary_dim,
+            ))
+
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
+        self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
+
+        levels = {}
+        for name, module in self.named_modules():
+            if isinstance(module, TemporalAttention):
+                group, idx = name.split(".")[:2]
+                level = {"down_blocks": lambda i: int(i), "up_blocks": lambda i: n - 1 - int(i)}.get(group)
+                levels[name] = level(idx) if level else n - 1
+        name_temporal_layers(self, levels)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LaVieUNet:
+        """Build from a diffusers-style config dict (keys starting with ``_`` are ignored)."""
+        kwargs = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+        import inspect
+
+        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ValueError(f"LaVieUNet: unknown config key(s) {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv_in.weight.dtype
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor | Mapping[str, torch.Tensor],
+        call: CallContext | None = None,
+    ) -> torch.Tensor:
+        b, _, t, h, w = sample.shape
+        if self.center_input_sample:
+            sample = 2 * sample - 1.0
+        timesteps = torch.as_tensor(timestep, device=sample.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps[None]
+        timesteps = timesteps.expand(b)
+        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+
+        context = (
+            {k: self._frame_context(v, b, t) for k, v in encoder_hidden_states.items()}
+            if isinstance(encoder_hidden_states, Mapping)
+            else self._frame_context(encoder_hidden_states, b, t)
+        )
+
+        x = self.conv_in(sample)
+        skips = [x]
+        for block in self.down_blocks:
+            x, res = block(x, emb, _select_context(context, "down"), call)
+            skips.extend(res)
+        x = self.mid_block(x, emb, _select_context(context, "mid"), call)
+        for block in self.up_blocks:
+            block_skips = skips[-len(block.resnets):]
+            del skips[-len(block.resnets):]
+            size = skips[-1].shape[-2:] if skips else None
+            x = block(x, block_skips, emb, _select_context(context, "up"), call, upsample_size=size)
+        x = F.silu(self.conv_norm_out(x))
+        return self.conv_out(x)
+
+    def _frame_context(self, ctx: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """Text context per frame: ``(B, L, D)`` is repeated for each frame, ``(B, T, L, D)`` used as is."""
+        ctx = ctx.to(self.dtype)
+        if ctx.ndim == 3:
+            if ctx.shape[0] != b:
+                raise ValueError(f"text context batch {ctx.shape[0]} != latent batch {b}")
+            return ctx.repeat_interleave(t, dim=0)
+        if ctx.ndim == 4:
+            if ctx.shape[:2] != (b, t):
+                raise ValueError(f"per-frame text context {tuple(ctx.shape[:2])} != (batch, frames) {(b, t)}")
+            return ctx.reshape(b * t, *ctx.shape[2:])
+        raise ValueError(f"text context must be (B, L, D) or (B, T, L, D), got {tuple(ctx.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint loading
+# ----------------------------------------------------------------------------------------------
+def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Accept a plain state dict or one wrapped in ``ema`` / ``state_dict`` / ``module``."""
+    for key in ("ema", "state_dict", "module"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_lavie_unet_weights(unet: LaVieUNet, state_dict: Mapping[str, Any], assign: bool = False) -> None:
+    """Load LaVie's UNet weights with ``strict=True`` (``assign=True`` for a meta-device model).
+
+    The rotary ``freqs`` buffers are deterministic; if a checkpoint lacks them (e.g. saved with a
+    rotary implementation that keeps them non-persistent) they are filled in.
+    """
+    sd = unwrap_state_dict(state_dict)
+    for key in unet.state_dict():
+        if key.endswith("rotary_emb.freqs") and key not in sd:
+            sd[key] = RotaryEmbedding(unet.config["rotary_dim"]).freqs
+    unet.load_state_dict(sd, strict=True, assign=assign)

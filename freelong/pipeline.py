@@ -1,0 +1,180 @@
+"""LongVideoPipeline: any registered method on any backbone, at any length and resolution.
+
+Stages (diffusers-style): 1. check inputs, 2. encode the prompt, 3. the method's initial noise,
+4. attach the method, 5. denoise with classifier-free guidance (a progress bar; every UNet call
+carries the step index to the temporal-attention processors), 6. detach, 7. decode in frame
+chunks so decoder memory does not grow with the frame count, 8. uint8 video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .attention import CallContext
+from .methods import Method, get_method
+from .models.base import Backbone
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class GenerationStats:
+    """Timings (seconds) of the last call."""
+
+    encode_s: float = 0.0
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        per_step = float(np.median(self.step_s)) if self.step_s else 0.0
+        return {"encode_s": self.encode_s, "denoise_s": self.denoise_s, "decode_s": self.decode_s,
+                "total_s": self.total_s, "median_step_s": per_step}
+
+
+class LongVideoPipeline:
+    """``pipe(prompt, num_frames=128, ...)`` → uint8 video ``(T, H, W, 3)``.
+
+    Args:
+        backbone: a :class:`~freelong.models.base.Backbone` (``load_backbone("lavie")``).
+        method: a :class:`~freelong.methods.Method`, or a registered name (``"freelong"``);
+            ``None`` means direct sampling.
+        decode_chunk_size: frames decoded per VAE call.
+        progress: show a progress bar over denoising steps.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        method: Method | str | None = None,
+        *,
+        decode_chunk_size: int = 8,
+        progress: bool = True,
+    ):
+        self.backbone = backbone
+        if method is None:
+            method = "direct"
+        self.method = get_method(method) if isinstance(method, str) else method
+        self.decode_chunk_size = decode_chunk_size
+        self.progress = progress
+        self.stats = GenerationStats()
+
+    # -- stages -------------------------------------------------------------------------------------
+    def check_inputs(self, num_frames: int, height: int, width: int, steps: int) -> None:
+        factor = self.backbone.vae_scale_factor
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if height % factor or width % factor or height < factor or width < factor:
+            raise ValueError(f"height and width must be positive multiples of {factor}, got {height}x{width}")
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        self.method.check_frames(num_frames)
+
+    def encode_prompt(self, prompt: Any, num_frames: int) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        """Text conditioning for one video: ``(1, L, D)`` for a single prompt string."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self.backbone.encode_text([prompt])
+
+    def prepare_latents(self, num_frames: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        factor = self.backbone.vae_scale_factor
+        shape = (1, self.backbone.latent_channels, num_frames, height // factor, width // factor)
+        return self.method.init_noise(shape, generator=generator, dtype=torch.float32)
+
+    # -- the call -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Any,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+        *,
+        negative_prompt: str = "",
+        sampler: str | None = None,
+        eta: float | None = None,
+        latents: torch.Tensor | None = None,
+        callback: StepCallback | None = None,
+        output_type: str = "np",
+    ) -> np.ndarray | torch.Tensor:
+        """Generate one video. ``output_type='latent'`` returns the final latents instead of pixels.
+
+        ``callback`` receives a dict per step: ``step_index``, ``timestep``, ``latents`` (before the
+        step), ``noise_pred`` (guided ε̂), ``prev_latents`` and the ``scheduler``.
+        """
+        bb = self.backbone
+        defaults = bb.sampling
+        num_frames = int(num_frames or defaults["num_frames"])
+        height = int(height or defaults["height"])
+        width = int(width or defaults["width"])
+        steps = int(num_inference_steps or defaults["num_inference_steps"])
+        guidance = float(defaults["guidance_scale"] if guidance_scale is None else guidance_scale)
+        sampler = sampler or defaults.get("sampler", "ddim")
+        eta = float(defaults.get("eta", 0.0) if eta is None else eta)
+        self.check_inputs(num_frames, height, width, steps)
+        stats = self.stats = GenerationStats()
+        t_start = time.perf_counter()
+
+        # 2. text conditioning
+        cond = self.encode_prompt(prompt, num_frames)
+        uncond = bb.encode_text([negative_prompt]) if guidance > 1.0 else None
+        stats.encode_s = time.perf_counter() - t_start
+
+        # 3. noise (drawn on the CPU so a seed gives the same video on any device)
+        scheduler = bb.make_scheduler(sampler)
+        scheduler.set_timesteps(steps)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        if latents is None:
+            latents = self.prepare_latents(num_frames, height, width, generator)
+        latents = (latents * scheduler.init_noise_sigma).to(bb.device, torch.float32)
+        step_kwargs: dict[str, Any] = {"generator": generator}
+        if sampler == "ddim":
+            step_kwargs["eta"] = eta
+
+        # 4-6. denoise with the method attached
+        t0 = time.perf_counter()
+        handle = self.method.attach(bb.unet)
+        try:
+            timesteps = scheduler.timesteps
+            bar = tqdm(timesteps, desc=f"{self.method.name} {num_frames}f", disable=not self.progress, leave=False)
+            for i, t in enumerate(bar):
+                ts = time.perf_counter()
+                call = CallContext(step_index=i, num_steps=len(timesteps))
+                model_in = scheduler.scale_model_input(latents, t)
+                eps = bb.predict_noise(model_in, t.to(bb.device), cond, uncond, guidance, call)
+                prev = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                if callback is not None:
+                    callback({"step_index": i, "timestep": int(t), "latents": latents, "noise_pred": eps,
+                              "prev_latents": prev, "scheduler": scheduler})
+                latents = prev
+                _sync(bb.device)
+                stats.step_s.append(time.perf_counter() - ts)
+        finally:
+            handle.detach()
+        stats.denoise_s = time.perf_counter() - t0
+
+        if output_type == "latent":
+            stats.total_s = time.perf_counter() - t_start
+            return latents
+        # 7-8. decode
+        t1 = time.perf_counter()
+        video = bb.decode(latents, self.decode_chunk_size)[0]
+        stats.decode_s = time.perf_counter() - t1
+        stats.total_s = time.perf_counter() - t_start
+        return video
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

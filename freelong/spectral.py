@@ -1,0 +1,154 @@
+"""Spatio-temporal low-pass filters and FreeLong's SpectralBlend.
+
+Filters live on a ``(T, H, W)`` grid in the *fftshifted* layout used by FreeInit and FreeLong:
+index ``k`` of an axis of length ``N`` has normalised coordinate ``2k/N - 1``, so the DC bin
+(index ``N//2`` after ``fftshift``) sits at coordinate 0 for even ``N``. Cut-offs ``d_s`` (space)
+and ``d_t`` (time) are in those coordinates, i.e. fractions of the Nyquist frequency.
+
+:func:`spectral_blend` computes ``Re IFFT3D(FFT3D(g) * P + FFT3D(l) * (1 - P))`` — low frequencies
+from ``g``, high from ``l``. By linearity this is ``l + Re IFFT3D(P * FFT3D(g - l))``, and for a real
+input the real part equals the inverse real FFT with the Hermitian-symmetrised filter
+``(P(k) + P(-k)) / 2``; so one forward and one inverse *real* FFT of the difference suffice. The
+symmetrisation only matters for odd sizes, where the shifted filter is not symmetric about DC
+(e.g. LaVie's 5x8 level), and it reproduces the reference's ``.real`` exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+
+FILTERS = ("gaussian", "butterworth", "ideal", "box")
+
+
+def _grid(shape: tuple[int, int, int], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t, h, w = shape
+    ct = torch.arange(t, dtype=torch.float64, device=device) * 2 / t - 1
+    ch = torch.arange(h, dtype=torch.float64, device=device) * 2 / h - 1
+    cw = torch.arange(w, dtype=torch.float64, device=device) * 2 / w - 1
+    return ct[:, None, None], ch[None, :, None], cw[None, None, :]
+
+
+def _check(shape: tuple[int, int, int], d_s: float, d_t: float) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"filter shape must be (T, H, W) with positive sizes, got {shape}")
+    for name, d in (("d_s", d_s), ("d_t", d_t)):
+        if not (0 < d <= 1):
+            raise ValueError(f"{name} must be in (0, 1], got {d}")
+    return shape  # type: ignore[return-value]
+
+
+def _radius2(shape, d_s, d_t, device=None) -> torch.Tensor:
+    t, h, w = _grid(shape, device)
+    return (t / d_t) ** 2 + (h / d_s) ** 2 + (w / d_s) ** 2
+
+
+def gaussian_lowpass(shape: tuple[int, int, int], d_s: float = 0.25, d_t: float = 0.25) -> torch.Tensor:
+    """``exp(-1/2 [(t/d_t)^2 + (h/d_s)^2 + (w/d_s)^2])`` — FreeLong's and FreeInit's filter."""
+    shape = _check(shape, d_s, d_t)
+    return torch.exp(-0.5 * _radius2(shape, d_s, d_t)).float()
+
+
+def butterworth_lowpass(
+    shape: tuple[int, int, int], d_s: float = 0.25, d_t: float = 0.25, order: int = 4
+) -> torch.Tensor:
+    """``1 / (1 + r^(2n))`` with ``r^2 = (t/d_t)^2 + (h/d_s)^2 + (w/d_s)^2`` (n = ``order``)."""
+    shape = _check(shape, d_s, d_t)
+    return (1.0 / (1.0 + _radius2(shape, d_s, d_t) ** order)).float()
+
+
+def ideal_lowpass(shape: tuple[int, int, int], d_s: float = 0.25, d_t: float = 0.25) -> torch.Tensor:
+    """1 inside the ellipsoid ``(t/d_t)^2 + (h/d_s)^2 + (w/d_s)^2 <= 1``, else 0."""
+    shape = _check(shape, d_s, d_t)
+    return (_radius2(shape, d_s, d_t) <= 1.0).float()
+
+
+def box_lowpass(shape: tuple[int, int, int], d_s: float = 0.25, d_t: float = 0.25) -> torch.Tensor:
+    """1 inside the box ``|t| <= d_t, |h| <= d_s, |w| <= d_s``, else 0."""
+    shape = _check(shape, d_s, d_t)
+    t, h, w = _grid(shape)
+    return ((t.abs() <= d_t) & (h.abs() <= d_s) & (w.abs() <= d_s)).float()
+
+
+_BUILDERS: dict[str, Callable[..., torch.Tensor]] = {
+    "gaussian": gaussian_lowpass,
+    "butterworth": butterworth_lowpass,
+    "ideal": ideal_lowpass,
+    "box": box_lowpass,
+}
+
+
+def make_lowpass(kind: str, shape: tuple[int, int, int], d_s: float, d_t: float) -> torch.Tensor:
+    """Build a named low-pass filter on a ``(T, H, W)`` grid (fftshifted layout)."""
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown filter {kind!r}; choose one of {', '.join(FILTERS)}")
+    return _BUILDERS[kind](shape, d_s=d_s, d_t=d_t)
+
+
+def rfft_half_filter(lowpass: torch.Tensor) -> torch.Tensor:
+    """Turn a shifted-layout ``(T, H, W)`` filter into the multiplier for ``rfftn`` over (T, H, W).
+
+    Un-shifts it, symmetrises it (``(P(k) + P(-k)) / 2``, which is what taking ``.real`` after a
+    full complex IFFT does implicitly) and keeps the ``W // 2 + 1`` non-negative W frequencies.
+    """
+    p = torch.fft.ifftshift(lowpass.double(), dim=(-3, -2, -1))
+    p_neg = torch.roll(torch.flip(p, dims=(-3, -2, -1)), shifts=(1, 1, 1), dims=(-3, -2, -1))
+    sym = 0.5 * (p + p_neg)
+    return sym[..., : lowpass.shape[-1] // 2 + 1].float()
+
+
+@lru_cache(maxsize=64)
+def cached_rfft_filter(
+    kind: str, shape: tuple[int, int, int], d_s: float, d_t: float, device: str
+) -> torch.Tensor:
+    """:func:`rfft_half_filter` of :func:`make_lowpass`, built once per shape and device."""
+    return rfft_half_filter(make_lowpass(kind, shape, d_s, d_t)).to(device)
+
+
+def blend_with_rfft_filter(
+    global_feat: torch.Tensor,
+    local_feat: torch.Tensor,
+    half_filter: torch.Tensor,
+    dims: tuple[int, int, int],
+) -> torch.Tensor:
+    """``local + irfftn(F * rfftn(global - local))`` over ``dims`` = (T, H, W) axes, in fp32.
+
+    ``half_filter`` must already broadcast against the rfft of the input (W axis halved).
+    """
+    out_dtype = local_feat.dtype
+    diff = global_feat.float() - local_feat.float()
+    sizes = [diff.shape[d] for d in dims]
+    spec = torch.fft.rfftn(diff, dim=dims)
+    low = torch.fft.irfftn(spec * half_filter, s=sizes, dim=dims)
+    return (local_feat.float() + low).to(out_dtype)
+
+
+def spectral_blend(global_feat: torch.Tensor, local_feat: torch.Tensor, lowpass: torch.Tensor) -> torch.Tensor:
+    """Low frequencies of ``global_feat`` plus high frequencies of ``local_feat``.
+
+    Inputs are ``(..., T, H, W)``; ``lowpass`` is ``(T, H, W)`` in the fftshifted layout. Returns
+    ``Re IFFT3D(FFT3D(global) * P + FFT3D(local) * (1 - P))`` in the inputs' dtype, computed in fp32.
+    """
+    if global_feat.shape != local_feat.shape:
+        raise ValueError(f"shape mismatch: {tuple(global_feat.shape)} vs {tuple(local_feat.shape)}")
+    if tuple(lowpass.shape) != tuple(global_feat.shape[-3:]):
+        raise ValueError(f"filter shape {tuple(lowpass.shape)} != feature (T, H, W) {tuple(global_feat.shape[-3:])}")
+    half = rfft_half_filter(lowpass).to(global_feat.device)
+    return blend_with_rfft_filter(global_feat, local_feat, half, dims=(-3, -2, -1))
+
+
+__all__ = [
+    "FILTERS",
+    "blend_with_rfft_filter",
+    "box_lowpass",
+    "butterworth_lowpass",
+    "cached_rfft_filter",
+    "gaussian_lowpass",
+    "ideal_lowpass",
+    "make_lowpass",
+    "rfft_half_filter",
+    "spectral_blend",
+]

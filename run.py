@@ -1,0 +1,33 @@
+"""freelong-bench entry point: ``python run.py [group=option ...] [key=value ...]`` (Hydra).
+
+Examples::
+
+    python run.py                                   # smoke run: tiny random-init LaVie, FreeLong
+    python run.py method=freelong model=lavie       # the real thing (needs weights, see README)
+    python run.py -m method=direct,freelong method.window=8,16 model=lavie_tiny
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from freelong.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from freelong.runner import ConfigError, run
+    from freelong.weights import MissingWeightsError
+
+    try:
+        run(cfg)
+    except (ConfigError, MissingWeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

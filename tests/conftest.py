@@ -1,0 +1,41 @@
+"""Shared fixtures: composed Hydra configs and tiny random-weight backbones (built once per session)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _deterministic():
+    torch.use_deterministic_algorithms(False)
+    torch.manual_seed(0)
+
+
+@pytest.fixture()
+def compose_cfg():
+    """``compose_cfg(*overrides)`` → the app's config, composed exactly as ``run.py`` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from freelong.config import CONF_DIR, register_configs
+
+    register_configs()
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def lavie_tiny():
+    from freelong import load_backbone
+
+    return load_backbone("lavie_tiny")
