@@ -10,4 +10,14 @@ from freelong.methods import Method, register_method
 @register_method("direct")
 @dataclass
 class Direct(Method):
-    """No change to the model; i.i.d. Gaussian noise for all frames."""
+    """No change to the model; i.i.d. Gaussian noise for all frames.
+
+    ``window`` and ``stride`` are accepted and ignored, so that one sweep can vary them across
+    methods (``python run.py -m method=direct,freelong method.window=8,16``); results record them.
+    """
+
+    window: int | None = None
+    stride: int | None = None
+
+    def check_frames(self, num_frames: int) -> None:
+        """Direct sampling runs at any length."""

@@ -81,12 +81,15 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         t, h, w = ctx.frame_shape
         rows, heads, _, d = glob.shape
         b = rows // (h * w)
-        half = cached_rfft_filter(self.filter, (t, h, w), self.d_s, self.d_t, str(glob.device))
-        half = half.permute(1, 2, 0)[None, :, :, None, :, None]  # -> (1, H, W//2+1, 1, T, 1)
+        half = self.half_filter((t, h, w), glob.device).permute(1, 2, 0)[None, :, :, None, :, None]  # (1,H,W',1,T,1)
         out = blend_with_rfft_filter(
             glob.reshape(b, h, w, heads, t, d), local.reshape(b, h, w, heads, t, d), half, dims=(4, 1, 2)
         )
         return out.reshape(rows, heads, t, d)
+
+    def half_filter(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """The rfft-domain low-pass ``(T, H, W//2+1)`` for a video shape (built once per shape and device)."""
+        return cached_rfft_filter(self.filter, shape, self.d_s, self.d_t, str(device))
 
     def __repr__(self) -> str:
         return (

@@ -171,8 +171,12 @@ def make_logger(cfg: DictConfig, run_dir: Path):
     return build_logger(cfg, run_dir)
 
 
-def run(cfg: DictConfig) -> Path:
-    """Generate every (prompt, seed) of the config into the run directory; return its path."""
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
+    """Generate every (prompt, seed) of the config into the run directory; return its path.
+
+    ``run_dir`` defaults to Hydra's output directory (``hydra.run.dir`` / the sweep subdir), or a
+    timestamped folder under ``paths.output_root`` when called outside Hydra.
+    """
     from .models.base import build_backbone
     from .pipeline import LongVideoPipeline
 
@@ -182,7 +186,7 @@ def run(cfg: DictConfig) -> Path:
         method = method_from_config(cfg.method)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    run_dir = output_dir(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
 

@@ -88,9 +88,10 @@ class Backbone:
 
     # -- the calls the pipeline makes -------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids padded/truncated to the text encoder's context length (77 for CLIP)."""
+        length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
         return self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
+            list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
         ).input_ids
 
     @torch.no_grad()
