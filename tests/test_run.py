@@ -155,3 +155,12 @@ def test_cli_smoke_run_and_multirun(tmp_path):
     assert len(results) == 4  # 2 methods x 2 windows (direct accepts and ignores method.window)
     methods = sorted(json.loads(p.read_text().splitlines()[0])["method"] for p in results)
     assert methods == ["direct", "direct", "freelong", "freelong"]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(compose_cfg, experiment):
+    from freelong.config import validate_config
+
+    cfg = compose_cfg(f"experiment={experiment}")
+    validate_config(cfg)
+    assert cfg.task_name == experiment
