@@ -1,4 +1,5 @@
-"""Build the VideoCrafter2 backbone: official weights (``model=videocrafter2``) or tiny random ones (``videocrafter2_tiny``).
+"""Build the VideoCrafter2 backbone: official weights (``model=videocrafter2``) or tiny random ones
+(``model=videocrafter2_tiny``).
 
 Official layout: one ``model.ckpt`` (UNet, VAE and OpenCLIP ViT-H text tower, see
 :mod:`.videocrafter_convert`) plus a CLIP BPE tokenizer folder (OpenCLIP's vocabulary; padded with
@@ -180,8 +181,13 @@ def _container(node: Any) -> dict[str, Any]:
 
 
 def build_text_encoder(text_cfg: Mapping[str, Any], tokenizer) -> nn.Module:
+    """A ``CLIPTextModel`` for ``model.text_encoder`` (vocabulary size defaults to the tokenizer's)."""
     from transformers import CLIPTextModel
 
+    text_cfg = {"vocab_size": len(tokenizer), **text_cfg}
+    if len(tokenizer) > text_cfg["vocab_size"]:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but model.text_encoder.vocab_size is "
+                         f"{text_cfg['vocab_size']}")
     config = clip_text_config(text_cfg, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                               pad_token_id=tokenizer.pad_token_id)
     return CLIPTextModel(config)

@@ -152,7 +152,8 @@ class Upsample(nn.Module):
             x = x.float()
         return self.conv(F.interpolate(x, size=target, mode="nearest").to(dtype))
 
-    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None,
+                chunk_size: int | None = None) -> torch.Tensor:
         return per_frame(lambda f: self._up(f, size), x, chunk_size=chunk_size)
 
 
