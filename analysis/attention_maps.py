@@ -366,8 +366,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         if val is not None and not isinstance(val, list):
             raise ConfigError(f"analysis.{key} must be null (all) or a list, got {val!r}")
     methods = methods_from_config(cfg, opts["methods"])
-    setup = prepare(cfg)
-    check_methods_fit(methods, lengths, setup.prompts)
+    setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
     try:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:

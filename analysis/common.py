@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,8 @@ class Setup:
     prompts: list[Any]
 
 
-def prepare(cfg: DictConfig) -> Setup:
-    """Validate, make the run dir, build the backbone (fails fast on missing weights)."""
+def prepare(cfg: DictConfig, check: Callable[[list[Any]], None] | None = None) -> Setup:
+    """Validate (``check(prompts)`` runs before anything heavy), make the run dir, build the backbone."""
     from freelong.metadata import resolve_device
     from freelong.models.base import build_backbone
 
@@ -133,6 +133,8 @@ def prepare(cfg: DictConfig) -> Setup:
         prompts = load_prompts(cfg.prompts)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if check is not None:
+        check(prompts)
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = resolve_device(cfg.device, cfg.dtype)

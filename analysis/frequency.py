@@ -247,8 +247,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, int) for s in steps)):
         raise ConfigError(f"analysis.steps must be null (all steps) or a list of step indices, got {steps!r}")
     methods = methods_from_config(cfg, opts["methods"])
-    setup = prepare(cfg)
-    check_methods_fit(methods, lengths, setup.prompts)
+    setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
     cache = RecordCache(setup.run_dir / "records", overwrite=cfg.overwrite)
     meta = run_metadata(setup)
     sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}

@@ -122,3 +122,17 @@ def test_snr_vs_length_experiment_on_the_tiny_model(compose_cfg, tmp_path):
         gm_16 = math.exp(np.log(sel[sel.length == 16]["snr"]).mean())
         assert r.relative_snr == pytest.approx(gm_n / gm_16, rel=1e-9)
     assert len(list((out / "records").glob("*.json"))) == 4  # one cached record per video (resume)
+
+
+def test_bad_analysis_options_fail_before_any_model_is_built(compose_cfg, tmp_path):
+    from analysis.frequency import run_experiment
+    from freelong.runner import ConfigError
+
+    base = ("experiment=snr_vs_length", f"paths.output_root={tmp_path}")
+    with pytest.raises(ConfigError, match="at 8 frames: method.window=16"):
+        run_experiment(compose_cfg(*base, "analysis.lengths=[8,16]"))
+    with pytest.raises(ConfigError, match="reference_length=24"):
+        run_experiment(compose_cfg(*base, "analysis.reference_length=24"))
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        run_experiment(compose_cfg(*base, "analysis.methods=[nope]"))
+    assert not any(tmp_path.iterdir())  # no run dir was made
