@@ -5,6 +5,7 @@ Examples::
     python run.py                                   # smoke run: tiny random-init LaVie, FreeLong
     python run.py method=freelong model=lavie       # the real thing (needs weights, see README)
     python run.py -m method=direct,freelong method.window=8,16 model=lavie_tiny
+    python run.py experiment=snr_vs_length          # an analysis (analysis.task) instead of generation
 """
 
 import sys
@@ -23,7 +24,12 @@ def main(cfg: DictConfig) -> None:
     from freelong.weights import MissingWeightsError
 
     try:
-        run(cfg)
+        if cfg.analysis.get("task"):  # experiment=snr_vs_length / attention_maps: an analysis, not plain generation
+            from analysis import run_task
+
+            run_task(cfg)
+        else:
+            run(cfg)
     except (ConfigError, MissingWeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

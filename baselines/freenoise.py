@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from freelong.methods import Method, register_method
 from freelong.noise import rescheduled_noise
+from freelong.prompts import MotionInjection
 
 from .window_fusion import WEIGHTINGS, WindowFusionProcessor
 
@@ -15,11 +16,21 @@ from .window_fusion import WEIGHTINGS, WindowFusionProcessor
 @register_method("freenoise")
 @dataclass
 class FreeNoise(Method):
-    """Window ``window`` (= the backbone's training length), stride ``stride``, pyramid fusion weights."""
+    """Window ``window`` (= the backbone's training length), stride ``stride``, pyramid fusion weights.
+
+    ``motion_injection`` (multi-prompt videos only): outside the step range ``injection_steps``
+    (fractions of the trajectory) the block groups ``injection_groups`` see the prompt of segment
+    ``injection_prompt`` on every frame; see :class:`freelong.prompts.MotionInjection` (defaults =
+    the official code: steps 5..15 of 50, encoder + middle block, the last prompt).
+    """
 
     window: int = 16
     stride: int = 4
     weighting: str = "pyramid"
+    motion_injection: bool = False
+    injection_prompt: int = -1
+    injection_groups: list[str] = field(default_factory=lambda: ["down", "mid"])
+    injection_steps: list[float] = field(default_factory=lambda: [0.1, 0.3])
 
     def validate(self) -> None:
         if self.window < 1:
@@ -28,6 +39,17 @@ class FreeNoise(Method):
             raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        try:
+            self._injection()
+        except ValueError as err:
+            raise ValueError(f"method.injection_*: {err}") from None
+
+    def _injection(self) -> MotionInjection:
+        return MotionInjection(int(self.injection_prompt), tuple(self.injection_groups),
+                               tuple(float(s) for s in self.injection_steps))
+
+    def prompt_injection(self) -> MotionInjection | None:
+        return self._injection() if self.motion_injection else None
 
     def processor(self) -> WindowFusionProcessor:
         return WindowFusionProcessor(self.window, self.stride, self.weighting)

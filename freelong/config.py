@@ -74,12 +74,18 @@ class ModelConfig:
 
 @dataclass
 class PromptsConfig:
-    """``list``: prompt strings; ``file``: a .txt (one prompt per line) or .json list of prompts."""
+    """``list``: prompts; ``file``: a .txt (one prompt per line) or .json list of prompts.
+
+    A prompt is a string, or a multi-prompt video: a list of segments ``{prompt, frames}`` (or a dict
+    ``{segments: [...], transition_frames: n}``); ``transition_frames`` is the default number of
+    frames over which consecutive segments' text embeddings are interpolated (``freelong/prompts.py``).
+    """
 
     name: str = "demo"
     list: list[Any] = field(default_factory=list)
     file: str | None = None
     limit: int | None = None
+    transition_frames: int = 8
 
 
 @dataclass

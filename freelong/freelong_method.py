@@ -11,6 +11,7 @@ residual added on both streams, VideoCrafter2's ``combine(x + A, x + A_local)``)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -108,6 +109,7 @@ class FreeLong(Method):
     ``local_only_levels=[0]`` (the released code) skips the global branch at the highest-resolution
     level; ``[]`` blends at every level. ``noise='freenoise'`` uses FreeNoise's shuffled noise with
     window ``window`` and stride ``noise_stride`` (the paper, single prompt); ``'random'`` is i.i.d.
+    ``multi_prompt_noise`` replaces ``noise`` for multi-prompt videos (the paper: ``'random'``).
     """
 
     window: int = 16
@@ -119,6 +121,7 @@ class FreeLong(Method):
     noise: str = "freenoise"
     noise_stride: int = 4
     layout: str = "adjusted"
+    multi_prompt_noise: str = "random"
 
     def validate(self) -> None:
         if self.window < 1:
@@ -135,6 +138,10 @@ class FreeLong(Method):
             raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(self.local_only_levels)}")
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"method.noise must be one of {', '.join(NOISE_KINDS)}, got {self.noise!r}")
+        if self.multi_prompt_noise not in NOISE_KINDS:
+            raise ValueError(
+                f"method.multi_prompt_noise must be one of {', '.join(NOISE_KINDS)}, got {self.multi_prompt_noise!r}"
+            )
         if not (1 <= self.noise_stride <= self.window):
             raise ValueError(f"method.noise_stride must be in [1, window={self.window}], got {self.noise_stride}")
         if self.layout not in LAYOUTS:
@@ -150,6 +157,10 @@ class FreeLong(Method):
             local_only_levels=tuple(int(lv) for lv in self.local_only_levels),
             layout=self.layout,
         )
+
+    def for_multi_prompt(self) -> FreeLong:
+        """Multi-prompt videos use ``multi_prompt_noise`` (random noise, as the paper) instead of ``noise``."""
+        return dataclasses.replace(self, noise=self.multi_prompt_noise)
 
     def init_noise(self, shape, generator=None, dtype=torch.float32):
         if self.noise == "freenoise":

@@ -78,6 +78,14 @@ class Method:
         device = generator.device if generator is not None else "cpu"
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
+    def for_multi_prompt(self) -> Method:
+        """The method to use for a multi-prompt video (FreeLong switches to random noise there)."""
+        return self
+
+    def prompt_injection(self):
+        """A :class:`freelong.prompts.MotionInjection` for multi-prompt videos, or None (FreeNoise offers one)."""
+        return None
+
     def attach(self, unet: nn.Module) -> AttachHandle:
         layers = temporal_attention_layers(unet)
         if not layers:

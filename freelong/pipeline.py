@@ -1,6 +1,7 @@
 """LongVideoPipeline: any registered method on any backbone, at any length and resolution.
 
-Stages (diffusers-style): 1. check inputs, 2. encode the prompt, 3. the method's initial noise,
+Stages (diffusers-style): 1. check inputs, 2. encode the prompt (a string, or prompt segments for a
+multi-prompt video, :mod:`freelong.prompts`), 3. the method's initial noise,
 4. attach the method, 5. denoise with classifier-free guidance (a progress bar; every UNet call
 carries the step index to the temporal-attention processors), 6. detach, 7. decode in frame
 chunks so decoder memory does not grow with the frame count, 8. uint8 video.
@@ -8,6 +9,7 @@ chunks so decoder memory does not grow with the frame count, 8. uint8 video.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,9 @@ from tqdm.auto import tqdm
 from .attention import CallContext
 from .methods import Method, get_method
 from .models.base import Backbone
+from .prompts import MultiPrompt, PromptSchedule, encode_prompt_schedule, parse_prompt
+
+log = logging.getLogger("freelong")
 
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -66,6 +71,7 @@ class LongVideoPipeline:
         self.decode_chunk_size = decode_chunk_size
         self.progress = progress
         self.stats = GenerationStats()
+        self.effective_method = self.method  # the method the last call ran (see ``method_for``)
 
     # -- stages -------------------------------------------------------------------------------------
     def check_inputs(self, num_frames: int, height: int, width: int, steps: int) -> None:
@@ -78,16 +84,34 @@ class LongVideoPipeline:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
         self.method.check_frames(num_frames)
 
-    def encode_prompt(self, prompt: Any, num_frames: int) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        """Text conditioning for one video: ``(1, L, D)`` for a single prompt string."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        return self.backbone.encode_text([prompt])
+    def method_for(self, prompt: Any) -> Method:
+        """The method a prompt runs with: ``method.for_multi_prompt()`` for a multi-segment prompt
+        (FreeLong then uses ``multi_prompt_noise``, random noise as the paper), else the method itself."""
+        parsed = parse_prompt(prompt)
+        if isinstance(parsed, MultiPrompt) and parsed.is_multi:
+            return self.method.for_multi_prompt()
+        return self.method
 
-    def prepare_latents(self, num_frames: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    def encode_prompt(self, prompt: Any, num_frames: int) -> torch.Tensor | Mapping[str, torch.Tensor] | PromptSchedule:
+        """Text conditioning for one video.
+
+        A string gives ``(1, L, D)``. Prompt segments (a list of ``{prompt, frames}``, a dict
+        ``{segments, transition_frames}`` or a :class:`~freelong.prompts.MultiPrompt`) give a
+        :class:`~freelong.prompts.PromptSchedule` whose ``at(step, num_steps)`` is the per-frame
+        ``(1, T, L, D)`` context, or a per-block-group dict under the method's motion injection.
+        """
+        parsed = parse_prompt(prompt)
+        if isinstance(parsed, str):
+            return self.backbone.encode_text([parsed])
+        injection = self.method.prompt_injection() if parsed.is_multi else None
+        return encode_prompt_schedule(parsed, num_frames, self.backbone.encode_text, injection)
+
+    def prepare_latents(
+        self, num_frames: int, height: int, width: int, generator: torch.Generator, method: Method | None = None
+    ) -> torch.Tensor:
         factor = self.backbone.vae_scale_factor
         shape = (1, self.backbone.latent_channels, num_frames, height // factor, width // factor)
-        return self.method.init_noise(shape, generator=generator, dtype=torch.float32)
+        return (method or self.method).init_noise(shape, generator=generator, dtype=torch.float32)
 
     # -- the call -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -110,6 +134,8 @@ class LongVideoPipeline:
     ) -> np.ndarray | torch.Tensor:
         """Generate one video. ``output_type='latent'`` returns the final latents instead of pixels.
 
+        ``prompt`` is a string or prompt segments (see :meth:`encode_prompt`).
+
         ``callback`` receives a dict per step: ``step_index``, ``timestep``, ``latents`` (before the
         step), ``noise_pred`` (guided ε̂), ``prev_latents`` and the ``scheduler``.
         """
@@ -123,6 +149,10 @@ class LongVideoPipeline:
         sampler = sampler or defaults.get("sampler", "ddim")
         eta = float(defaults.get("eta", 0.0) if eta is None else eta)
         self.check_inputs(num_frames, height, width, steps)
+        method = self.effective_method = self.method_for(prompt)
+        if method is not self.method and method.params() != self.method.params():
+            changed = {k: v for k, v in method.params().items() if self.method.params()[k] != v}
+            log.info("multi-prompt video: %s runs with %s", self.method.name, changed)
         stats = self.stats = GenerationStats()
         t_start = time.perf_counter()
 
@@ -136,7 +166,7 @@ class LongVideoPipeline:
         scheduler.set_timesteps(steps)
         generator = torch.Generator("cpu").manual_seed(int(seed))
         if latents is None:
-            latents = self.prepare_latents(num_frames, height, width, generator)
+            latents = self.prepare_latents(num_frames, height, width, generator, method)
         latents = (latents * scheduler.init_noise_sigma).to(bb.device, torch.float32)
         step_kwargs: dict[str, Any] = {"generator": generator}
         if sampler == "ddim":
@@ -144,15 +174,16 @@ class LongVideoPipeline:
 
         # 4-6. denoise with the method attached
         t0 = time.perf_counter()
-        handle = self.method.attach(bb.unet)
+        handle = method.attach(bb.unet)
         try:
             timesteps = scheduler.timesteps
-            bar = tqdm(timesteps, desc=f"{self.method.name} {num_frames}f", disable=not self.progress, leave=False)
+            bar = tqdm(timesteps, desc=f"{method.name} {num_frames}f", disable=not self.progress, leave=False)
             for i, t in enumerate(bar):
                 ts = time.perf_counter()
                 call = CallContext(step_index=i, num_steps=len(timesteps))
                 model_in = scheduler.scale_model_input(latents, t)
-                eps = bb.predict_noise(model_in, t.to(bb.device), cond, uncond, guidance, call)
+                cond_i = cond.at(i, len(timesteps)) if isinstance(cond, PromptSchedule) else cond
+                eps = bb.predict_noise(model_in, t.to(bb.device), cond_i, uncond, guidance, call)
                 prev = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
                 if callback is not None:
                     callback({"step_index": i, "timestep": int(t), "latents": latents, "noise_pred": eps,

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import validate_config
 from .metadata import device_name, git_commit, package_versions, peak_memory, reset_peak_memory, resolve_device
 from .methods import Method, get_method
+from .prompts import normalize_prompt, parse_prompt, prompt_label
 from .video_io import atomic_write_json, atomic_write_text, write_video
 
 log = logging.getLogger("freelong")
@@ -42,7 +43,10 @@ class Job:
 
     @property
     def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt, default=str)
+        try:
+            return prompt_label(self.prompt)
+        except ValueError:
+            return json.dumps(self.prompt, default=str)
 
     @property
     def stem(self) -> str:
@@ -55,7 +59,11 @@ def slugify(text: str, max_len: int = 48) -> str:
 
 
 def load_prompts(cfg: DictConfig) -> list[Any]:
-    """Prompts from ``prompts.list`` and/or ``prompts.file`` (.txt one per line, or a .json list)."""
+    """Prompts from ``prompts.list`` and/or ``prompts.file`` (.txt one per line, or a .json list).
+
+    Multi-prompt items (segment lists) come back in their canonical dict form
+    ``{segments: [{prompt, frames}], transition_frames}`` (``freelong.prompts.normalize_prompt``).
+    """
     items: list[Any] = list(OmegaConf.to_container(cfg["list"], resolve=True)) if cfg["list"] else []
     if cfg.file:
         path = Path(cfg.file).expanduser()
@@ -73,7 +81,25 @@ def load_prompts(cfg: DictConfig) -> list[Any]:
         items = items[: cfg.limit]
     if not items:
         raise ConfigError("no prompts to generate (prompts.list / prompts.file are empty)")
-    return items
+    transition = cfg.get("transition_frames", 8)
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(normalize_prompt(item, transition))
+        except ValueError as err:
+            raise ConfigError(f"prompts item {i}: {err}") from None
+    return out
+
+
+def check_prompts_fit(prompts: Iterable[Any], num_frames: int) -> None:
+    """Raise ConfigError if a multi-prompt's segments/transitions do not fit ``num_frames`` frames."""
+    for i, item in enumerate(prompts):
+        parsed = parse_prompt(item)
+        if not isinstance(parsed, str):
+            try:
+                parsed.frame_weights(num_frames)
+            except ValueError as err:
+                raise ConfigError(f"prompts item {i}: {err}") from None
 
 
 def method_from_config(cfg: DictConfig) -> Method:
@@ -183,6 +209,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     try:
         validate_config(cfg)
         prompts = load_prompts(cfg.prompts)
+        check_prompts_fit(prompts, cfg.num_frames)
         method = method_from_config(cfg.method)
     except ValueError as err:
         raise ConfigError(str(err)) from err
@@ -223,7 +250,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             "seed": job.seed,
             **backbone.info(),
             "method": method.name,
-            "method_params": method.params(),
+            "method_params": pipe.effective_method.params(),
             **sampling_settings(cfg),
             "fps": cfg.fps,
             "device": str(device),

@@ -1,0 +1,447 @@
+"""Temporal attention maps (FreeLong, Fig. 3), captured through the processors — no backbone edits.
+
+Every temporal attention layer hands ``q, k, v`` ``(B*H*W, heads, T, d)`` to its processor; during
+capture each layer's processor (the method's) is wrapped by :class:`CapturingProcessor`, which runs
+it unchanged and additionally computes the ``(T, T)`` attention probabilities of that call,
+averaged over heads and the ``B*H*W`` rows (both classifier-free-guidance halves), in row chunks so
+the full ``(rows, heads, T, T)`` tensor is never held. Calls are averaged with equal weight per
+(layer, step) call; ``layers`` / ``steps`` restrict which calls count.
+
+What "the probabilities" are (``mode``):
+
+* ``effective`` (default): the row-stochastic matrix the method actually applies to ``V``, per
+  processor type (:func:`register_attention_probs`):
+  global attention → ``softmax(q kᵀ/√d + bias)``; sliding window / FreeNoise window fusion → the
+  fusion-weighted mean of the windows' softmaxes (``A_eff @ V`` equals the processor output);
+  FreeLong → its two branches, ``global`` and ``local`` (the masked softmax), as separate maps: the
+  spectral blend mixes the branches' *outputs* across space and time, so it has no single
+  attention matrix. FreeLong's global map averages only the calls that blend (not level 0, not
+  after ``blend_steps``). Unknown processor types fall back to the global map (logged).
+* ``global``: for every method, the plain global softmax of the layer's q and k — the paper's view.
+
+``python run.py experiment=attention_maps`` writes ``attention_maps.{png,pdf}`` (rows: lengths,
+columns: method/branch), ``attention_maps.npz`` (the maps, plus per-layer and per-step maps) and
+``attention_maps.csv`` (a locality summary per map) in its run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from baselines.window_fusion import WindowFusionProcessor
+from freelong.attention import (
+    PositionBias,
+    TemporalAttentionContext,
+    TemporalAttnProcessor,
+    full_bias,
+    local_window_mask,
+    sliding_windows,
+    temporal_attention_layers,
+)
+from freelong.freelong_method import SpectralBlendProcessor
+from freelong.methods import Method
+
+from .common import (
+    analysis_options,
+    check_lengths,
+    check_methods_fit,
+    methods_from_config,
+    prepare,
+    pyplot,
+    record_key,
+    run_metadata,
+    save_figure,
+    title_suffix,
+    write_csv,
+)
+
+log = logging.getLogger("freelong.analysis")
+
+MODES = ("effective", "global")
+DEFAULTS: dict[str, Any] = {
+    "lengths": [16, 64, 128],
+    "methods": None,
+    "layers": None,
+    "steps": None,
+    "mode": "effective",
+}
+
+ProbsFn = Callable[[Any, torch.Tensor, torch.Tensor, "PositionBias | None", TemporalAttentionContext],
+                   dict[str, torch.Tensor]]
+_PROBS: dict[type, ProbsFn] = {}
+
+
+def register_attention_probs(cls: type) -> Callable[[ProbsFn], ProbsFn]:
+    """Register how a processor type's attention probabilities are computed (``fn(proc, q, k, bias, ctx)``
+    → ``{branch: (rows, heads, T, T)}``, row-wise so it can run on row chunks)."""
+
+    def deco(fn: ProbsFn) -> ProbsFn:
+        _PROBS[cls] = fn
+        return fn
+
+    return deco
+
+
+def _logits(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return scores if bias is None else scores + bias.float()
+
+
+def global_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None) -> torch.Tensor:
+    """``softmax(q kᵀ/√d + bias)`` over all frames, ``(rows, heads, T, T)`` in fp32."""
+    return torch.softmax(_logits(q, k, full_bias(bias, q.shape[-2], q.device)), dim=-1)
+
+
+def masked_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, mask: torch.Tensor) -> torch.Tensor:
+    """The softmax restricted to ``mask`` (True = may attend), zero elsewhere."""
+    logits = _logits(q, k, full_bias(bias, q.shape[-2], q.device))
+    return torch.softmax(logits.masked_fill(~mask.to(q.device), float("-inf")), dim=-1)
+
+
+def window_fusion_probs(
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, stride: int, weights: torch.Tensor
+) -> torch.Tensor:
+    """The effective matrix of window fusion: row ``i`` = Σ_w weight_w(i)·softmax_w(i, ·) / Σ_w weight_w(i)."""
+    num_frames = q.shape[-2]
+    if window >= num_frames:
+        return global_probs(q, k, bias)
+    out = q.new_zeros(q.shape[:-1] + (num_frames,), dtype=torch.float32)
+    total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
+    w = weights.to(device=q.device, dtype=torch.float32)
+    for s, e in sliding_windows(num_frames, window, stride):
+        idx = torch.arange(s, e, device=q.device)
+        b = bias(idx, idx) if bias is not None else None
+        p = torch.softmax(_logits(q[:, :, s:e], k[:, :, s:e], b), dim=-1)
+        out[:, :, s:e, s:e] += p * w[:, None]
+        total[s:e] += w
+    return out / total[:, None]
+
+
+@register_attention_probs(TemporalAttnProcessor)
+def _plain_probs(proc, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    return {"attn": global_probs(q, k, bias)}
+
+
+@register_attention_probs(WindowFusionProcessor)
+def _window_probs(proc: WindowFusionProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    return {"attn": window_fusion_probs(q, k, bias, proc.window, proc.stride, proc._weights)}
+
+
+@register_attention_probs(SpectralBlendProcessor)
+def _spectral_blend_probs(proc: SpectralBlendProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    num_frames = q.shape[-2]
+    if proc.window >= num_frames:  # the processor runs plain global attention
+        g = global_probs(q, k, bias)
+        return {"global": g, "local": g}
+    local = masked_probs(q, k, bias, local_window_mask(num_frames, proc.window, proc.layout))
+    if not proc.uses_global(ctx):
+        return {"local": local}
+    return {"global": global_probs(q, k, bias), "local": local}
+
+
+def probs_function(proc: Any) -> ProbsFn | None:
+    for cls in type(proc).__mro__:
+        if cls in _PROBS:
+            return _PROBS[cls]
+    return None
+
+
+class AttentionMapStore:
+    """Streaming sums of per-call mean maps: overall, per layer and per step, for each branch."""
+
+    def __init__(self, layers: Sequence[str] | None = None, steps: Sequence[int] | None = None,
+                 mode: str = "effective", max_chunk_elems: int = 1 << 24):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.layers = None if layers is None else set(layers)
+        self.steps = None if steps is None else {int(s) for s in steps}
+        self.mode = mode
+        self.max_chunk_elems = max_chunk_elems
+        self.total: dict[str, list] = {}
+        self.by_layer: dict[str, dict[str, list]] = defaultdict(dict)
+        self.by_step: dict[str, dict[int, list]] = defaultdict(dict)
+        self._warned: set[type] = set()
+
+    def wants(self, ctx: TemporalAttentionContext) -> bool:
+        if self.layers is not None and ctx.name not in self.layers:
+            return False
+        if self.steps is None or ctx.step_index is None:
+            return True
+        i, n = ctx.step_index, ctx.num_steps or 0
+        return i in self.steps or (i - n) in self.steps
+
+    def _function(self, proc: Any) -> ProbsFn:
+        if self.mode == "global":
+            return _plain_probs
+        fn = probs_function(proc)
+        if fn is None:
+            if type(proc) not in self._warned:
+                log.warning("no attention-probability rule for %s; capturing its global attention map",
+                            type(proc).__name__)
+                self._warned.add(type(proc))
+            return _plain_probs
+        return fn
+
+    @torch.no_grad()
+    def add(self, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
+            ctx: TemporalAttentionContext) -> None:
+        fn = self._function(proc)
+        rows, heads, t, _ = q.shape
+        chunk = max(1, self.max_chunk_elems // (heads * t * t))
+        sums: dict[str, torch.Tensor] = {}
+        for r0 in range(0, rows, chunk):
+            for branch, p in fn(proc, q[r0:r0 + chunk], k[r0:r0 + chunk], bias, ctx).items():
+                s = p.sum(dim=(0, 1), dtype=torch.float64)
+                sums[branch] = sums[branch] + s if branch in sums else s
+        for branch, s in sums.items():
+            m = (s / (rows * heads)).cpu()
+            self._acc(self.total, branch, m)
+            self._acc(self.by_layer[branch], ctx.name, m)
+            self._acc(self.by_step[branch], ctx.step_index if ctx.step_index is not None else -1, m)
+
+    @staticmethod
+    def _acc(d: dict, key: Any, m: torch.Tensor) -> None:
+        if key in d:
+            d[key][0] += m
+            d[key][1] += 1
+        else:
+            d[key] = [m.clone(), 1]
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """Mean map per branch over every captured call."""
+        return {b: (s / n).numpy() for b, (s, n) in self.total.items()}
+
+    def layer_maps(self) -> dict[str, dict[str, np.ndarray]]:
+        return {b: {k: (s / n).numpy() for k, (s, n) in d.items()} for b, d in self.by_layer.items()}
+
+    def step_maps(self) -> dict[str, dict[int, np.ndarray]]:
+        return {b: {k: (s / n).numpy() for k, (s, n) in d.items()} for b, d in self.by_step.items()}
+
+
+class CapturingProcessor(TemporalAttnProcessor):
+    """Runs ``inner`` unchanged and reports its call's attention probabilities to ``store``."""
+
+    def __init__(self, inner: TemporalAttnProcessor, store: AttentionMapStore):
+        self.inner = inner
+        self.store = store
+
+    def __call__(self, q, k, v, *, bias, ctx):
+        out = self.inner(q, k, v, bias=bias, ctx=ctx)
+        if self.store.wants(ctx):
+            self.store.add(self.inner, q, k, bias, ctx)
+        return out
+
+    def __repr__(self) -> str:
+        return f"CapturingProcessor({self.inner!r})"
+
+
+def install_capture(unet: nn.Module, store: AttentionMapStore) -> None:
+    """Wrap every temporal attention layer's current processor (call after ``method.attach``)."""
+    for layer in temporal_attention_layers(unet).values():
+        if not isinstance(layer.processor, CapturingProcessor):
+            layer.set_processor(CapturingProcessor(layer.processor, store))
+
+
+class CaptureMethod:
+    """A method proxy for ``LongVideoPipeline``: attaches ``method``, then wraps its processors.
+
+    The handle it returns is the method's own, so ``detach()`` restores the original processors.
+    """
+
+    def __init__(self, method: Method, store: AttentionMapStore):
+        self.method = method
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.method, name)
+
+    def attach(self, unet: nn.Module):
+        handle = self.method.attach(unet)
+        install_capture(unet, self.store)
+        return handle
+
+    def for_multi_prompt(self) -> CaptureMethod:
+        inner = self.method.for_multi_prompt()
+        return self if inner is self.method else CaptureMethod(inner, self.store)
+
+
+def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[str] | None:
+    """Layer names from names or indices into the UNet's temporal layers (module order)."""
+    if layers is None:
+        return None
+    names = list(temporal_attention_layers(unet))
+    out = []
+    for layer in layers:
+        if isinstance(layer, int):
+            if not -len(names) <= layer < len(names):
+                raise ValueError(f"analysis.layers: index {layer} out of range for {len(names)} temporal layers")
+            out.append(names[layer])
+        elif layer in names:
+            out.append(layer)
+        else:
+            raise ValueError(f"analysis.layers: unknown layer {layer!r}; temporal layers: {', '.join(names)}")
+    return out
+
+
+def locality_summary(m: np.ndarray) -> dict[str, float]:
+    """How diagonal a map is: mean |i-j| under each row's distribution, mass within ±1 frame, entropy."""
+    t = m.shape[0]
+    i, j = np.indices((t, t))
+    dist = np.abs(i - j)
+    rows = m / np.clip(m.sum(axis=1, keepdims=True), 1e-30, None)
+    ent = -(rows * np.log(np.clip(rows, 1e-30, None))).sum(axis=1)
+    return {
+        "mean_distance": float((rows * dist).sum(axis=1).mean()),
+        "diag_mass_pm1": float((rows * (dist <= 1)).sum(axis=1).mean()),
+        "entropy_over_log_t": float(ent.mean() / math.log(t)) if t > 1 else 0.0,
+    }
+
+
+def plot_attention_maps(maps: dict[tuple[str, int], np.ndarray], title_extra: str = ""):
+    """Rows: lengths; columns: method/branch. ``maps[(column_label, length)] = (T, T)``."""
+    plt = pyplot()
+    columns = list(dict.fromkeys(c for c, _ in maps))
+    lengths = sorted({n for _, n in maps})
+    fig, axes = plt.subplots(len(lengths), len(columns), figsize=(3.2 * len(columns), 3.0 * len(lengths)),
+                             squeeze=False)
+    for r, n in enumerate(lengths):
+        for c, col in enumerate(columns):
+            ax = axes[r][c]
+            m = maps.get((col, n))
+            if m is None:
+                ax.axis("off")
+                continue
+            im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=float(np.quantile(m, 0.995)) or None,
+                           interpolation="nearest")
+            ax.set_title(f"{col}, {n} frames", fontsize=9)
+            ax.set_xlabel("key frame", fontsize=8)
+            ax.set_ylabel("query frame", fontsize=8)
+            ax.tick_params(labelsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
+    fig.suptitle(f"Temporal attention (mean over heads, positions, layers, steps){title_extra}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    from freelong.video_io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_npz(path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError):
+        return None
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """``python run.py experiment=attention_maps``: capture maps at every length and method, draw one figure."""
+    import pandas as pd
+
+    from freelong.pipeline import LongVideoPipeline
+    from freelong.runner import ConfigError, make_jobs, sampling_settings
+
+    opts = analysis_options(cfg, DEFAULTS)
+    lengths = check_lengths(opts["lengths"])
+    if opts["mode"] not in MODES:
+        raise ConfigError(f"analysis.mode must be one of {', '.join(MODES)}, got {opts['mode']!r}")
+    for key in ("steps", "layers"):
+        val = opts[key]
+        if val is not None and not isinstance(val, list):
+            raise ConfigError(f"analysis.{key} must be null (all) or a list, got {val!r}")
+    methods = methods_from_config(cfg, opts["methods"])
+    setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
+    try:
+        layers = resolve_layers(setup.backbone.unet, opts["layers"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    meta = run_metadata(setup)
+    sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
+    jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
+    cache_dir = setup.run_dir / "records"
+    cache_dir.mkdir(exist_ok=True)
+
+    per_map: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+    arrays: dict[str, list[np.ndarray]] = defaultdict(list)
+    for entry in methods:
+        for n in lengths:
+            for job in jobs:
+                key = record_key({"task": "attention", "model": meta["model"], "weights": meta["weights"],
+                                  "method": entry.method.name, "params": entry.method.params(), "frames": n,
+                                  "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
+                                  "layers": layers, "steps": opts["steps"], "mode": opts["mode"],
+                                  "dtype": str(setup.dtype)})
+                path = cache_dir / f"{key}.npz"
+                saved = None if cfg.overwrite else _load_npz(path)
+                if saved is None:
+                    store = AttentionMapStore(layers, opts["steps"], opts["mode"])
+                    pipe = LongVideoPipeline(setup.backbone, CaptureMethod(entry.method, store),
+                                             decode_chunk_size=cfg.decode_chunk_size, progress=cfg.progress)
+                    pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
+                         job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
+                         output_type="latent")
+                    saved = {f"map|{b}": m for b, m in store.maps().items()}
+                    for kind, maps_of in (("layer", store.layer_maps()), ("step", store.step_maps())):
+                        saved.update({f"{kind}|{b}|{k}": m for b, d in maps_of.items() for k, m in d.items()})
+                    if not saved:
+                        raise ConfigError("analysis.layers/steps selected no temporal attention call")
+                    _save_npz(path, saved)
+                    log.info("%s, %d frames, %s: captured %s", entry.label, n, job.stem,
+                             ", ".join(k[4:] for k in saved if k.startswith("map|")))
+                for name, m in saved.items():
+                    kind, branch, *rest = name.split("|")
+                    col = entry.label if branch == "attn" else f"{entry.label} ({branch})"
+                    if kind == "map":
+                        per_map[(col, n)].append(m)
+                    else:  # per-layer / per-step maps, averaged over videos below
+                        arrays[f"{col}|{n}|{kind}|{rest[0]}"].append(m)
+
+    maps = {k: np.mean(v, axis=0) for k, v in per_map.items()}
+    npz = {f"{col}|{n}": m for (col, n), m in maps.items()}
+    npz.update({k: np.mean(v, axis=0) for k, v in arrays.items()})
+    out = setup.run_dir
+    _save_npz(out / "attention_maps.npz", npz)
+    summary = pd.DataFrame([{"map": col, "length": n, "videos": len(per_map[(col, n)]), **locality_summary(m)}
+                            for (col, n), m in maps.items()])
+    summary["mode"] = opts["mode"]
+    summary["model"] = meta["model"]
+    summary["random_init"] = meta["random_init"]
+    write_csv(summary, out / "attention_maps.csv")
+    fig = plot_attention_maps(maps, f" — mode: {opts['mode']}" + title_suffix(setup.backbone))
+    figures = save_figure(fig, out / "attention_maps")
+    pyplot().close(fig)
+    log.info("wrote %s, %s and %s", out / "attention_maps.npz", out / "attention_maps.csv",
+             ", ".join(map(str, figures)))
+    return {"run_dir": out, "maps": maps, "summary": summary, "figures": figures}
+
+
+__all__ = [
+    "AttentionMapStore",
+    "CaptureMethod",
+    "CapturingProcessor",
+    "global_probs",
+    "install_capture",
+    "locality_summary",
+    "masked_probs",
+    "plot_attention_maps",
+    "register_attention_probs",
+    "resolve_layers",
+    "run_experiment",
+    "window_fusion_probs",
+]

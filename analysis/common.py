@@ -1,0 +1,218 @@
+"""Plumbing shared by the analysis experiments: options, the methods to compare, the backbone, outputs.
+
+An analysis experiment is a Hydra config with ``analysis.task`` set (``run.py`` dispatches on it);
+its options live under ``analysis.*``. ``analysis.methods`` lists the methods to compare, each a
+name (its ``conf/method/<name>.yaml``; the method selected with ``method=`` keeps the command
+line's ``method.*`` overrides) or a dict ``{name, label?, <parameters>}``. Per-video results are
+cached in ``<run dir>/records/<key>.json`` so a re-run of the same directory resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from freelong.config import CONF_DIR, validate_config
+from freelong.methods import Method, get_method
+from freelong.runner import ConfigError, check_prompts_fit, load_prompts, output_dir
+from freelong.video_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+log = logging.getLogger("freelong.analysis")
+
+
+def analysis_options(cfg: DictConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg.analysis`` over ``defaults``; an unknown key is a ConfigError naming it."""
+    given = OmegaConf.to_container(cfg.analysis, resolve=True) if cfg.get("analysis") else {}
+    unknown = sorted(set(given) - set(defaults) - {"task"})
+    if unknown:
+        raise ConfigError(f"unknown analysis option(s) {', '.join('analysis.' + k for k in unknown)} for task "
+                          f"{given.get('task')!r}; valid: {', '.join(sorted(defaults))}")
+    return {**defaults, **given}
+
+
+def check_lengths(lengths: Any, key: str = "analysis.lengths") -> list[int]:
+    if not isinstance(lengths, (list, tuple)) or not lengths:
+        raise ConfigError(f"{key} must be a non-empty list of frame counts, got {lengths!r}")
+    out = []
+    for n in lengths:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{key} must hold positive integers, got {n!r}")
+        out.append(n)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{key} has duplicates: {out}")
+    return sorted(out)
+
+
+@dataclass
+class MethodEntry:
+    label: str
+    method: Method
+
+
+def _method_yaml(name: str) -> dict[str, Any]:
+    path = CONF_DIR / "method" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+        raise ConfigError(f"analysis.methods: unknown method {name!r}; available: {', '.join(known)}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raw.pop("defaults", None)
+    return raw
+
+
+def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
+    """The methods an experiment compares (``entries=None``: just the ``method=`` one)."""
+    current = OmegaConf.to_container(cfg.method, resolve=True)
+    if entries is None:
+        entries = [current["name"]]
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ConfigError(f"analysis.methods must be a non-empty list, got {entries!r}")
+    out: list[MethodEntry] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            params = dict(current) if entry == current["name"] else _method_yaml(entry)
+            label = entry
+        elif isinstance(entry, Mapping) and "name" in entry:
+            entry = dict(entry)
+            label = str(entry.pop("label", "")) or None
+            params = {**_method_yaml(entry["name"]), **entry}
+            if label is None:
+                extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
+                label = f"{entry['name']}({extra})" if extra else entry["name"]
+        else:
+            raise ConfigError(f"analysis.methods entries are names or {{name, label?, params...}}, got {entry!r}")
+        name = params.pop("name")
+        try:
+            method = get_method(name, **params)
+        except ValueError as err:
+            raise ConfigError(f"analysis.methods ({label}): {err}") from None
+        out.append(MethodEntry(label, method))
+    labels = [m.label for m in out]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"analysis.methods labels must be unique, got {labels} (give entries a 'label')")
+    return out
+
+
+def check_methods_fit(methods: list[MethodEntry], lengths: list[int], prompts: list[Any]) -> None:
+    for n in lengths:
+        try:
+            check_prompts_fit(prompts, n)
+        except ConfigError as err:
+            raise ConfigError(f"at {n} frames: {err}") from None
+        for m in methods:
+            try:
+                m.method.check_frames(n)
+            except ValueError as err:
+                raise ConfigError(f"analysis.methods ({m.label}) at {n} frames: {err}") from None
+
+
+@dataclass
+class Setup:
+    run_dir: Path
+    backbone: Any
+    device: torch.device
+    dtype: torch.dtype
+    prompts: list[Any]
+
+
+def prepare(cfg: DictConfig, check: Callable[[list[Any]], None] | None = None) -> Setup:
+    """Validate (``check(prompts)`` runs before anything heavy), make the run dir, build the backbone."""
+    from freelong.metadata import resolve_device
+    from freelong.models.base import build_backbone
+
+    try:
+        validate_config(cfg)
+        prompts = load_prompts(cfg.prompts)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if check is not None:
+        check(prompts)
+    run_dir = output_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
+    if backbone.random_init:
+        log.warning("%s — model '%s'", backbone.label(), backbone.name)
+    backbone.to(device, dtype)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    return Setup(run_dir, backbone, device, dtype, prompts)
+
+
+def run_metadata(setup: Setup) -> dict[str, Any]:
+    from freelong.metadata import device_name, git_commit, package_versions
+
+    return {
+        **setup.backbone.info(),
+        "device": str(setup.device),
+        "device_name": device_name(setup.device),
+        "dtype": str(setup.dtype).replace("torch.", ""),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def record_key(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RecordCache:
+    """One JSON file per finished unit of work, so an interrupted experiment resumes."""
+
+    def __init__(self, root: Path, overwrite: bool = False):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        if self.overwrite or not self.path(key).is_file():
+            return None
+        try:
+            return json.loads(self.path(key).read_text())
+        except ValueError:
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        atomic_write_json(self.path(key), value)
+
+
+def title_suffix(backbone: Any) -> str:
+    return f"\n{backbone.name} — RANDOM-INIT WEIGHTS (smoke run, not a real model)" if backbone.random_init \
+        else f"\n{backbone.name}"
+
+
+def save_figure(fig: Any, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically; returns the paths."""
+    paths = []
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        target = stem.with_suffix(f".{ext}")
+        atomic_write_bytes(target, buf.getvalue())
+        paths.append(target)
+    return paths
+
+
+def write_csv(df: Any, path: Path) -> Path:
+    atomic_write_text(path, df.to_csv(index=False))
+    return path
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (figures are files, never windows)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
