@@ -68,7 +68,7 @@ def write_outputs(out: Path, csv_path: Path, results: dict[str, Any], rows: list
 
     atomic_write_json(out, results)
     buf = io.StringIO()
-    pd.DataFrame(rows).to_csv(buf, index=False)
+    pd.DataFrame(rows).convert_dtypes().to_csv(buf, index=False)
     atomic_write_text(csv_path, buf.getvalue())
     atomic_write_json(out.with_suffix(".meta.json"), meta)
 

@@ -149,7 +149,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out.insert(0, "Method", [labels[i] for i in out.index])
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     out["_order"] = out["method"].map(lambda m: order.get(m, len(order)))
-    out = out.sort_values(["random_init", "model", "num_frames", "_order", "Method"], kind="stable")
+    out = out.sort_values(["random_init", "model", "num_frames", "_order"], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
 

@@ -99,6 +99,12 @@ def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
     return np.stack(frames), fps
 
 
+def _last_lines(message: str, n: int = 3, limit: int = 400) -> str:
+    """The informative tail of a long error (ffmpeg prints its whole banner first)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " | ".join(lines[-n:])[-limit:]
+
+
 def load_video(path: str | os.PathLike) -> Video:
     """Decode ``path`` (``.mp4`` or ``.gif``); any failure becomes a :class:`VideoDecodeError` naming the file."""
     p = Path(path)
@@ -112,7 +118,7 @@ def load_video(path: str | os.PathLike) -> Video:
     except VideoDecodeError:
         raise
     except Exception as err:  # ffmpeg / Pillow raise many types for broken files
-        raise VideoDecodeError(f"{p}: cannot decode ({type(err).__name__}: {err})".strip()) from err
+        raise VideoDecodeError(f"{p}: cannot decode ({type(err).__name__}: {_last_lines(str(err))})") from err
     return Video(p, np.ascontiguousarray(frames), fps)
 
 
