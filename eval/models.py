@@ -87,6 +87,10 @@ def load_dino(path: Path | None, random_init: bool = False, seed: int = 0) -> Di
         cfg = ViTConfig(**TINY_VIT, patch_size=16, image_size=224, layer_norm_eps=1e-6)
         cfg._attn_implementation = "eager"
         vit = _build_seeded(lambda: ViTModel(cfg, add_pooling_layer=False), seed)
+    elif Path(path).is_file():  # VBench's torch-hub checkpoint
+        from .convert import load_dino_file
+
+        vit = load_dino_file(path, attn_implementation="eager")
     else:
         vit = ViTModel.from_pretrained(str(path), add_pooling_layer=False, layer_norm_eps=1e-6,
                                        attn_implementation="eager")
@@ -119,6 +123,10 @@ def load_clip(path: Path | None, random_init: bool = False, seed: int = 0, patch
         cfg = CLIPVisionConfig(**TINY_CLIP, patch_size=patch_size, image_size=224, projection_dim=projection_dim,
                                hidden_act="quick_gelu", layer_norm_eps=1e-5)
         model = _build_seeded(lambda: CLIPVisionModelWithProjection(cfg), seed)
+    elif Path(path).is_file():  # OpenAI's ViT-*.pt as cached by the clip package / VBench
+        from .convert import load_clip_file
+
+        model = load_clip_file(path)
     else:
         model = CLIPVisionModelWithProjection.from_pretrained(str(path))
     return ClipImageEncoder(model).eval().requires_grad_(False)

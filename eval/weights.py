@@ -52,9 +52,11 @@ class EvalWeight:
     filename: str | None = None
     url: str | None = None
     zip_member: str | None = None
-    sha256: str | None = None
     licence: str = ""
     required: tuple[str, ...] = field(default_factory=tuple)
+    # VBench-compatible single files that also hold this model (converted on load, see eval/convert.py);
+    # "{vbench}" is the VBench cache root, "{torch_hub}" torch's hub folder.
+    native: tuple[str, ...] = ()
 
     @property
     def local_folder(self) -> str | None:
@@ -63,15 +65,27 @@ class EvalWeight:
 
 HF_MODEL_FILES = ("config.json", "model.safetensors|pytorch_model.bin")
 
+# Published SHA-256 digests (or prefixes) by file name: OpenAI's URLs carry the digest, pyiqa's file
+# names its first 8 hex digits. Files not listed here are not checked.
+KNOWN_SHA256 = {
+    "ViT-B-32.pt": "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+    "ViT-L-14.pt": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+    "musiq_spaq_ckpt-358bb6af.pth": "358bb6af",
+}
+
 EVAL_WEIGHTS: dict[str, EvalWeight] = {
     w.name: w
     for w in (
         EvalWeight("dino_vitb16", "DINO ViT-B/16 (subject_consistency)", kind="hf_model",
-                   repo_id="facebook/dino-vitb16", required=HF_MODEL_FILES, licence="Apache-2.0"),
+                   repo_id="facebook/dino-vitb16", required=HF_MODEL_FILES, licence="Apache-2.0",
+                   native=("{vbench}/dino_model/dino_vitbase16_pretrain.pth",
+                           "{torch_hub}/checkpoints/dino_vitbase16_pretrain.pth")),
         EvalWeight("clip_vit_b32", "CLIP ViT-B/32 (background_consistency)", kind="hf_model",
-                   repo_id="openai/clip-vit-base-patch32", required=HF_MODEL_FILES, licence="MIT"),
+                   repo_id="openai/clip-vit-base-patch32", required=HF_MODEL_FILES, licence="MIT",
+                   native=("{vbench}/clip_model/ViT-B-32.pt", "~/.cache/clip/ViT-B-32.pt")),
         EvalWeight("clip_vit_l14", "CLIP ViT-L/14 (aesthetic_quality)", kind="hf_model",
-                   repo_id="openai/clip-vit-large-patch14", required=HF_MODEL_FILES, licence="MIT"),
+                   repo_id="openai/clip-vit-large-patch14", required=HF_MODEL_FILES, licence="MIT",
+                   native=("{vbench}/clip_model/ViT-L-14.pt", "~/.cache/clip/ViT-L-14.pt")),
         EvalWeight("aesthetic_head", "LAION aesthetic linear head on CLIP ViT-L/14 (aesthetic_quality)",
                    vbench_path="aesthetic_model/emb_reader/sa_0_4_vit_l_14_linear.pth",
                    url="https://raw.githubusercontent.com/LAION-AI/aesthetic-predictor/main/sa_0_4_vit_l_14_linear.pth",
@@ -81,7 +95,7 @@ EVAL_WEIGHTS: dict[str, EvalWeight] = {
                    repo_id="chaofengc/IQA-PyTorch-Weights", filename="musiq_spaq_ckpt-358bb6af.pth",
                    url="https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/"
                        "musiq_spaq_ckpt-358bb6af.pth",
-                   sha256="358bb6af", licence="non-commercial (pyiqa)"),
+                   licence="non-commercial (pyiqa)"),
         EvalWeight("amt_s", "AMT-S frame interpolation (motion_smoothness)", vbench_path="amt_model/amt-s.pth",
                    repo_id="lalala125/AMT", filename="amt-s.pth",
                    url="https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth", licence="CC BY-NC 4.0"),
@@ -120,24 +134,40 @@ def _hf_cache_lookup(w: EvalWeight) -> Path | None:
         return None
 
 
+def torch_hub_dir() -> Path:
+    env = os.environ.get("TORCH_HOME")
+    return (Path(env).expanduser() if env else Path("~/.cache/torch").expanduser()) / "hub"
+
+
+def _native_paths(w: EvalWeight, cache_dir: Path) -> list[Path]:
+    return [Path(t.format(vbench=cache_dir, torch_hub=torch_hub_dir())).expanduser() for t in w.native]
+
+
 def locate(w: EvalWeight, explicit: str | os.PathLike | None, cache_dir: Path) -> tuple[Path | None, list[str]]:
-    """Where weight ``w`` is, or None, and every place looked in."""
+    """Where weight ``w`` is, or None, and every place looked in.
+
+    Order: explicit path, the VBench cache (VBench's own file, or an ``hf/`` model folder), the Hugging
+    Face cache, then VBench-compatible files elsewhere (``~/.cache/clip``, torch hub).
+    """
     looked: list[str] = []
 
     def ok(p: Path) -> bool:
-        return _hf_model_complete(p, w.required) if w.kind == "hf_model" else p.is_file()
+        if w.kind == "hf_model":
+            return _hf_model_complete(p, w.required) or (p.is_file() and bool(w.native))
+        return p.is_file()
 
     if explicit:
         p = Path(explicit).expanduser()
         if ok(p):
             return p, looked
         looked.append(f"{p} (explicit path)")
-    for rel in (w.vbench_path, w.local_folder):
-        if rel:
-            p = cache_dir / rel
-            if ok(p):
-                return p, looked
-            looked.append(str(p))
+    native = _native_paths(w, cache_dir)
+    in_cache = [cache_dir / rel for rel in (w.vbench_path, w.local_folder) if rel]
+    in_cache += [p for p in native if cache_dir in p.parents]
+    for p in in_cache:
+        if ok(p):
+            return p, looked
+        looked.append(str(p))
     if w.repo_id:
         hit = _hf_cache_lookup(w)
         if hit is not None:
@@ -145,17 +175,24 @@ def locate(w: EvalWeight, explicit: str | os.PathLike | None, cache_dir: Path) -
         from freelong.weights import WeightSpec, hf_cache_location
 
         looked.append(f"{hf_cache_location(WeightSpec(name=w.name, repo_id=w.repo_id))} (Hugging Face cache)")
+    for p in native:
+        if p in in_cache:
+            continue
+        if p.is_file():
+            return p, looked
+        looked.append(str(p))
     return None, looked
 
 
-def check_sha256(w: EvalWeight, path: Path) -> None:
-    """Compare a file against its published SHA-256 (or prefix); folders and unknown digests pass."""
-    if not w.sha256 or not path.is_file():
+def check_sha256(w: EvalWeight, path: Path, expected: str | None = None) -> None:
+    """Compare a file against its published SHA-256 (or prefix); folders and unknown files pass."""
+    expected = expected or KNOWN_SHA256.get(path.name)
+    if not expected or not path.is_file():
         return
     digest = sha256_file(path)
-    if not digest.startswith(w.sha256.lower()):
+    if not digest.startswith(expected.lower()):
         raise WeightChecksumError(
-            f"{path}: SHA-256 {digest} does not match the published {w.sha256} for {w.name} ({w.description}); "
+            f"{path}: SHA-256 {digest} does not match the published {expected} for {w.name} ({w.description}); "
             f"the file is corrupt or a different checkpoint. Delete it and run: python -m eval.weights fetch {w.name}"
         )
 
