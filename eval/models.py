@@ -186,8 +186,10 @@ def load_amt(path: Path | None, random_init: bool = False, seed: int = 0) -> nn.
     module = vbench_third_party("amt.networks.AMT-S")
     model = _build_seeded(lambda: module.Model(corr_radius=3, corr_lvls=4, num_flows=3), seed)
     if not random_init:
-        # The AMT release pickles training metadata next to the state dict; weights_only=True refuses it.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # The AMT release pickles more than tensors (VBench loads it with weights_only=False, as here).
+        from .weights import torch_load
+
+        ckpt = torch_load(path, allow_pickle=True)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.eval().requires_grad_(False)
 

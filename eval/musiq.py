@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -247,7 +248,12 @@ class MUSIQ(nn.Module):
 
 def load_musiq_state(path: str, model: MUSIQ) -> MUSIQ:
     """Load a pyiqa MUSIQ checkpoint (plain state dict, optional ``params`` / ``module.`` wrapping) strictly."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .weights import EVAL_WEIGHTS, KNOWN_SHA256, check_sha256, torch_load
+
+    published = Path(path).name in KNOWN_SHA256
+    if published:  # a file vouched for by its published digest may be unpickled in full
+        check_sha256(EVAL_WEIGHTS["musiq_spaq"], Path(path))
+    state = torch_load(path, allow_pickle=published)
     if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
         state = state["params"]
     state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}

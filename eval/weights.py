@@ -197,6 +197,24 @@ def check_sha256(w: EvalWeight, path: Path, expected: str | None = None) -> None
         )
 
 
+def torch_load(path: str | os.PathLike, allow_pickle: bool = False):
+    """``torch.load`` with ``weights_only=True``; a checkpoint that also pickles other objects is loaded
+    fully only if ``allow_pickle`` (files whose published SHA-256 matched, or that VBench itself loads so)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not allow_pickle:
+            raise WeightChecksumError(
+                f"{path}: the checkpoint contains pickled objects besides tensors, and no published SHA-256 "
+                f"vouches for it, so it is not unpickled ({str(err).splitlines()[0]})"
+            ) from err
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+
+
 def resolve_eval_weights(
     names: Iterable[str],
     explicit: Mapping[str, str | os.PathLike | None] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from eval.models import dino_interpolate_pos_encoding, load_aesthetic_head, load
 from eval.musiq import MUSIQ, load_musiq_state, multiscale_tokens, patch_tokens
 from eval.transforms import clip_transform
 from eval.video import Video
+from eval.weights import WeightChecksumError
 
 
 # ---------------------------------------------------------------------------------- DINO
@@ -184,3 +186,7 @@ def test_musiq_checkpoint_wrappers_load_strictly(tmp_path):
     torch.save({"head.weight": torch.zeros(1, 32)}, tmp_path / "bad.pth")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_musiq_state(str(tmp_path / "bad.pth"), MUSIQ(**tiny))
+    # arbitrary pickled objects are not unpickled from a file no published digest vouches for
+    torch.save({"params": src.state_dict(), "opts": argparse.Namespace(lr=1)}, tmp_path / "pickled.pth")
+    with pytest.raises(WeightChecksumError, match="pickled objects"):
+        load_musiq_state(str(tmp_path / "pickled.pth"), MUSIQ(**tiny))
