@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import wandb
 from eval_synthetic import smooth_frames
 
 from freelong.video_io import write_video
@@ -31,6 +32,7 @@ def test_wandb_offline_run_files(compose_cfg, tmp_path):
         logger.log_video(rec, run_dir / rec["video"])
         records.append(rec)
     logger.finish(records)
+    wandb.teardown()  # what process exit does: the wandb service flushes the offline run files
 
     (offline,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
     (binary,) = offline.glob("run-*.wandb")
