@@ -90,13 +90,36 @@ class PromptsConfig:
 
 @dataclass
 class EvalConfig:
+    """VBench scoring of each generated video (``eval/``); ``dims`` empty means the group named by ``name``."""
+
     name: str = "none"
     dims: list[str] = field(default_factory=list)
+    source: str = "file"  # file: decode the written mp4 (as VBench would); frames: the generated uint8 frames
+    device: str | None = None  # default: the run's device
+    batch_size: int = 32
+    precision: str = "vbench"  # vbench: fp16 CLIP on CUDA like VBench; fp32: fp32 everywhere
+    imaging_mode: str = "longer"  # VBench imaging_quality_preprocessing_mode
+    cache_dir: str | None = None  # VBench cache root (default $VBENCH_CACHE_DIR or ~/.cache/vbench)
+    weights: dict[str, str | None] = field(default_factory=dict)  # explicit weight paths by name
+    backend: str = "native"  # native | official (the vbench package in another environment)
+    vbench_python: str | None = None  # that environment's python, for backend=official
+    seed: int = 0  # seed of the random-init evaluation networks (smoke runs)
 
 
 @dataclass
 class LoggerConfig:
+    """Experiment logging; ``wandb`` writes offline by default (``wandb sync`` later)."""
+
     name: str = "none"
+    project: str = "freelong-bench"
+    entity: str | None = None
+    mode: str = "offline"  # offline | online | disabled
+    group: str | None = None  # default: the experiment (task_name)
+    tags: list[str] = field(default_factory=list)
+    dir: str | None = None  # default: the run directory
+    log_videos: bool = True
+    log_figures: bool = True
+    max_videos: int = 16  # videos uploaded per run (all scores are logged regardless)
 
 
 @dataclass

@@ -1,0 +1,207 @@
+"""The FreeLong paper's Table 1 from run directories (``results.jsonl``), with pandas.
+
+Rows are methods (one per distinct ``method_params`` when a sweep varies them), columns the five VBench
+dimensions of the paper in percent (Sub, Back, Motion, Flicker, Imaging) and the time per denoising
+step; one table per backbone and frame count. Each cell aggregates the videos as VBench does: subject and
+background consistency weighted by frame pairs, the others a plain mean; imaging quality is the mean of
+the per-video 0-100 values. Random-init (smoke) runs are never mixed with real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .base import TABLE1_DIMS
+
+COLUMNS = {  # dimension -> Table 1 header
+    "subject_consistency": "Sub",
+    "background_consistency": "Back",
+    "motion_smoothness": "Motion",
+    "temporal_flickering": "Flicker",
+    "imaging_quality": "Imaging",
+}
+TIME_COLUMN = "Time (s/step)"
+PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
+PER_VIDEO_PERCENT = ("imaging_quality",)  # VBench stores these per video on 0-100 already
+
+# FreeLong (NeurIPS 2024) Table 1: 128 frames; the paper does not name the backbone, LongDiff (CVPR 2025)
+# lists the same numbers as "LaVie, 128 frames" (research/papers.md §1.4). Time unit unstated.
+PAPER_TABLE1 = {
+    "direct": {"Sub": 88.95, "Back": 93.23, "Motion": 92.77, "Flicker": 91.44, "Imaging": 64.76, "Time": 1.8},
+    "sliding_window": {"Sub": 85.80, "Back": 92.83, "Motion": 95.79, "Flicker": 94.00, "Imaging": 66.57, "Time": 2.6},
+    "freenoise": {"Sub": 92.30, "Back": 95.87, "Motion": 96.32, "Flicker": 94.94, "Imaging": 67.14, "Time": 2.6},
+    "freelong": {"Sub": 95.16, "Back": 96.80, "Motion": 96.85, "Flicker": 96.04, "Imaging": 67.55, "Time": 2.2},
+}
+PAPER_FAMILY = "lavie"
+PAPER_NOTE = "paper: FreeLong Table 1, LaVie, 128 frames, 320x512 (backbone per LongDiff; time unit not stated)"
+METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong")
+
+
+def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every ``results.jsonl`` in the given run or sweep directories (or the files themselves)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            out.extend(sorted(p.rglob("results.jsonl")))
+        else:
+            raise FileNotFoundError(f"{p}: no such run directory or results.jsonl")
+    return out
+
+
+def is_random_init(record: dict[str, Any]) -> bool:
+    meta = (record.get("scores") or {}).get("meta") or {}
+    return bool(record.get("random_init")) or bool(meta.get("random_init")) or meta.get("label") == "random-init"
+
+
+def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per video: identity (run, model, method, params, frames), timings, label, each dimension."""
+    rows = []
+    for results in find_results(paths):
+        for n, line in enumerate(results.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{results}:{n}: not valid JSON ({err})") from err
+            scores = rec.get("scores") or {}
+            meta = scores.get("meta") or {}
+            row = {
+                "run_dir": str(results.parent),
+                "video": rec.get("video"),
+                "model": rec.get("model", "?"),
+                "family": rec.get("family") or str(rec.get("model", "?")).split("_")[0],
+                "method": rec.get("method", "?"),
+                "method_params": json.dumps(rec.get("method_params") or {}, sort_keys=True),
+                "num_frames": rec.get("num_frames"),
+                "height": rec.get("height"),
+                "width": rec.get("width"),
+                "median_step_s": (rec.get("timings") or {}).get("median_step_s"),
+                "wall_time_s": rec.get("wall_time_s"),
+                "device_name": rec.get("device_name"),
+                "random_init": is_random_init(rec),
+                "eval_frames": meta.get("frames") or rec.get("num_frames"),
+            }
+            for dim in TABLE1_DIMS + ("aesthetic_quality", "dynamic_degree"):
+                value = scores.get(dim)
+                row[dim] = float(value) if isinstance(value, (int, float)) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _dimension_percent(group: pd.DataFrame, dim: str) -> float:
+    values = group[dim]
+    ok = values.notna()
+    if not ok.any():
+        return np.nan
+    if dim in PAIR_WEIGHTED:  # VBench: sum of pair terms / number of pairs
+        pairs = (group.loc[ok, "eval_frames"].astype(float) - 1).clip(lower=1)
+        return float((values[ok] * pairs).sum() / pairs.sum() * 100)
+    mean = float(values[ok].mean())
+    return mean if dim in PER_VIDEO_PERCENT else mean * 100
+
+
+def _variant_labels(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``method`` alone, or ``method (k=v, ...)`` with only the parameters that differ between its variants."""
+    labels = {}
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for method, params in keys:
+        by_method.setdefault(method, []).append(json.loads(params))
+    for method, params in keys:
+        variants = by_method[method]
+        if len(variants) == 1:
+            labels[(method, params)] = method
+            continue
+        p = json.loads(params)
+        differing = sorted(k for k in p if any(v.get(k) != p[k] for v in variants))
+        labels[(method, params)] = f"{method} ({', '.join(f'{k}={p[k]}' for k in differing)})"
+    return labels
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (random_init, model, num_frames, method variant): Table 1 columns in percent, time, n."""
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    group_keys = ["random_init", "model", "family", "num_frames", "method", "method_params"]
+    for keys, group in df.groupby(group_keys, sort=False, dropna=False):
+        row = dict(zip(group_keys, keys))
+        for dim, col in COLUMNS.items():
+            row[col] = _dimension_percent(group, dim)
+        row[TIME_COLUMN] = float(group["median_step_s"].median()) if group["median_step_s"].notna().any() else np.nan
+        row["n"] = len(group)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    labels: dict[int, str] = {}
+    for _, block in out.groupby(["random_init", "model", "num_frames"], sort=False, dropna=False):
+        names = _variant_labels(list(zip(block["method"], block["method_params"])))
+        for i, method, params in zip(block.index, block["method"], block["method_params"]):
+            labels[i] = names[(method, params)]
+    out.insert(0, "Method", [labels[i] for i in out.index])
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    out["_order"] = out["method"].map(lambda m: order.get(m, len(order)))
+    out = out.sort_values(["random_init", "model", "num_frames", "_order"], kind="stable")
+    return out.drop(columns="_order").reset_index(drop=True)
+
+
+def with_reference(table: pd.DataFrame, compare: bool = False) -> pd.DataFrame:
+    """Add the paper's values (LaVie rows only) as ``paper <col>`` columns; with ``compare`` also ``Δ <col>``."""
+    out = table.copy()
+    for col in [*COLUMNS.values(), "Time"]:
+        out[f"paper {col}"] = [
+            PAPER_TABLE1.get(m, {}).get(col, np.nan) if fam == PAPER_FAMILY else np.nan
+            for m, fam in zip(out["method"], out["family"])
+        ]
+    if compare:
+        for col in COLUMNS.values():
+            out[f"Δ {col}"] = out[col] - out[f"paper {col}"]
+    return out
+
+
+def split_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``[(title, table), ...]`` per (random-init?, model, frames); random-init tables are titled as such."""
+    out = []
+    for (ri, model, frames), block in table.groupby(["random_init", "model", "num_frames"], sort=False):
+        title = f"{model}, {frames} frames"
+        if ri:
+            title = f"RANDOM-INIT {title} (smoke test: scores are meaningless)"
+        out.append((title, block.reset_index(drop=True)))
+    return out
+
+
+def display_frame(block: pd.DataFrame, compare: bool = False) -> pd.DataFrame:
+    """The columns people read: Method, the five dimensions, time, n, the paper reference (and Δ)."""
+    cols = ["Method", *COLUMNS.values(), TIME_COLUMN, "n"]
+    out = block[cols].copy()
+    has_ref = block[[f"paper {c}" for c in COLUMNS.values()]].notna().any(axis=1)
+    out["Paper (Sub/Back/Motion/Flicker/Imaging/Time)"] = [
+        "/".join(f"{block.at[i, f'paper {c}']:g}" for c in [*COLUMNS.values(), "Time"]) if has_ref[i] else "—"
+        for i in block.index
+    ]
+    if compare:
+        for c in COLUMNS.values():
+            out[f"Δ {c}"] = block[f"Δ {c}"]
+    return out
+
+
+def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub markdown table (no extra dependency)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "—" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, sep, *body])

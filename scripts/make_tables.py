@@ -1,0 +1,87 @@
+"""The FreeLong paper's Table 1 from run directories.
+
+    python scripts/make_tables.py outputs/paper_table1_lavie/multiruns/2026-01-01_00-00-00
+    python scripts/make_tables.py RUN_DIR1 RUN_DIR2 --compare          # add "ours - paper" columns
+    python scripts/make_tables.py RUN_DIRS... --out-dir tables/        # where the CSV / LaTeX go
+
+Every ``results.jsonl`` below the given directories is read (a sweep directory works). One table per
+backbone and frame count: methods x Sub/Back/Motion/Flicker/Imaging (VBench, percent) and seconds per
+denoising step, with the paper's published values as a reference column for LaVie. Printed as markdown;
+written as CSV (all numbers, paper columns included) and LaTeX. Runs of random-init smoke models are
+left out (``--include-random-init`` shows them, in tables of their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.tables import (  # noqa: E402
+    PAPER_FAMILY,
+    PAPER_NOTE,
+    aggregate,
+    display_frame,
+    load_records,
+    split_tables,
+    to_markdown,
+    with_reference,
+)
+from freelong.video_io import atomic_write_text  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", help="run or sweep directories (or results.jsonl files)")
+    parser.add_argument("--out-dir", default="tables", help="folder for the CSV and LaTeX files (default tables/)")
+    parser.add_argument("--compare", action="store_true", help="add columns with our value minus the paper's")
+    parser.add_argument("--include-random-init", action="store_true",
+                        help="also tabulate random-init smoke runs (always in separate tables)")
+    parser.add_argument("--digits", type=int, default=2, help="decimals in markdown/LaTeX (default 2)")
+    args = parser.parse_args(argv)
+
+    try:
+        records = load_records(args.run_dirs)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if records.empty:
+        print(f"error: no results.jsonl with videos under {' '.join(args.run_dirs)}", file=sys.stderr)
+        return 1
+    n_random = int(records["random_init"].sum())
+    if n_random and not args.include_random_init:
+        print(f"note: leaving out {n_random} video(s) from random-init smoke runs "
+              f"(--include-random-init shows them separately)", file=sys.stderr)
+        records = records[~records["random_init"]]
+        if records.empty:
+            print("error: only random-init smoke runs found; their scores are meaningless. "
+                  "Use --include-random-init to tabulate them anyway.", file=sys.stderr)
+            return 1
+    unscored = records[[c for c in ("subject_consistency", "temporal_flickering") if c in records]].isna().all(axis=1)
+    if unscored.all():
+        print("warning: no VBench scores in these runs (were they run with eval=fast or eval=vbench?)",
+              file=sys.stderr)
+
+    table = with_reference(aggregate(records), compare=args.compare)
+    out_dir = Path(args.out_dir)
+    for title, block in split_tables(table):
+        shown = display_frame(block, compare=args.compare)
+        print(f"\n### Table 1 — {title}\n")
+        print(to_markdown(shown, args.digits))
+        if (block["family"] == PAPER_FAMILY).any():
+            print(f"\n{PAPER_NOTE}")
+        stem = "table1_" + re.sub(r"[^A-Za-z0-9]+", "_", title.split(" (")[0]).strip("_").lower()
+        atomic_write_text(out_dir / f"{stem}.csv", block.to_csv(index=False))
+        tex = shown.rename(columns=lambda c: c.replace("Δ ", "") + " (ours-paper)" if c.startswith("Δ ") else c)
+        latex = tex.to_latex(index=False, float_format=f"%.{args.digits}f", na_rep="--", escape=True,
+                             caption=f"Table 1: {title}".replace("_", r"\_"), label=f"tab:{stem}")
+        atomic_write_text(out_dir / f"{stem}.tex", latex)
+        print(f"\nwrote {out_dir / stem}.csv and .tex")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""scripts/make_tables.py: Table 1 numbers equal independently computed aggregates of synthetic runs."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eval.tables import PAPER_TABLE1
+
+DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "temporal_flickering",
+        "imaging_quality")
+
+
+def _record(model, method, params, frames, step_s, scores, random_init=False):
+    return {"video": f"videos/{method}.mp4", "model": model, "random_init": random_init, "method": method,
+            "method_params": params, "num_frames": frames, "timings": {"median_step_s": step_s},
+            "wall_time_s": 10 * step_s, "scores": {**scores, "meta": {"frames": scores.pop("_frames", frames),
+                                                                        "random_init": random_init}}}
+
+
+def _scores(rng, frames=None):
+    s = {"subject_consistency": rng.uniform(0.8, 1), "background_consistency": rng.uniform(0.8, 1),
+         "motion_smoothness": rng.uniform(0.9, 1), "temporal_flickering": rng.uniform(0.9, 1),
+         "imaging_quality": rng.uniform(40, 70)}
+    if frames:
+        s["_frames"] = frames
+    return s
+
+
+def _write(run_dir, records):
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    rng = np.random.default_rng(0)
+    fl = {"window": 16, "d_s": 0.25}
+    lavie = [
+        _record("lavie", "direct", {}, 128, 1.5, _scores(rng, frames=128)),
+        _record("lavie", "direct", {}, 128, 2.5, _scores(rng, frames=64)),  # different length: pair weighting
+        _record("lavie", "freelong", fl, 128, 2.0, _scores(rng)),
+        _record("lavie", "freelong", fl, 128, 2.2, _scores(rng)),
+        _record("lavie", "freelong", fl, 128, 2.4, _scores(rng)),
+    ]
+    sweep = [_record("lavie", "sliding_window", {"window": w, "stride": 4}, 128, 3.0, _scores(rng)) for w in (8, 16)]
+    vc2 = [_record("videocrafter2", "freenoise", {"window": 16}, 64, 4.0, _scores(rng))]
+    smoke = [_record("lavie_tiny", "freelong", fl, 32, 0.1, _scores(rng), random_init=True)]
+    _write(tmp_path / "runs" / "a", lavie)
+    _write(tmp_path / "runs" / "sweep" / "0", sweep)
+    _write(tmp_path / "runs" / "vc2", vc2)
+    _write(tmp_path / "smoke", smoke)
+    return tmp_path, lavie, sweep, vc2
+
+
+def _expected(records) -> dict[str, float]:
+    """Table 1 cell values computed from the definition: VBench's overall per dimension, in percent."""
+    sc = [r["scores"] for r in records]
+    pairs = np.array([s["meta"]["frames"] - 1 for s in sc], float)
+    out = {}
+    for dim, col in zip(DIMS, ("Sub", "Back", "Motion", "Flicker", "Imaging")):
+        v = np.array([s[dim] for s in sc])
+        if dim in ("subject_consistency", "background_consistency"):
+            out[col] = (v * pairs).sum() / pairs.sum() * 100
+        elif dim == "imaging_quality":
+            out[col] = v.mean()
+        else:
+            out[col] = v.mean() * 100
+    out["Time (s/step)"] = float(np.median([r["timings"]["median_step_s"] for r in records]))
+    return out
+
+
+@pytest.fixture()
+def make_tables(capsys):
+    """Run the script's main() in-process; return (exit code, stdout, stderr)."""
+    from scripts.make_tables import main
+
+    def _run(args):
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+    return _run
+
+
+def test_table1_values_reference_and_compare(runs, make_tables):
+    root, lavie, sweep, vc2 = runs
+    proc = make_tables([root / "runs", "--out-dir", root / "tables", "--compare"])
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(root / "tables" / "table1_lavie_128_frames.csv")
+    assert table["Method"].tolist() == ["direct", "sliding_window (window=8)", "sliding_window (window=16)",
+                                        "freelong"]
+    rows = {"direct": lavie[:2], "freelong": lavie[2:], "sliding_window (window=8)": sweep[:1],
+            "sliding_window (window=16)": sweep[1:]}
+    for method, records in rows.items():
+        row = table.set_index("Method").loc[method]
+        for col, value in _expected(records).items():
+            assert row[col] == pytest.approx(value, rel=1e-9), (method, col)
+        assert row["n"] == len(records)
+    fl = table.set_index("Method").loc["freelong"]
+    for col in ("Sub", "Back", "Motion", "Flicker", "Imaging"):
+        assert fl[f"paper {col}"] == PAPER_TABLE1["freelong"][col]
+        assert fl[f"Δ {col}"] == pytest.approx(fl[col] - PAPER_TABLE1["freelong"][col])
+    # the other backbone gets its own table, without the paper's (LaVie) reference
+    other = pd.read_csv(root / "tables" / "table1_videocrafter2_64_frames.csv")
+    assert other["Method"].tolist() == ["freenoise"] and other["paper Sub"].isna().all()
+    assert other.loc[0, "Sub"] == pytest.approx(_expected(vc2)["Sub"])
+    assert (root / "tables" / "table1_lavie_128_frames.tex").read_text().count("freelong") == 1
+    assert f"| freelong | {fl['Sub']:.2f} | {fl['Back']:.2f} |" in proc.stdout
+    assert "95.16/96.8/96.85/96.04/67.55/2.2" in proc.stdout
+
+
+def test_random_init_runs_are_never_mixed_in(runs, make_tables):
+    root, *_ = runs
+    proc = make_tables([root / "runs", root / "smoke", "--out-dir", root / "t1"])
+    assert proc.returncode == 0 and "leaving out 1 video(s) from random-init" in proc.stderr
+    assert not any("random" in p.name for p in (root / "t1").iterdir())
+    proc = make_tables([root / "smoke", "--out-dir", root / "t2"])
+    assert proc.returncode == 1 and "only random-init" in proc.stderr
+    proc = make_tables([root / "runs", root / "smoke", "--out-dir", root / "t3", "--include-random-init"])
+    assert proc.returncode == 0 and "RANDOM-INIT lavie_tiny, 32 frames" in proc.stdout
+    smoke = pd.read_csv(root / "t3" / "table1_random_init_lavie_tiny_32_frames.csv")
+    real = pd.read_csv(root / "t3" / "table1_lavie_128_frames.csv")
+    assert len(smoke) == 1 and smoke["random_init"].all() and not real["random_init"].any()
