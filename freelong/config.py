@@ -69,6 +69,7 @@ class ModelConfig:
     scheduler: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, WeightConfig] = field(default_factory=dict)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    samplers: list[str] = field(default_factory=lambda: list(SAMPLERS))  # samplers this model supports
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -213,8 +214,9 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]} must be a multiple of 8 (the VAE downsamples by 8)")
     if cfg.guidance_scale < 0:
         raise ValueError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
-    if cfg.sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
+    if cfg.sampler not in cfg.model.samplers:
+        raise ValueError(f"sampler must be one of {', '.join(cfg.model.samplers)} for model {cfg.model.name}, "
+                         f"got {cfg.sampler!r}")
     if not (0.0 <= cfg.eta <= 1.0):
         raise ValueError(f"eta must be in [0, 1], got {cfg.eta}")
     if cfg.dtype not in DTYPES:

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from freelong.runner import ConfigError, run
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"model": ["lavie", "lavie_tiny"], "method": ["direct", "sliding_window", "freenoise", "freelong"],
-          "prompts": ["demo"], "eval": ["none"], "logger": ["none"]}
+GROUPS = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml") if p.stem != "file")
+          for g in ("model", "method", "prompts", "eval", "logger")}
 
 
 def small(compose_cfg, tmp_path, *overrides):
