@@ -19,6 +19,15 @@ def _deterministic():
 
 
 @pytest.fixture()
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a small shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
 def compose_cfg():
     """``compose_cfg(*overrides)`` → the app's config, composed exactly as ``run.py`` composes it."""
     from hydra import compose, initialize_config_dir

@@ -29,13 +29,7 @@ from freelong.weights import MissingWeightsError
 
 KEY_LIST = Path(__file__).parent / "data" / "vc2_ckpt_keys_unet_vae.txt"
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

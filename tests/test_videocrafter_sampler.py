@@ -11,13 +11,7 @@ from omegaconf import OmegaConf
 from freelong.config import load_model_config
 from freelong.models.videocrafter_backbone import VideoCrafterDDIMScheduler, lvdm_scale_arr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lvdm_schedule_f64():

@@ -29,13 +29,7 @@ KEY_LIST = Path(__file__).parent / "data" / "vc2_ckpt_keys_unet_vae.txt"
 TINY = dict(model_channels=32, channel_mult=[1, 2, 2], attention_resolutions=[2, 1], num_res_blocks=1,
             num_head_channels=16, context_dim=24)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
