@@ -90,7 +90,9 @@ def test_trailing_frames_are_covered():
 
 
 def test_method_configs():
-    assert get_method("freenoise").params() == {"window": 16, "stride": 4, "weighting": "pyramid"}
+    params = get_method("freenoise").params()
+    assert (params["window"], params["stride"], params["weighting"]) == (16, 4, "pyramid")
+    assert params["motion_injection"] is False
     assert get_method("sliding_window").processor().weighting == "flat"
     with pytest.raises(ValueError, match="stride"):
         get_method("sliding_window", window=8, stride=9)
