@@ -45,17 +45,20 @@ class LayerTimer:
     """Wall time spent inside selected modules, accumulated per key.
 
     ``LayerTimer(model, select)`` where ``select(name, module)`` returns a key (e.g. ``"temporal L1"``)
-    or None. Use as a context manager; read :attr:`seconds` and :attr:`calls`; :meth:`reset` between runs.
-    Hooks synchronise CUDA, so time a separate pass when exact end-to-end timings matter on GPU.
+    or None. Use as a context manager; read :attr:`seconds` (wall clock), :attr:`cpu_seconds` (process
+    CPU time: on a shared CPU machine with one torch thread, the work done, whatever the contention)
+    and :attr:`calls`; :meth:`reset` between runs. Hooks synchronise CUDA, so time a separate pass when
+    exact end-to-end timings matter on GPU.
     """
 
     def __init__(self, model: nn.Module, select: Callable[[str, nn.Module], str | None],
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._handles = []
-        self._start: dict[int, float] = {}
+        self._start: dict[int, tuple[float, float]] = {}
         for name, module in model.named_modules():
             key = select(name, module)
             if key is not None:
@@ -64,18 +67,21 @@ class LayerTimer:
 
     def _pre(self, module: nn.Module, args) -> None:
         synchronize(self.device)
-        self._start[id(module)] = time.perf_counter()
+        self._start[id(module)] = (time.perf_counter(), time.process_time())
 
     def _make_post(self, key: str):
         def post(module: nn.Module, args, output) -> None:
             synchronize(self.device)
-            self.seconds[key] += time.perf_counter() - self._start.pop(id(module))
+            wall, cpu = self._start.pop(id(module))
+            self.seconds[key] += time.perf_counter() - wall
+            self.cpu_seconds[key] += time.process_time() - cpu
             self.calls[key] += 1
 
         return post
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.cpu_seconds.clear()
         self.calls.clear()
 
     def total(self) -> float:
