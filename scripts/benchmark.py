@@ -3,7 +3,7 @@
     python scripts/benchmark.py                                  # CPU: LaVie at reduced widths, 128 frames, 320x512
     python scripts/benchmark.py --frames 16,32,64,128,256,512    # how cost grows with length
     python scripts/benchmark.py --device cuda --model lavie --random-weights --frames 16,64,128,256,512
-    python scripts/benchmark.py --device meta --model lavie --random-weights --frames 128,512   # memory only
+    python scripts/benchmark.py --device meta --model lavie --random-weights --frames 128,512   # memory + FLOPs only
     python scripts/benchmark.py --sampling-steps 4 --json bench.json
 
 One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
@@ -16,9 +16,12 @@ GPU, peak resident set size on CPU (reset per run through ``/proc/self/clear_ref
 ``meta`` device (nothing is computed) the peak bytes of live tensors, which is what a GPU would
 allocate for activations with the fused attention kernels.
 
-Widths: ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
-counts but shrinks the channels to 32/64/128/128 (head dim 32, LaVie's rotary dim), with random
-weights; ``--widths full --random-weights`` is the real architecture with random weights (no download).
+Models: timings do not depend on the weights, so random weights are the default (nothing to
+download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
+counts but shrinks the channels to 32/64/128/128 (head dim 32, LaVie's rotary dim); ``--widths full``
+(the GPU and meta default) is the real architecture; ``--widths config`` takes ``conf/model/<model>.yaml``
+as it is (the default for random-init models such as ``lavie_tiny``); ``--real-weights`` loads the
+trained checkpoint instead.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class StepResult:
     peak_mb: float | None = None
     act_mb: float | None = None  # peak minus memory in use before the step
     memory_kind: str = ""
+    gflops: float | None = None  # meta only: matmul/conv/attention FLOPs of the step (torch's FlopCounterMode)
+    flop_ratio: float | None = None  # gflops / direct's gflops
     repeats: list[float] = field(default_factory=list)
     note: str = ""
 
@@ -98,22 +103,21 @@ class StepResult:
 # ----------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------
-def model_config(name: str, widths: str, random_weights: bool):
-    """The model config with the width preset applied (reduced widths always use random weights)."""
+def model_config(name: str, widths: str):
+    """``conf/model/<name>.yaml`` as is (``widths='config'``) or with a random-weight width preset."""
     cfg = load_model_config(name)
-    if widths == "native" and not random_weights:
+    if widths == "config":
         return cfg
     presets = WIDTH_PRESETS.get(cfg.family, {})
-    if widths not in presets and not (widths == "native" and cfg.random_init):
+    if widths not in presets:
         raise SystemExit(
             f"error: no '{widths}' width preset for model family {cfg.family!r} (have: "
-            f"{', '.join(presets) or 'none'}); use --widths native with a *_tiny model, or add a preset to "
-            f"WIDTH_PRESETS in scripts/benchmark.py"
+            f"{', '.join(presets) or 'none'}); use --widths config with a random-init model (e.g. *_tiny), "
+            f"or add a preset to WIDTH_PRESETS in scripts/benchmark.py"
         )
-    over: dict[str, Any] = {"random_init": True}
-    if widths in presets:
-        over.update({k: dict(v) for k, v in presets[widths].items()})
-        over["description"] = f"{cfg.description} — {widths} widths, RANDOM weights (benchmark)"
+    over: dict[str, Any] = {k: dict(v) for k, v in presets[widths].items()}
+    over["random_init"] = True
+    over["description"] = f"{cfg.description} — {widths} widths, RANDOM weights (benchmark)"
     merged = OmegaConf.merge(cfg, OmegaConf.create(over))
     for key in ("unet", "vae", "text_encoder"):  # replace, not merge, the architecture sections
         if key in over:
@@ -204,15 +208,22 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
         except ValueError as err:
             results[m.name].note = f"skipped: {err}"
     if device.type == "meta":
+        from torch.utils.flop_counter import FlopCounterMode
+
         for m in runnable:
             res = results[m.name]
             lat = runner.latents(m, frames)
             base = module_bytes(bb.unet) + lat.numel() * 4 + 2 * runner.cond.numel() * runner.cond.element_size()
-            with m.attach(bb.unet), track_tensor_memory() as tracker:
+            with m.attach(bb.unet), track_tensor_memory() as tracker, FlopCounterMode(display=False) as flops:
                 runner.step(lat)
             res.act_mb = tracker.peak_mb
             res.peak_mb = base / MB + tracker.peak_mb
             res.memory_kind = "meta_tensor_peak (estimate of cuda_max_allocated)"
+            res.gflops = flops.get_total_flops() / 1e9
+        direct = results.get("direct")
+        for res in results.values():
+            if res.gflops is not None and direct is not None and direct.gflops:
+                res.flop_ratio = res.gflops / direct.gflops
         return [results[m.name] for m in methods]
 
     latents = {m.name: runner.latents(m, frames) for m in runnable}
@@ -336,9 +347,10 @@ def format_table(headers: list[str], rows: list[list[Any]], markdown: bool = Fal
 
 def step_tables(results: list[StepResult], markdown: bool = False, clock: str = "wall") -> str:
     timed = any(r.step_s is not None for r in results)
-    if not timed:  # meta: memory only
-        rows = [[r.frames, r.method, r.peak_mb, r.act_mb, r.note] for r in results]
-        return format_table(["frames", "method", "est. peak MB", "activations MB", "note"], rows, markdown)
+    if not timed:  # meta: memory and FLOPs, nothing timed
+        rows = [[r.frames, r.method, r.peak_mb, r.act_mb, r.gflops, r.flop_ratio, r.note] for r in results]
+        head = ["frames", "method", "est. peak MB", "activations MB", "GFLOP", "x direct (FLOP)", "note"]
+        return format_table(head, rows, markdown)
     has_cpu = any(r.cpu_s is not None for r in results)
     head = ["frames", "method", "median step s"] + (["cpu s"] if has_cpu else []) + [f"x direct ({clock})"]
     head += ["peak MB", "act. MB", "note"]
@@ -399,10 +411,13 @@ def machine_info(device: torch.device, args) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="lavie", help="model config name (conf/model/<name>.yaml); default lavie")
-    p.add_argument("--widths", choices=("auto", "reduced", "full", "native"), default="auto",
-                   help="reduced (CPU default), full (GPU/meta default) or native (the config as is)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random weights (no download); implied by --widths reduced")
+    p.add_argument("--widths", choices=("auto", "reduced", "full", "config"), default="auto",
+                   help="reduced (CPU default), full (GPU/meta default), or config: the model YAML as is "
+                        "(default for random-init models such as lavie_tiny)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--random-weights", action="store_true", help="random weights (the default; no download)")
+    weights.add_argument("--real-weights", action="store_true",
+                         help="load the model's trained weights (the YAML's architecture)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | meta (memory estimate only)")
     p.add_argument("--dtype", default="auto",
                    help="auto (fp16 on CUDA and meta, fp32 on CPU) | float32 | float16 | bfloat16")
@@ -440,10 +455,15 @@ def resolve(args) -> tuple[torch.device, torch.dtype]:
         dtype = getattr(torch, args.dtype, None)
         if not isinstance(dtype, torch.dtype):
             raise SystemExit(f"error: unknown --dtype {args.dtype!r}")
-    if args.widths == "auto":
-        args.widths = "reduced" if device.type == "cpu" else "full"
-    if args.widths == "full" and not args.random_weights:
-        args.widths = "native"  # the real model with its real weights
+    if args.real_weights:
+        if args.widths == "reduced":
+            raise SystemExit("error: --real-weights needs the real architecture (--widths full or config)")
+        args.widths = "config"
+    elif args.widths == "auto":
+        if load_model_config(args.model).random_init:
+            args.widths = "config"
+        else:
+            args.widths = "reduced" if device.type == "cpu" else "full"
     if args.repeats is None:
         args.repeats = 1 if device.type == "cpu" else 3
     if args.warmup is None:
@@ -469,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunk = {"auto": None, "off": 0}.get(args.frame_chunk)
     chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
 
-    cfg = model_config(args.model, args.widths, args.random_weights)
+    cfg = model_config(args.model, args.widths)
     backbone = build(cfg, device, dtype)
     backbone.unet.frame_chunk_size = chunk
     backbone.unet.chunk_budget_mb = args.chunk_budget_mb

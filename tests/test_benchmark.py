@@ -74,7 +74,7 @@ def test_benchmark_script_cpu_smoke(tmp_path, capsys):
     from scripts.benchmark import main
 
     out = tmp_path / "bench.json"
-    result = main(["--model", "lavie_tiny", "--widths", "native", "--frames", "8,20", "--height", "64", "--width",
+    result = main(["--model", "lavie_tiny", "--frames", "8,20", "--height", "64", "--width",
                    "64", "--methods", "direct,freelong,sliding_window", "--repeats", "1", "--threads", "1",
                    "--clock", "cpu", "--sampling-steps", "1", "--json", str(out)])
     printed = capsys.readouterr().out
@@ -114,9 +114,18 @@ def test_benchmark_script_meta_memory_estimate():
 def test_reduced_widths_keep_the_lavie_architecture():
     from scripts.benchmark import model_config
 
-    cfg = model_config("lavie", "reduced", random_weights=False)
+    cfg = model_config("lavie", "reduced")
     assert cfg.random_init and list(cfg.unet.block_out_channels) == [32, 64, 128, 128]
     heads = list(cfg.unet.attention_head_dim)
     assert all(ch // h >= 32 for ch, h in zip(cfg.unet.block_out_channels, heads))  # LaVie's rotary dim
-    full = model_config("lavie", "full", random_weights=True)
+    full = model_config("lavie", "full")
     assert list(full.unet.block_out_channels) == [320, 640, 1280, 1280] and full.random_init
+    assert not model_config("lavie", "config").random_init  # the real model: --real-weights
+
+
+def test_missing_width_preset_is_a_clear_error(monkeypatch):
+    from scripts import benchmark
+
+    monkeypatch.setattr(benchmark, "WIDTH_PRESETS", {})
+    with pytest.raises(SystemExit, match="no 'reduced' width preset for model family 'lavie'"):
+        benchmark.model_config("lavie", "reduced")
