@@ -5,6 +5,7 @@
     python scripts/benchmark.py --device cuda --model lavie --random-weights --frames 16,64,128,256,512
     python scripts/benchmark.py --device meta --model lavie --random-weights --frames 128,512   # memory + FLOPs only
     python scripts/benchmark.py --sampling-steps 4 --json bench.json
+    python scripts/benchmark.py --threads 1 --clock cpu --repeats 3   # ratios on a busy, shared CPU
 
 One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
 scheduler update, at the first of 50 DDIM timesteps, with the method attached exactly as
@@ -96,7 +97,8 @@ class StepResult:
     memory_kind: str = ""
     gflops: float | None = None  # meta only: matmul/conv/attention FLOPs of the step (torch's FlopCounterMode)
     flop_ratio: float | None = None  # gflops / direct's gflops
-    repeats: list[float] = field(default_factory=list)
+    repeats: list[float] = field(default_factory=list)  # wall seconds of each timed round
+    cpu_repeats: list[float] = field(default_factory=list)  # process CPU seconds of each timed round
     note: str = ""
 
 
@@ -117,7 +119,7 @@ def model_config(name: str, widths: str):
         )
     over: dict[str, Any] = {k: dict(v) for k, v in presets[widths].items()}
     over["random_init"] = True
-    over["description"] = f"{cfg.description} — {widths} widths, RANDOM weights (benchmark)"
+    over["description"] = f"{cfg.name} architecture at {widths} widths, RANDOM weights (benchmark)"
     merged = OmegaConf.merge(cfg, OmegaConf.create(over))
     for key in ("unet", "vae", "text_encoder"):  # replace, not merge, the architecture sections
         if key in over:
@@ -268,6 +270,7 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     for m in runnable:
         res = results[m.name]
         res.repeats = wall[m.name]
+        res.cpu_repeats = cpu[m.name]
         res.step_s = statistics.median(wall[m.name])
         if device.type == "cpu":
             res.cpu_s = statistics.median(cpu[m.name])
@@ -498,9 +501,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unet_cfg = getattr(backbone.unet, "config", {})
     print(f"# {backbone.description or backbone.name}: UNet channels {unet_cfg.get('block_out_channels')}, "
           f"{module_bytes(backbone.unet) / 2**30:.2f} GiB weights, {dtype}, {info['device']}")
+    timing = ("memory and FLOPs only (meta device: nothing is computed)" if device.type == "meta" else
+              f"{args.repeats} timed round(s) after {args.warmup} warm-up, ratios on the {args.clock} clock")
     print(f"# {args.height}x{args.width} video (latent {args.height // backbone.vae_scale_factor}x"
           f"{args.width // backbone.vae_scale_factor}), CFG {args.guidance}, frame chunking {args.frame_chunk}, "
-          f"{args.repeats} timed round(s) after {args.warmup} warm-up")
+          f"{timing}")
 
     results: list[StepResult] = []
     for n in frames:
