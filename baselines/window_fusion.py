@@ -17,9 +17,11 @@ from freelong.attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     attention,
+    block_bias,
     global_attention,
     sliding_windows,
 )
+from freelong.chunking import DEFAULT_BUDGET_MB
 
 WEIGHTINGS = ("flat", "pyramid")
 
@@ -40,10 +42,20 @@ def window_weights(window: int, weighting: str = "pyramid") -> torch.Tensor:
 
 
 class WindowFusionProcessor(TemporalAttnProcessor):
-    def __init__(self, window: int = 16, stride: int = 4, weighting: str = "pyramid"):
+    """Window attention + weighted fusion.
+
+    ``windows_per_call`` bounds how many windows one SDPA call gathers. The default takes as many as
+    cover the video once (``ceil(T / window)``, so the gathered q/k/v stay the size of the input),
+    but fewer when one call's gathered queries would exceed the chunking budget
+    (:data:`freelong.chunking.DEFAULT_BUDGET_MB`), which bounds the transient memory at long lengths.
+    """
+
+    def __init__(self, window: int = 16, stride: int = 4, weighting: str = "pyramid",
+                 windows_per_call: int | None = None):
         self.window = window
         self.stride = stride
         self.weighting = weighting
+        self.windows_per_call = windows_per_call
         self._weights = window_weights(window, weighting)
 
     def __call__(
@@ -59,24 +71,34 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         if self.window >= num_frames:
             return global_attention(q, k, v, bias)
         windows = sliding_windows(num_frames, self.window, self.stride)
-        starts = torch.tensor([s for s, _ in windows], device=q.device)
-        offsets = torch.arange(self.window, device=q.device)
+        starts = torch.tensor([s for s, _ in windows])
+        offsets = torch.arange(self.window)
         weights = self._weights.to(device=q.device, dtype=torch.float32)
         out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
         total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
         # Windows are batched in groups so the gathered q/k/v stay about the size of the input.
-        group = max(1, math.ceil(num_frames / self.window))
+        group = self.windows_per_call or self._auto_group(q, num_frames)
         for g0 in range(0, len(windows), group):
-            idx = starts[g0 : g0 + group, None] + offsets  # (n, W) absolute frame indices
-            qw, kw, vw = (x[:, :, idx] for x in (q, k, v))  # (B', heads, n, W, d)
+            cpu_idx = starts[g0 : g0 + group, None] + offsets  # (n, W) absolute frame indices
+            idx = cpu_idx.to(q.device)
+            n = idx.shape[0]
+            # (B', heads, n, W, d) with heads and windows merged: 4D inputs keep SDPA on its fused kernels
+            qw, kw, vw = (x[:, :, idx].flatten(1, 2) for x in (q, k, v))
             wbias = None
             if bias is not None:
-                wbias = torch.stack([bias(i, i) for i in idx], dim=1)  # (heads, n, W, W)
-            o = attention(qw, kw, vw, bias=wbias)
+                wbias = block_bias(bias, cpu_idx, cpu_idx, q.device).flatten(0, 1)  # (heads * n, W, W)
+            o = attention(qw, kw, vw, bias=wbias).unflatten(1, (-1, n))
             flat_idx = idx.reshape(-1)
             out.index_add_(2, flat_idx, (o.float() * weights[:, None]).flatten(2, 3))
             total.index_add_(0, flat_idx, weights.repeat(idx.shape[0]))
         return (out / total[:, None]).to(v.dtype)
 
+    def _auto_group(self, q: torch.Tensor, num_frames: int) -> int:
+        rows, heads, _, d = q.shape
+        per_window = rows * heads * self.window * d * 4  # one window's queries (and outputs) in fp32
+        by_budget = int(DEFAULT_BUDGET_MB * 2**20 // max(per_window, 1))
+        return max(1, min(math.ceil(num_frames / self.window), by_budget))
+
     def __repr__(self) -> str:
-        return f"WindowFusionProcessor(window={self.window}, stride={self.stride}, weighting={self.weighting})"
+        return (f"WindowFusionProcessor(window={self.window}, stride={self.stride}, weighting={self.weighting}, "
+                f"windows_per_call={self.windows_per_call})")

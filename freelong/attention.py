@@ -9,11 +9,18 @@ swap processors, so backbones never import methods and methods never import back
 
 ``bias`` is a callable ``bias(q_idx, k_idx) -> (heads, len(q_idx), len(k_idx))`` so that windowed
 and block-wise processors can ask for just the part of the relative bias they need instead of a
-``T x T`` matrix.
+``T x T`` matrix. A bias that depends on ``k - q`` only may say so with a class attribute
+``translation_invariant = True``; :func:`block_bias` then builds all blocks from one row of offsets.
+
+Local attention (:func:`local_attention`) runs in query blocks for long videos: each block of
+queries attends to the short span of keys its windows can reach, so the cost is ``O(T * window)``
+instead of ``O(T^2)`` and no ``T x T`` mask is built. :func:`local_window_mask` stays the definition
+that the block-wise path is tested against.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,15 +72,22 @@ def attention(
     """Softmax attention ``softmax(q k^T * scale + bias + log(mask)) v`` through SDPA.
 
     ``bias`` broadcasts to ``(..., Lq, Lk)``; ``mask`` is boolean, True where attending is allowed.
+    Masks are given as many dimensions as ``q`` has: PyTorch's fused CPU kernel refuses a 3D
+    ``(heads, Lq, Lk)`` mask and would fall back to the math kernel, which materialises the whole
+    ``(rows, heads, Lq, Lk)`` attention matrix (10x slower and quadratic memory at 512 frames).
     """
     if bias is None and mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if bias is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_ndim(mask, q.ndim), scale=scale)
     attn_bias = bias.to(q.dtype)
     if mask is not None:
         attn_bias = attn_bias.masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_ndim(attn_bias, q.ndim), scale=scale)
+
+
+def _as_ndim(m: torch.Tensor, ndim: int) -> torch.Tensor:
+    return m.reshape((1,) * (ndim - m.ndim) + tuple(m.shape)) if m.ndim < ndim else m
 
 
 def _frame_index(n: int, device: torch.device | None = None, start: int = 0) -> torch.Tensor:
@@ -160,6 +174,31 @@ def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Po
     return attention(q, k, v, bias=full_bias(bias, q.shape[-2], q.device))
 
 
+def block_bias(
+    bias: PositionBias, q_idx: torch.Tensor, k_idx: torch.Tensor, device: torch.device | None = None
+) -> torch.Tensor:
+    """The bias of ``n`` blocks: ``q_idx (n, Lq)``, ``k_idx (n, Lk)`` → ``(heads, n, Lq, Lk)`` on ``device``.
+
+    Pass the indices on the CPU (no device synchronisation to find their range).
+
+    A translation-invariant bias is evaluated once on the range of offsets ``k - q`` that occur and
+    gathered (``O(T)`` work); any other bias is called once per block.
+    """
+    device = device or q_idx.device
+    if getattr(bias, "translation_invariant", False):
+        rel = k_idx[:, None, :] - q_idx[:, :, None]  # (n, Lq, Lk)
+        lo, hi = int(rel.min()), int(rel.max())
+        zero = torch.zeros(1, dtype=torch.long, device=device)
+        row = bias(zero, torch.arange(lo, hi + 1, device=device))[:, 0]  # (heads, hi - lo + 1)
+        return row[:, (rel - lo).to(device)]
+    return torch.stack([bias(qi.to(device), ki.to(device)) for qi, ki in zip(q_idx, k_idx)], dim=1)
+
+
+def local_block_size(window: int) -> int:
+    """Default query-block length of block-wise local attention: twice the window (at least 16)."""
+    return max(16, 2 * window)
+
+
 def local_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -167,11 +206,95 @@ def local_attention(
     bias: PositionBias | None,
     window: int,
     layout: str = "adjusted",
+    block_size: int | None = None,
 ) -> torch.Tensor:
-    """Attention restricted to each frame's local window (see :func:`local_window_bounds`)."""
+    """Attention restricted to each frame's local window (see :func:`local_window_bounds`).
+
+    ``block_size=None`` picks the computation: one dense SDPA call with a ``T x T`` mask for short
+    videos, query blocks of :func:`local_block_size` frames (:func:`local_attention_blocks`) once that
+    at least halves the work. ``0`` forces the dense path, ``n > 0`` blocks of ``n`` frames.
+    """
     num_frames = q.shape[-2]
+    if block_size is None:
+        block = min(local_block_size(window), num_frames)
+        span = block + 2 * (window // 2) + 1
+        block_size = block if num_frames >= 2 * span else 0
+    if block_size > 0:
+        return local_attention_blocks(q, k, v, bias, window, layout, block_size)
     mask = local_window_mask(num_frames, window, layout).to(q.device)
     return attention(q, k, v, bias=full_bias(bias, num_frames, q.device), mask=mask)
+
+
+def local_block_plan(
+    num_frames: int, window: int, layout: str, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query blocks, their key spans and masks for block-wise local attention.
+
+    Blocks hold ``block_size`` consecutive query frames (the last block is shifted back to end at
+    ``T``, overlapping its predecessor); each block's keys are the ``L`` consecutive frames that
+    cover all of its queries' windows (``L`` is the same for every block). Returns ``q_idx (n, Bq)``,
+    ``k_idx (n, L)`` and the boolean ``allowed (n, Bq, L)``.
+    """
+    block = max(1, min(block_size, num_frames))
+    start, end = local_window_bounds(num_frames, window, layout)
+    n = math.ceil(num_frames / block)
+    q0 = torch.arange(n) * block
+    q0[-1] = num_frames - block
+    q_idx = q0[:, None] + torch.arange(block)
+    lo, hi = start[q_idx].min(dim=1).values, end[q_idx].max(dim=1).values
+    span = int((hi - lo).max())
+    k0 = torch.minimum(lo, torch.full_like(lo, num_frames - span))
+    k_idx = k0[:, None] + torch.arange(span)
+    allowed = (k_idx[:, None, :] >= start[q_idx][:, :, None]) & (k_idx[:, None, :] < end[q_idx][:, :, None])
+    return q_idx, k_idx, allowed
+
+
+def local_attention_blocks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str = "adjusted",
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Local attention computed in query blocks; never builds a ``T x T`` mask or bias.
+
+    Equal (up to float rounding) to ``attention(q, k, v, full_bias, local_window_mask)``: keys
+    outside a query's window get weight ``exp(-inf) = 0`` in both. Blocks are batched into SDPA
+    calls whose gathered keys and values stay about the size of ``k`` and ``v``.
+    """
+    rows, heads, num_frames, d = q.shape
+    block = block_size or local_block_size(window)
+    q_idx, k_idx, allowed = local_block_plan(num_frames, window, layout, block)
+    n, bq = q_idx.shape
+    span = k_idx.shape[1]
+    dev = q.device
+    q_dev, k_dev, allowed = q_idx.to(dev), k_idx.to(dev), allowed.to(dev)
+    out = q.new_empty((rows, heads, num_frames, v.shape[-1]))
+    per_call = max(1, math.ceil(n * bq / span))  # gathered keys per call ≈ T frames
+    for g0 in range(0, n, per_call):
+        g = slice(g0, min(n, g0 + per_call))
+        m = g.stop - g.start
+        qg = q[:, :, q_dev[g]].reshape(rows, heads * m, bq, d)
+        kg = k[:, :, k_dev[g]].reshape(rows, heads * m, span, d)
+        vg = v[:, :, k_dev[g]].reshape(rows, heads * m, span, v.shape[-1])
+        if bias is None:
+            mask = allowed[g].expand(heads, m, bq, span).reshape(1, heads * m, bq, span)
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask)
+        else:
+            b = block_bias(bias, q_idx[g], k_idx[g], dev).to(q.dtype).masked_fill(~allowed[g], float("-inf"))
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=b.reshape(1, heads * m, bq, span))
+        o = o.view(rows, heads, m, bq, -1)
+        # Blocks j < n-1 start at j*bq, so a group's regular blocks are one run of frames; the last
+        # block is shifted to end at T and rewrites its overlap with the same values.
+        regular = min(m, n - 1 - g.start)
+        if regular > 0:
+            s0 = g.start * bq
+            out[:, :, s0 : s0 + regular * bq] = o[:, :, :regular].flatten(2, 3)
+        if g.stop == n:
+            out[:, :, num_frames - bq :] = o[:, :, m - 1]
+    return out
 
 
 class TemporalAttention(nn.Module):
@@ -257,9 +380,13 @@ __all__ = [
     "TemporalAttentionContext",
     "TemporalAttnProcessor",
     "attention",
+    "block_bias",
     "full_bias",
     "global_attention",
     "local_attention",
+    "local_attention_blocks",
+    "local_block_plan",
+    "local_block_size",
     "local_window_bounds",
     "local_window_mask",
     "name_temporal_layers",

@@ -146,7 +146,8 @@ class RunConfig:
     negative_prompt: str = ""
     device: str = "auto"
     dtype: str = "auto"
-    decode_chunk_size: int = 8
+    decode_chunk_size: int | None = None  # frames per VAE decode call; null = automatic
+    frame_chunk_size: int | None = None  # UNet frame chunking: null = automatic, 0 = off, n = frames per chunk
     overwrite: bool = False
     progress: bool = True
     model: ModelConfig = MISSING
@@ -207,8 +208,14 @@ def validate_config(cfg: DictConfig) -> None:
     """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
     from .methods import get_method
 
-    for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "decode_chunk_size", "fps"):
+    for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "fps"):
         _positive(cfg, key)
+    if cfg.decode_chunk_size is not None:
+        _positive(cfg, "decode_chunk_size")
+    if cfg.frame_chunk_size is not None and cfg.frame_chunk_size < 0:
+        raise ValueError(
+            f"frame_chunk_size must be null (auto), 0 (off) or a positive integer, got {cfg.frame_chunk_size}"
+        )
     for key in ("height", "width"):
         if cfg[key] % 8:
             raise ValueError(f"{key}={cfg[key]} must be a multiple of 8 (the VAE downsamples by 8)")

@@ -52,7 +52,7 @@ class LongVideoPipeline:
         backbone: a :class:`~freelong.models.base.Backbone` (``load_backbone("lavie")``).
         method: a :class:`~freelong.methods.Method`, or a registered name (``"freelong"``);
             ``None`` means direct sampling.
-        decode_chunk_size: frames decoded per VAE call.
+        decode_chunk_size: frames decoded per VAE call (``None``: automatic, from the decoder's size).
         progress: show a progress bar over denoising steps.
     """
 
@@ -61,7 +61,7 @@ class LongVideoPipeline:
         backbone: Backbone,
         method: Method | str | None = None,
         *,
-        decode_chunk_size: int = 8,
+        decode_chunk_size: int | None = None,
         progress: bool = True,
     ):
         self.backbone = backbone

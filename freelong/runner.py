@@ -221,6 +221,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     if backbone.random_init:
         log.warning("%s — model '%s'", backbone.label(), backbone.name)
     backbone.to(device, dtype)
+    if hasattr(backbone.unet, "frame_chunk_size"):  # memory-bounded long videos (freelong.chunking)
+        backbone.unet.frame_chunk_size = cfg.frame_chunk_size
     pipe = LongVideoPipeline(backbone, method, decode_chunk_size=cfg.decode_chunk_size, progress=cfg.progress)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     recorder = RunRecorder(run_dir)

@@ -143,11 +143,16 @@ class Backbone:
         return eps_u + guidance_scale * (eps_c - eps_u)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarray:
-        """Latents ``(B, C, T, h, w)`` → uint8 video ``(B, T, H, W, 3)``, decoding ``chunk_size`` frames at a time."""
+    def decode(self, latents: torch.Tensor, chunk_size: int | None = 8) -> np.ndarray:
+        """Latents ``(B, C, T, h, w)`` → uint8 video ``(B, T, H, W, 3)``, decoding ``chunk_size`` frames at a time.
+
+        ``chunk_size=None`` picks it from the decoder's widest activation (:meth:`decode_chunk_size`).
+        """
         b, c, t, h, w = latents.shape
         frames = latents.transpose(1, 2).reshape(b * t, c, h, w) / self.latent_scale
         vae_dtype = next(self.vae.parameters()).dtype
+        if chunk_size is None:
+            chunk_size = self.decode_chunk_size(b * t, h, w, vae_dtype)
         out = []
         for s in range(0, b * t, max(1, chunk_size)):
             z = frames[s : s + chunk_size].to(self.device, vae_dtype)
@@ -155,6 +160,21 @@ class Backbone:
             out.append(self.to_uint8(img).cpu())
         video = torch.cat(out).reshape(b, t, *out[0].shape[1:])
         return video.numpy()
+
+    def decode_chunk_size(self, num_frames: int, h: int, w: int, dtype: torch.dtype,
+                          budget_mb: float | None = None) -> int:
+        """Frames per VAE call so one chunk's widest decoder activation stays within ``budget_mb``.
+
+        The decoder's up block ``j`` runs with ``channels[-1 - j]`` at ``4^(j+1)`` times the latent area
+        (its upsampler's conv included; the last block stays at full resolution).
+        """
+        from ..chunking import auto_decode_chunk
+
+        channels = list(getattr(self.vae.config, "block_out_channels", [128]))[::-1]
+        n = len(channels)
+        widest = max(ch * 4 ** min(j + 1, n - 1) for j, ch in enumerate(channels))
+        bytes_per_frame = widest * h * w * torch.empty((), dtype=dtype).element_size()
+        return auto_decode_chunk(num_frames, bytes_per_frame, budget_mb)
 
     @staticmethod
     def to_uint8(img: torch.Tensor) -> torch.Tensor:

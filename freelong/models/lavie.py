@@ -27,6 +27,17 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from ..attention import CallContext, TemporalAttention, name_temporal_layers
+from ..chunking import (
+    activation_bytes_per_frame,
+    cat_frames,
+    chunk_frames,
+    frame_chunking,
+    frame_spans,
+    from_frames,
+    map_frames,
+    norm_act_frames,
+    to_frames,
+)
 
 # LaVie's overrides of Stable Diffusion 1.4's ``unet/config.json`` (``from_pretrained_2d``).
 LAVIE_OVERRIDES: dict[str, Any] = {
@@ -105,7 +116,13 @@ def relative_position_bucket(rel: torch.Tensor, num_buckets: int = 32, max_dista
 
 
 class RelativePositionBias(nn.Module):
-    """Learned per-head bias of the bucketed relative frame distance (LaVie's ``time_rel_pos_bias``)."""
+    """Learned per-head bias of the bucketed relative frame distance (LaVie's ``time_rel_pos_bias``).
+
+    It depends on ``key - query`` only (``translation_invariant``), which lets windowed processors
+    build every window's bias from one row of offsets instead of one call per window.
+    """
+
+    translation_invariant = True
 
     def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 32):
         super().__init__()
@@ -144,10 +161,15 @@ def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
 
 
 class InflatedConv3d(nn.Conv2d):
-    """A 2D convolution applied to every frame."""
+    """A 2D convolution applied to every frame (in frame chunks under :func:`~freelong.chunking.frame_chunking`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return per_frame(super().forward, x)
+        widest = max(self.in_channels, self.out_channels)
+        return map_frames(self.conv_frames, x, chunk_frames(x.shape[2], activation_bytes_per_frame(x, widest)))
+
+    def conv_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The plain 2D convolution on ``(N, C, H, W)`` frames."""
+        return super().forward(frames)
 
 
 class ResnetBlock3D(nn.Module):
@@ -165,13 +187,40 @@ class ResnetBlock3D(nn.Module):
         self.conv_shortcut = InflatedConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.output_scale_factor = output_scale_factor
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], temb: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, C, T, H, W)``, or a sequence of tensors to concatenate along channels (an up
+        block's ``(hidden, skip)``; chunked, the concatenation then only ever exists for one chunk)."""
+        parts = (x,) if isinstance(x, torch.Tensor) else tuple(x)
+        # widest tensor: the concatenated input, normalised in fp32 when chunked
+        widest = max(sum(p.shape[1] for p in parts), self.conv1.out_channels) * max(1, 4 // parts[0].element_size())
+        chunk = chunk_frames(parts[0].shape[2], activation_bytes_per_frame(parts[0], widest))
+        if chunk < parts[0].shape[2]:
+            return self._forward_chunked(parts, temb, chunk)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return (x + h) / self.output_scale_factor
+
+    def _forward_chunked(self, parts: tuple[torch.Tensor, ...], temb: torch.Tensor, chunk: int) -> torch.Tensor:
+        """The same maths frame chunk by frame chunk; GroupNorm statistics still cover all frames."""
+        spans = frame_spans(parts[0].shape[2], chunk)
+        emb = self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
+        h = None
+        for s, e, hc in norm_act_frames(parts, self.norm1, F.silu, self.conv1.conv_frames, spans):
+            if h is None:
+                h = hc.new_empty((hc.shape[0], hc.shape[1], parts[0].shape[2], *hc.shape[3:]))
+            h[:, :, s:e] = hc + emb
+        # Each chunk of h is read (inside the generator) before it is overwritten with the output.
+        conv2 = lambda f: self.conv2.conv_frames(self.dropout(f))
+        for s, e, hc in norm_act_frames((h,), self.norm2, F.silu, conv2, spans):
+            xc = cat_frames(parts, s, e)
+            if self.conv_shortcut is not None:
+                xc = from_frames(self.conv_shortcut.conv_frames(to_frames(xc)), xc.shape[0])
+            h[:, :, s:e] = (xc + hc) / self.output_scale_factor
+        return h
 
 
 class Downsample3D(nn.Module):
@@ -191,13 +240,18 @@ class Upsample3D(nn.Module):
         self.conv = InflatedConv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-        t = x.shape[2]
-        target = (t, *size) if size is not None else (t, x.shape[3] * 2, x.shape[4] * 2)
-        dtype = x.dtype
+        hw = tuple(size) if size is not None else (x.shape[3] * 2, x.shape[4] * 2)
+        # Chunked, the 4x larger upsampled tensor only ever exists for one chunk of frames.
+        big = activation_bytes_per_frame(x) * (hw[0] * hw[1]) // (x.shape[3] * x.shape[4])
+        chunk = chunk_frames(x.shape[2], big)
+        return map_frames(lambda f: self.conv.conv_frames(self._upsample(f, hw)), x, chunk)
+
+    @staticmethod
+    def _upsample(frames: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        dtype = frames.dtype
         if dtype == torch.bfloat16:  # nearest upsampling has no bf16 kernel on some builds
-            x = x.float()
-        x = F.interpolate(x, size=target, mode="nearest").to(dtype)
-        return self.conv(x)
+            frames = frames.float()
+        return F.interpolate(frames, size=hw, mode="nearest").to(dtype)
 
 
 class BasicTransformerBlock3D(nn.Module):
@@ -220,13 +274,26 @@ class BasicTransformerBlock3D(nn.Module):
                 call: CallContext | None) -> torch.Tensor:
         # x: (B*T, H*W, C); context: (B*T, L, D)
         t, h, w = frame_shape
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), encoder_hidden_states=context) + x
+        x = self.spatial(x, context)
         bt, n, c = x.shape
         b = bt // t
         xt = x.view(b, t, n, c).transpose(1, 2).reshape(b * n, t, c)
-        xt = self.attn_temp(self.norm_temp(xt), frame_shape, call) + xt
+        xt = self.temporal(xt, frame_shape, call)
         x = xt.view(b, n, t, c).transpose(1, 2).reshape(bt, n, c)
+        return self.feed_forward(x)
+
+    # The three stages, so a chunked caller can run the per-frame ones over frame chunks.
+    def spatial(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Spatial self- and cross-attention with residuals; ``x`` ``(N frames, H*W, C)``."""
+        x = self.attn1(self.norm1(x)) + x
+        return self.attn2(self.norm2(x), encoder_hidden_states=context) + x
+
+    def temporal(self, xt: torch.Tensor, frame_shape: tuple[int, int, int], call: CallContext | None) -> torch.Tensor:
+        """Temporal self-attention with residual; ``xt`` ``(B*H*W, T, C)``."""
+        return self.attn_temp(self.norm_temp(xt), frame_shape, call) + xt
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """GEGLU feed-forward with residual; ``x`` ``(tokens..., C)``."""
         return self.ff(self.norm3(x)) + x
 
 
@@ -242,6 +309,11 @@ class Transformer3DModel(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, call: CallContext | None) -> torch.Tensor:
         b, c, t, h, w = x.shape
+        # widest tensor: the GEGLU projection of the feed-forward, 8 x the channels
+        widest = 8 * c
+        chunk = chunk_frames(t, activation_bytes_per_frame(x, widest))
+        if chunk < t:
+            return self._forward_chunked(x, context, call, frame_spans(t, chunk))
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         hidden = self.proj_in(self.norm(frames))  # GroupNorm per frame here, as LaVie
         hidden = hidden.permute(0, 2, 3, 1).reshape(b * t, h * w, c)
@@ -250,6 +322,49 @@ class Transformer3DModel(nn.Module):
         hidden = hidden.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
         out = self.proj_out(hidden) + frames
         return out.reshape(b, t, c, h, w).transpose(1, 2)
+
+    def _forward_chunked(self, x: torch.Tensor, context: torch.Tensor, call: CallContext | None,
+                         spans: list[tuple[int, int]]) -> torch.Tensor:
+        """Same maths; per-frame stages run per chunk of frames, temporal attention on all frames.
+
+        The hidden state lives in the temporal layout ``(B, H*W, T, C)`` between stages, so the
+        temporal attention gets its ``(B*H*W, T, C)`` input as a view.
+        """
+        b, c, t, h, w = x.shape
+        n = h * w
+        ctx = context.reshape(b, t, *context.shape[1:])
+        blocks = list(self.transformer_blocks)
+
+        def rows(hid: torch.Tensor, s: int, e: int) -> torch.Tensor:  # chunk of (B, n, T, C) → (B*tc, n, C)
+            return hid[:, :, s:e].transpose(1, 2).reshape(b * (e - s), n, c)
+
+        def put(hid: torch.Tensor, s: int, e: int, val: torch.Tensor) -> None:
+            hid[:, :, s:e] = val.reshape(b, e - s, n, c).transpose(1, 2)
+
+        hid = None
+        for s, e in spans:
+            f = self.proj_in(self.norm(to_frames(x[:, :, s:e])))
+            f = blocks[0].spatial(f.permute(0, 2, 3, 1).reshape(b * (e - s), n, c), ctx[:, s:e].flatten(0, 1))
+            if hid is None:
+                hid = f.new_empty((b, n, t, c))
+            put(hid, s, e, f)
+        out = None
+        for i, block in enumerate(blocks):
+            if i > 0:
+                for s, e in spans:
+                    put(hid, s, e, block.spatial(rows(hid, s, e), ctx[:, s:e].flatten(0, 1)))
+            hid = block.temporal(hid.view(b * n, t, c), (t, h, w), call).view(b, n, t, c)
+            last = i == len(blocks) - 1
+            for s, e in spans:
+                f = block.feed_forward(rows(hid, s, e))
+                if not last:
+                    put(hid, s, e, f)
+                    continue
+                f = self.proj_out(f.reshape(b * (e - s), h, w, c).permute(0, 3, 1, 2)) + to_frames(x[:, :, s:e])
+                if out is None:
+                    out = f.new_empty((b, c, t, h, w))
+                out[:, :, s:e] = from_frames(f, b)
+        return out
 
 
 class DownBlock3D(nn.Module):
@@ -298,8 +413,7 @@ class UpBlock3D(nn.Module):
 
     def forward(self, x, skips, temb, context, call, upsample_size=None):
         for i, resnet in enumerate(self.resnets):
-            x = torch.cat([x, skips.pop()], dim=1)
-            x = resnet(x, temb)
+            x = resnet((x, skips.pop()), temb)  # the resnet concatenates (per chunk when chunked)
             if self.attentions is not None:
                 x = self.attentions[i](x, context, call)
         if self.upsamplers is not None:
@@ -339,7 +453,14 @@ class LaVieUNet(nn.Module):
     ``encoder_hidden_states`` may be ``(B, L, D)`` (one prompt per video), ``(B, T, L, D)`` (one
     embedding per frame, for multi-prompt videos) or a dict of those keyed by ``down``, ``mid`` and
     ``up`` (a different text per block group, for FreeNoise's motion injection).
+
+    Memory: ``frame_chunk_size`` (``None`` = automatic, ``0`` = off, ``n`` frames) and
+    ``chunk_budget_mb`` control how the per-frame layers split long videos into frame chunks
+    (:mod:`freelong.chunking`); the output is the same up to floating-point rounding.
     """
+
+    frame_chunk_size: int | None = None
+    chunk_budget_mb: float | None = None
 
     def __init__(
         self,
@@ -480,6 +601,10 @@ class LaVieUNet(nn.Module):
         encoder_hidden_states: torch.Tensor | Mapping[str, torch.Tensor],
         call: CallContext | None = None,
     ) -> torch.Tensor:
+        with frame_chunking(self.frame_chunk_size, self.chunk_budget_mb):
+            return self._forward(sample, timestep, encoder_hidden_states, call)
+
+    def _forward(self, sample, timestep, encoder_hidden_states, call) -> torch.Tensor:
         b, _, t, h, w = sample.shape
         if self.center_input_sample:
             sample = 2 * sample - 1.0
@@ -506,8 +631,16 @@ class LaVieUNet(nn.Module):
             del skips[-len(block.resnets):]
             size = skips[-1].shape[-2:] if skips else None
             x = block(x, block_skips, emb, _select_context(context, "up"), call, upsample_size=size)
-        x = F.silu(self.conv_norm_out(x))
-        return self.conv_out(x)
+        chunk = chunk_frames(t, activation_bytes_per_frame(x))
+        if chunk >= t:
+            return self.conv_out(F.silu(self.conv_norm_out(x)))
+        out = None
+        for s, e, y in norm_act_frames((x,), self.conv_norm_out, F.silu, self.conv_out.conv_frames,
+                                       frame_spans(t, chunk)):
+            if out is None:
+                out = y.new_empty((b, y.shape[1], t, *y.shape[3:]))
+            out[:, :, s:e] = y
+        return out
 
     def _frame_context(self, ctx: torch.Tensor, b: int, t: int) -> torch.Tensor:
         """Text context per frame: ``(B, L, D)`` is repeated for each frame, ``(B, T, L, D)`` used as is."""

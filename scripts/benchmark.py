@@ -1,0 +1,544 @@
+"""Time one denoising step of every method side by side, split by layer, with peak memory.
+
+    python scripts/benchmark.py                                  # CPU: LaVie at reduced widths, 128 frames, 320x512
+    python scripts/benchmark.py --frames 16,32,64,128,256,512    # how cost grows with length
+    python scripts/benchmark.py --device cuda --model lavie --random-weights --frames 16,64,128,256,512
+    python scripts/benchmark.py --device meta --model lavie --random-weights --frames 128,512   # memory + FLOPs only
+    python scripts/benchmark.py --sampling-steps 4 --json bench.json
+    python scripts/benchmark.py --threads 1 --clock cpu --repeats 3   # ratios on a busy, shared CPU
+
+One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
+scheduler update, at the first of 50 DDIM timesteps, with the method attached exactly as
+``LongVideoPipeline`` attaches it. All methods run in one process on the same weights and inputs,
+interleaved round by round so background load hits them alike. Reported per method and length:
+median step time and its ratio to direct sampling; the time inside temporal attention per UNet
+level (forward hooks) and everything else; and peak memory — CUDA ``max_memory_allocated`` on
+GPU, peak resident set size on CPU (reset per run through ``/proc/self/clear_refs``), and on the
+``meta`` device (nothing is computed) the peak bytes of live tensors, which is what a GPU would
+allocate for activations with the fused attention kernels.
+
+Models: timings do not depend on the weights, so random weights are the default (nothing to
+download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
+counts but shrinks the channels to 32/64/128/128 (head dim 32, LaVie's rotary dim); ``--widths full``
+(the GPU and meta default) is the real architecture; ``--widths config`` takes ``conf/model/<model>.yaml``
+as it is (the default for random-init models such as ``lavie_tiny``); ``--real-weights`` loads the
+trained checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from freelong.attention import CallContext, TemporalAttention  # noqa: E402
+from freelong.config import load_model_config  # noqa: E402
+from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
+from freelong.methods import Method, get_method  # noqa: E402
+from freelong.profiling import (  # noqa: E402
+    MB,
+    LayerTimer,
+    PeakRSS,
+    module_bytes,
+    release_freed_memory_eagerly,
+    synchronize,
+    track_tensor_memory,
+)
+
+METHODS = ("direct", "sliding_window", "freenoise", "freelong")
+PROMPT = "a teddy bear walking on the street, high quality"
+
+# Per family: configs that replace the model YAML's unet / vae / text_encoder sections.
+# "full": the real architecture (SD1.4's UNet config with LaVie's overrides, SD1.4's VAE, CLIP ViT-L/14
+# text tower) with random weights. "reduced": the same architecture with fewer channels.
+WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "lavie": {
+        "full": {
+            "unet": {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "norm_num_groups": 32,
+                     "cross_attention_dim": 768, "attention_head_dim": 8},
+            "vae": {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
+                    "latent_channels": 4, "sample_size": 512},
+            "text_encoder": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                             "num_attention_heads": 12, "max_position_embeddings": 77},
+        },
+        "reduced": {
+            "unet": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2, "norm_num_groups": 32,
+                     "cross_attention_dim": 768, "attention_head_dim": [1, 2, 4, 4]},
+            "vae": {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "norm_num_groups": 16,
+                    "latent_channels": 4, "sample_size": 512},
+            "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
+                             "num_attention_heads": 12, "max_position_embeddings": 77},
+        },
+    },
+}
+
+
+@dataclass
+class StepResult:
+    method: str
+    frames: int
+    step_s: float | None = None  # median over repeats (wall clock)
+    cpu_s: float | None = None  # median process CPU time (CPU device only)
+    ratio: float | None = None  # this method's time / direct's at the same length (on the chosen clock)
+    temporal_s: dict[str, float] = field(default_factory=dict)  # per UNet level, inside temporal attention
+    other_s: float | None = None  # step time outside temporal attention (on the chosen clock)
+    peak_mb: float | None = None
+    act_mb: float | None = None  # peak minus memory in use before the step
+    memory_kind: str = ""
+    gflops: float | None = None  # meta only: matmul/conv/attention FLOPs of the step (torch's FlopCounterMode)
+    flop_ratio: float | None = None  # gflops / direct's gflops
+    repeats: list[float] = field(default_factory=list)  # wall seconds of each timed round
+    cpu_repeats: list[float] = field(default_factory=list)  # process CPU seconds of each timed round
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+def model_config(name: str, widths: str):
+    """``conf/model/<name>.yaml`` as is (``widths='config'``) or with a random-weight width preset."""
+    cfg = load_model_config(name)
+    if widths == "config":
+        return cfg
+    presets = WIDTH_PRESETS.get(cfg.family, {})
+    if widths not in presets:
+        raise SystemExit(
+            f"error: no '{widths}' width preset for model family {cfg.family!r} (have: "
+            f"{', '.join(presets) or 'none'}); use --widths config with a random-init model (e.g. *_tiny), "
+            f"or add a preset to WIDTH_PRESETS in scripts/benchmark.py"
+        )
+    over: dict[str, Any] = {k: dict(v) for k, v in presets[widths].items()}
+    over["random_init"] = True
+    over["description"] = f"{cfg.name} architecture at {widths} widths, RANDOM weights (benchmark)"
+    merged = OmegaConf.merge(cfg, OmegaConf.create(over))
+    for key in ("unet", "vae", "text_encoder"):  # replace, not merge, the architecture sections
+        if key in over:
+            merged[key] = OmegaConf.create(over[key])
+    return merged
+
+
+def build(cfg, device: torch.device, dtype: torch.dtype):
+    from freelong.models.base import build_backbone
+
+    if device.type == "meta":
+        with torch.device("meta"):
+            backbone = build_backbone(cfg)
+        return backbone.to(dtype=dtype)
+    return build_backbone(cfg).to(device, dtype)
+
+
+def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if device.type == "meta":
+        dim = int(backbone.unet.config["cross_attention_dim"])
+        cond = torch.zeros(1, 77, dim, device=device, dtype=backbone.dtype)
+        return cond, (cond.clone() if guidance > 1 else None)
+    cond = backbone.encode_text([PROMPT])
+    return cond, (backbone.encode_text([""]) if guidance > 1 else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring
+# ----------------------------------------------------------------------------------------------
+def temporal_level(name: str, module) -> str | None:
+    return f"L{module.level}" if isinstance(module, TemporalAttention) else None
+
+
+class StepRunner:
+    """One guided denoising step of ``backbone`` with a method attached, at a given length."""
+
+    def __init__(self, backbone, args, device: torch.device):
+        self.bb = backbone
+        self.args = args
+        self.device = device
+        self.scheduler = backbone.make_scheduler("ddim")
+        self.scheduler.set_timesteps(50)
+        self.t = self.scheduler.timesteps[0]
+        self.cond, self.uncond = text_context(backbone, device, args.guidance)
+
+    def latents(self, method: Method, frames: int) -> torch.Tensor:
+        factor = self.bb.vae_scale_factor
+        shape = (1, self.bb.latent_channels, frames, self.args.height // factor, self.args.width // factor)
+        if self.device.type == "meta":
+            return torch.zeros(shape, device="meta")
+        return method.init_noise(shape, torch.Generator().manual_seed(0)).to(self.device)
+
+    @torch.no_grad()
+    def step(self, latents: torch.Tensor) -> torch.Tensor:
+        call = CallContext(step_index=0, num_steps=50)
+        eps = self.bb.predict_noise(latents, self.t.to(self.device), self.cond, self.uncond, self.args.guidance, call)
+        if self.device.type == "meta":
+            return eps
+        return self.scheduler.step(eps, self.t, latents).prev_sample
+
+
+def _memory_before(device: torch.device) -> float:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / MB
+    PeakRSS.reset()
+    return PeakRSS.current_mb() or 0.0
+
+
+def _memory_peak(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / MB, "cuda_max_allocated"
+    kind = "peak_rss" if PeakRSS.resettable() else "lifetime_peak_rss"
+    return PeakRSS.peak_mb() or 0.0, kind
+
+
+def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, device: torch.device) -> list[StepResult]:
+    """Warm-up, then ``repeats`` rounds over all methods; memory is taken on each method's first run."""
+    bb = runner.bb
+    results = {m.name: StepResult(m.name, frames) for m in methods}
+    runnable = []
+    for m in methods:
+        try:
+            m.check_frames(frames)
+            runnable.append(m)
+        except ValueError as err:
+            results[m.name].note = f"skipped: {err}"
+    if device.type == "meta":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for m in runnable:
+            res = results[m.name]
+            lat = runner.latents(m, frames)
+            base = module_bytes(bb.unet) + lat.numel() * 4 + 2 * runner.cond.numel() * runner.cond.element_size()
+            with m.attach(bb.unet), track_tensor_memory() as tracker, FlopCounterMode(display=False) as flops:
+                runner.step(lat)
+            res.act_mb = tracker.peak_mb
+            res.peak_mb = base / MB + tracker.peak_mb
+            res.memory_kind = "meta_tensor_peak (estimate of cuda_max_allocated)"
+            res.gflops = flops.get_total_flops() / 1e9
+        direct = results.get("direct")
+        for res in results.values():
+            if res.gflops is not None and direct is not None and direct.gflops:
+                res.flop_ratio = res.gflops / direct.gflops
+        return [results[m.name] for m in methods]
+
+    latents = {m.name: runner.latents(m, frames) for m in runnable}
+    hooks_in_timed_runs = device.type != "cuda"  # hooks cost nothing on CPU; on GPU they synchronise
+    wall: dict[str, list[float]] = {m.name: [] for m in runnable}
+    cpu: dict[str, list[float]] = {m.name: [] for m in runnable}
+    split: dict[str, list[dict[str, float]]] = {m.name: [] for m in runnable}
+
+    def measure(m: Method, memory: bool, timed: bool, hooks: bool) -> None:
+        res = results[m.name]
+        before = _memory_before(device) if memory else None
+        with m.attach(bb.unet):
+            timer = LayerTimer(bb.unet, temporal_level, device) if hooks else None
+            synchronize(device)
+            c0, t0 = time.process_time(), time.perf_counter()
+            runner.step(latents[m.name])
+            synchronize(device)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if timer is not None:
+                timer.remove()
+        if before is not None:
+            res.peak_mb, res.memory_kind = _memory_peak(device)
+            res.act_mb = res.peak_mb - before
+        if timed:
+            wall[m.name].append(dt)
+            cpu[m.name].append(dc)
+        if timer is not None:
+            seconds = timer.cpu_seconds if args.clock == "cpu" else timer.seconds
+            total = dc if args.clock == "cpu" else dt
+            split[m.name].append({"total": total, **seconds})
+
+    for m in runnable:  # warm-up runs (the first one also measures memory)
+        for w in range(args.warmup):
+            measure(m, memory=w == 0, timed=False, hooks=False)
+    for r in range(args.repeats):  # rounds: every method once per round
+        for m in runnable:
+            measure(m, memory=r == 0 and args.warmup == 0, timed=True, hooks=hooks_in_timed_runs)
+    if not hooks_in_timed_runs:  # one extra, synchronised run per method for the per-layer split
+        for m in runnable:
+            measure(m, memory=False, timed=False, hooks=True)
+
+    for m in runnable:
+        res = results[m.name]
+        res.repeats = wall[m.name]
+        res.cpu_repeats = cpu[m.name]
+        res.step_s = statistics.median(wall[m.name])
+        if device.type == "cpu":
+            res.cpu_s = statistics.median(cpu[m.name])
+        if split[m.name]:
+            keys = sorted({k for d in split[m.name] for k in d} - {"total"})
+            # scale each split run to the median step time, so hook synchronisation does not inflate "other"
+            chosen = res.cpu_s if args.clock == "cpu" else res.step_s
+            shares = [{k: d.get(k, 0.0) / d["total"] for k in keys} for d in split[m.name] if d["total"] > 0]
+            res.temporal_s = {k: chosen * statistics.median([s[k] for s in shares]) for k in keys}
+            res.other_s = chosen - sum(res.temporal_s.values())
+    direct = results.get("direct")
+    if direct is not None and direct.step_s:
+        base = direct.cpu_s if args.clock == "cpu" else direct.step_s
+        for res in results.values():
+            value = res.cpu_s if args.clock == "cpu" else res.step_s
+            if value is not None and base:
+                res.ratio = value / base
+    return [results[m.name] for m in methods]
+
+
+def run_sampling(backbone, methods: list[Method], frames: int, args, device: torch.device) -> list[dict[str, Any]]:
+    """A whole short generation per method (encode, ``--sampling-steps`` denoising steps, VAE decode)."""
+    from freelong.pipeline import LongVideoPipeline
+
+    rows = []
+    for m in methods:
+        try:
+            m.check_frames(frames)
+        except ValueError as err:
+            rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
+            continue
+        pipe = LongVideoPipeline(backbone, m, decode_chunk_size=None, progress=False)
+        before = _memory_before(device)
+        video = pipe(PROMPT, num_frames=frames, height=args.height, width=args.width,
+                     num_inference_steps=args.sampling_steps, guidance_scale=args.guidance, seed=0)
+        peak, kind = _memory_peak(device)
+        rows.append({"method": m.name, "frames": frames, "steps": args.sampling_steps, **pipe.stats.as_dict(),
+                     "peak_mb": peak, "act_mb": peak - before, "memory_kind": kind,
+                     "video_shape": list(video.shape)})
+    return rows
+
+
+def meta_decode_estimate(backbone, frames: int, args) -> dict[str, Any]:
+    """Peak tensor memory of one automatic-size VAE decode call, measured on the meta device."""
+    factor = backbone.vae_scale_factor
+    h, w = args.height // factor, args.width // factor
+    vae_dtype = next(backbone.vae.parameters()).dtype
+    chunk = backbone.decode_chunk_size(frames, h, w, vae_dtype)
+    z = torch.zeros(chunk, backbone.latent_channels, h, w, device="meta", dtype=vae_dtype)
+    with torch.no_grad(), track_tensor_memory() as tracker:
+        backbone.vae.decode(z)
+    return {"frames_per_call": chunk, "act_mb": tracker.peak_mb,
+            "peak_mb": tracker.peak_mb + module_bytes(backbone.vae) / MB}
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def format_table(headers: list[str], rows: list[list[Any]], markdown: bool = False) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def step_tables(results: list[StepResult], markdown: bool = False, clock: str = "wall") -> str:
+    timed = any(r.step_s is not None for r in results)
+    if not timed:  # meta: memory and FLOPs, nothing timed
+        rows = [[r.frames, r.method, r.peak_mb, r.act_mb, r.gflops, r.flop_ratio, r.note] for r in results]
+        head = ["frames", "method", "est. peak MB", "activations MB", "GFLOP", "x direct (FLOP)", "note"]
+        return format_table(head, rows, markdown)
+    has_cpu = any(r.cpu_s is not None for r in results)
+    head = ["frames", "method", "median step s"] + (["cpu s"] if has_cpu else []) + [f"x direct ({clock})"]
+    head += ["peak MB", "act. MB", "note"]
+    rows = []
+    for r in results:
+        rows.append([r.frames, r.method, r.step_s] + ([r.cpu_s] if has_cpu else []) + [r.ratio]
+                    + [r.peak_mb, r.act_mb, r.note])
+    main = format_table(head, rows, markdown)
+    levels = sorted({k for r in results for k in r.temporal_s})
+    if not levels:
+        return main
+    direct = {r.frames: r for r in results if r.method == "direct"}
+    head = ["frames", "method"] + [f"temporal {k} s" for k in levels] + ["temporal s", "other s", "Δtemporal", "Δother"]
+    rows = []
+    for r in results:
+        if r.step_s is None:
+            continue
+        temp = sum(r.temporal_s.values())
+        d = direct.get(r.frames)
+        d_temp = sum(d.temporal_s.values()) if d and d.step_s is not None else None
+        rows.append([r.frames, r.method] + [r.temporal_s.get(k) for k in levels]
+                    + [temp, r.other_s, None if d_temp is None else temp - d_temp,
+                       None if d is None or d.other_s is None else r.other_s - d.other_s])
+    split = format_table(head, rows, markdown)
+    title = (f"Per-layer split ({clock} seconds inside temporal attention per UNet level, and the rest of the "
+             "step; Δ = minus direct sampling at the same length)")
+    return main + "\n\n" + title + "\n" + split
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device, args) -> dict[str, Any]:
+    import os
+
+    if device.type == "meta":
+        name = "meta (no compute; memory estimate)"
+    elif device.type == "cuda":
+        name = device_name(device)
+    else:
+        name = f"{cpu_model()}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+    return {"device": name, "torch_threads": torch.get_num_threads(), "versions": package_versions(),
+            "git_commit": git_commit(), "command": "python scripts/benchmark.py " + " ".join(args.argv)}
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="lavie", help="model config name (conf/model/<name>.yaml); default lavie")
+    p.add_argument("--widths", choices=("auto", "reduced", "full", "config"), default="auto",
+                   help="reduced (CPU default), full (GPU/meta default), or config: the model YAML as is "
+                        "(default for random-init models such as lavie_tiny)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--random-weights", action="store_true", help="random weights (the default; no download)")
+    weights.add_argument("--real-weights", action="store_true",
+                         help="load the model's trained weights (the YAML's architecture)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | meta (memory estimate only)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (fp16 on CUDA and meta, fp32 on CPU) | float32 | float16 | bfloat16")
+    p.add_argument("--frames", default="128", help="comma-separated frame counts, e.g. 16,32,64,128,256,512")
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
+    p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
+    p.add_argument("--frame-chunk", default="auto", help="UNet frame chunking: auto | off | N frames")
+    p.add_argument("--chunk-budget-mb", type=float, default=None, help="auto chunking budget per activation chunk")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="what ratios and the split use: wall time, or process CPU time (CPU only; with "
+                        "--threads 1 it measures the work done even on a busy shared machine)")
+    p.add_argument("--sampling-steps", type=int, default=0, help="also time a whole generation with N steps")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    p.add_argument("--json", default=None, help="write all results to this JSON file")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def resolve(args) -> tuple[torch.device, torch.dtype]:
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
+    if args.dtype == "auto":
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+    else:
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise SystemExit(f"error: unknown --dtype {args.dtype!r}")
+    if args.real_weights:
+        if args.widths == "reduced":
+            raise SystemExit("error: --real-weights needs the real architecture (--widths full or config)")
+        args.widths = "config"
+    elif args.widths == "auto":
+        if load_model_config(args.model).random_init:
+            args.widths = "config"
+        else:
+            args.widths = "reduced" if device.type == "cpu" else "full"
+    if args.repeats is None:
+        args.repeats = 1 if device.type == "cpu" else 3
+    if args.warmup is None:
+        args.warmup = 0 if device.type == "cpu" else 1
+    if args.clock == "cpu" and device.type != "cpu":
+        raise SystemExit("error: --clock cpu is only meaningful with --device cpu")
+    return device, dtype
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # the random-init VAE's dtype-cast notice is noise here
+    args = parse_args(argv)
+    device, dtype = resolve(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        release_freed_memory_eagerly()
+    frames = [int(f) for f in str(args.frames).split(",") if f.strip()]
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [get_method(n) for n in names]
+    chunk = {"auto": None, "off": 0}.get(args.frame_chunk)
+    chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
+
+    cfg = model_config(args.model, args.widths)
+    backbone = build(cfg, device, dtype)
+    backbone.unet.frame_chunk_size = chunk
+    backbone.unet.chunk_budget_mb = args.chunk_budget_mb
+    runner = StepRunner(backbone, args, device)
+    info = machine_info(device, args)
+    unet_cfg = getattr(backbone.unet, "config", {})
+    print(f"# {backbone.description or backbone.name}: UNet channels {unet_cfg.get('block_out_channels')}, "
+          f"{module_bytes(backbone.unet) / 2**30:.2f} GiB weights, {dtype}, {info['device']}")
+    timing = ("memory and FLOPs only (meta device: nothing is computed)" if device.type == "meta" else
+              f"{args.repeats} timed round(s) after {args.warmup} warm-up, ratios on the {args.clock} clock")
+    print(f"# {args.height}x{args.width} video (latent {args.height // backbone.vae_scale_factor}x"
+          f"{args.width // backbone.vae_scale_factor}), CFG {args.guidance}, frame chunking {args.frame_chunk}, "
+          f"{timing}")
+
+    results: list[StepResult] = []
+    for n in frames:
+        rows = run_steps(runner, methods, n, args, device)
+        results.extend(rows)
+        print(step_tables(rows, args.markdown, args.clock), flush=True)
+        print()
+    if len(frames) > 1:
+        print("All lengths:")
+        print(step_tables(results, args.markdown, args.clock))
+    decode = None
+    if device.type == "meta":
+        decode = meta_decode_estimate(backbone, max(frames), args)
+        print(f"\nVAE decode (automatic chunks): {decode['frames_per_call']} frames per call, "
+              f"est. peak {decode['peak_mb']:.0f} MB (weights included)")
+    sampling = []
+    if args.sampling_steps > 0 and device.type != "meta":
+        for n in frames:
+            sampling.extend(run_sampling(backbone, methods, n, args, device))
+        keys = ["frames", "method", "steps", "total_s", "denoise_s", "median_step_s", "decode_s", "peak_mb"]
+        print(f"\nWhole generation ({args.sampling_steps} steps + VAE decode):")
+        print(format_table(keys, [[r.get(k) for k in keys] for r in sampling], args.markdown))
+    out = {"machine": info, "args": {k: v for k, v in vars(args).items() if k != "argv"},
+           "model": {"name": backbone.name, "description": backbone.description,
+                     "unet": OmegaConf.to_container(cfg.unet, resolve=True), "dtype": str(dtype)},
+           "step": [asdict(r) for r in results], "sampling": sampling, "meta_decode": decode}
+    if args.json:
+        from freelong.video_io import atomic_write_json
+
+        atomic_write_json(args.json, out)
+        print(f"\nwrote {args.json}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
