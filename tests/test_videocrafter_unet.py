@@ -226,9 +226,15 @@ def test_batch_items_are_independent_and_fps_conditions():
 def test_frame_chunking_changes_nothing():
     unet = tiny_unet(3)
     x, ctx = torch.randn(1, 4, 7, 8, 8), torch.randn(1, 7, 24)
+    unet.set_frame_chunk_size(0)  # off
     full = run(unet, x, ctx)
-    unet.set_frame_chunk_size(3)
-    torch.testing.assert_close(run(unet, x, ctx), full, atol=1e-5, rtol=1e-4)
+    for size in (3, 1, None):  # fixed sizes, and automatic with a budget small enough to split 7 frames
+        unet.set_frame_chunk_size(size)
+        unet.chunk_budget_mb = 1e-3 if size is None else None
+        assert unet._chunk_rows(1, 7, 8, 8) is not None
+        torch.testing.assert_close(run(unet, x, ctx), full, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="frame_chunk_size"):
+        unet.set_frame_chunk_size(-1)
 
 
 def test_text_context_forms_and_block_groups():

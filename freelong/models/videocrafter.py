@@ -25,6 +25,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
 from ..attention import CallContext, TemporalAttention, name_temporal_layers
+from ..chunking import ChunkPolicy
 from .videocrafter_blocks import (
     GROUPS,
     Downsample,
@@ -153,7 +154,10 @@ class VideoCrafterUNet(nn.Module):
         self.in_channels = in_channels
         self.model_channels = model_channels
         self.fps_cond = fps_cond
-        self.frame_chunk_size: int | None = None  # spatial ops on at most this many frames at once
+        # Memory: frames per chunk of the per-frame layers (None = automatic, 0 = off, n = n frames),
+        # the same meaning as LaVieUNet (freelong.chunking); outputs do not depend on it.
+        self.frame_chunk_size: int | None = None
+        self.chunk_budget_mb: float | None = None
         temb = model_channels * 4
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, temb), nn.SiLU(), nn.Linear(temb, temb))
@@ -234,10 +238,20 @@ class VideoCrafterUNet(nn.Module):
         return self.time_embed[0].weight.dtype
 
     def set_frame_chunk_size(self, chunk_size: int | None) -> None:
-        """Run spatial (per-frame) ops on at most ``chunk_size`` frames at a time (None: all at once)."""
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"frame chunk size must be >= 1 or None, got {chunk_size}")
+        """Per-frame layers on at most ``chunk_size`` frames at a time (``None`` automatic, ``0`` off)."""
+        ChunkPolicy(chunk_size)  # validates
         self.frame_chunk_size = chunk_size
+
+    def _chunk_rows(self, b: int, t: int, h: int, w: int) -> int | None:
+        """Rows of the ``(B*T, ...)`` frame batch per chunk, or None for no chunking.
+
+        The automatic size keeps the widest per-frame transient (the GEGLU hidden state at the first
+        level, ``8 * model_channels`` channels) under the chunk budget.
+        """
+        policy = ChunkPolicy(self.frame_chunk_size, self.chunk_budget_mb)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        frames = policy.frames(t, b * 8 * self.model_channels * h * w * itemsize)
+        return None if frames >= t else frames * b
 
     def forward(
         self,
@@ -264,7 +278,7 @@ class VideoCrafterUNet(nn.Module):
             one = self._frame_context(encoder_hidden_states, b, t)
             ctx = {"down": one, "mid": one, "up": one}
 
-        chunk = self.frame_chunk_size
+        chunk = self._chunk_rows(b, t, h, w)
         x = sample.to(self.dtype).transpose(1, 2).reshape(b * t, -1, h, w)  # frames (B*T, C, H, W)
         skips = []
         for i, block in enumerate(self.input_blocks):
