@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .weights import REPO_ROOT
+from .weights import REPO_ROOT, WeightConfig
 
 CONF_DIR = REPO_ROOT / "conf"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -36,19 +36,6 @@ class SamplingConfig:
     sampler: str = "ddim"
     eta: float = 0.0
     fps: int = 8
-
-
-@dataclass
-class WeightConfig:
-    kind: str = "file"
-    local: list[str] = field(default_factory=list)
-    repo_id: str | None = None
-    filename: str | None = None
-    revision: str | None = None
-    required: list[str] = field(default_factory=list)
-    allow_patterns: list[str] = field(default_factory=list)
-    path: str | None = None
-    sha256: str | None = None
 
 
 @dataclass

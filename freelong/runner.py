@@ -27,6 +27,7 @@ from .metadata import device_name, git_commit, package_versions, peak_memory, re
 from .methods import Method, get_method
 from .prompts import normalize_prompt, parse_prompt, prompt_label
 from .video_io import atomic_write_json, atomic_write_text, write_video
+from .weights import resolve_model_weights
 
 log = logging.getLogger("freelong")
 
@@ -217,7 +218,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
 
-    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)  # fails fast on missing weights
+    # Everything that can be missing is checked before anything heavy is loaded: the backbone's
+    # weights (cheap path lookups), then the evaluation networks, then the backbone itself.
+    resolve_model_weights(cfg.model, cfg.paths.weights_dir)
+    evaluator = make_evaluator(cfg, device, bool(cfg.model.random_init))
+    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
     if backbone.random_init:
         log.warning("%s — model '%s'", backbone.label(), backbone.name)
     backbone.to(device, dtype)
@@ -226,7 +231,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     pipe = LongVideoPipeline(backbone, method, decode_chunk_size=cfg.decode_chunk_size, progress=cfg.progress)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     recorder = RunRecorder(run_dir)
-    evaluator = make_evaluator(cfg, device, backbone.random_init)
     logger = make_logger(cfg, run_dir)
 
     jobs = make_jobs(prompts, cfg.seed, cfg.num_seeds)

@@ -29,15 +29,15 @@ def default_weights_dir() -> Path:
 
 
 @dataclass
-class WeightSpec:
-    """One weight: a single file, or a folder that must contain ``required`` files.
+class WeightConfig:
+    """One weight as a model config declares it (``model.weights.<name>`` in ``conf/model/*.yaml``).
 
-    ``local`` lists candidate paths relative to the weights folder; ``repo_id``/``filename`` say where
-    it lives on the Hugging Face Hub (for the cache lookup and for ``scripts/download_weights.py``).
-    A required entry ``"a|b"`` is satisfied by either file.
+    A single file (``kind: file``) or a folder (``kind: folder``) that must contain ``required`` files,
+    where ``"a|b"`` is satisfied by either. ``local`` lists candidate paths relative to the weights
+    folder; ``repo_id``/``filename`` say where it lives on the Hugging Face Hub (for the cache lookup
+    and for ``scripts/download_weights.py``); ``path`` is an explicit location that wins over both.
     """
 
-    name: str
     kind: str = "file"
     local: list[str] = field(default_factory=list)
     repo_id: str | None = None
@@ -47,6 +47,13 @@ class WeightSpec:
     allow_patterns: list[str] = field(default_factory=list)
     path: str | None = None
     sha256: str | None = None
+
+
+@dataclass
+class WeightSpec(WeightConfig):
+    """A named :class:`WeightConfig`: what the resolver looks for."""
+
+    name: str = ""
 
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any]) -> WeightSpec:
@@ -141,6 +148,18 @@ def resolve_many(
             f"or model.weights.<name>.path=/path/to/file on the command line."
         )
     return found
+
+
+def resolve_model_weights(model_cfg: Mapping[str, Any], weights_dir: str | os.PathLike | None) -> dict[str, Path]:
+    """Every weight of a model config (``cfg.model``), found before anything is loaded; ``{}`` for
+    random-init models. Raises one :class:`MissingWeightsError` naming all missing files."""
+    if model_cfg.get("random_init") or not model_cfg.get("weights"):
+        return {}
+    from omegaconf import OmegaConf
+
+    specs = [WeightSpec.from_config(k, OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+             for k, v in model_cfg["weights"].items()]
+    return resolve_many(specs, weights_dir, model_cfg["name"])
 
 
 def resolve(spec: WeightSpec, weights_dir: str | os.PathLike | None, model_name: str) -> Path:

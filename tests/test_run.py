@@ -164,3 +164,20 @@ def test_every_experiment_composes_and_validates(compose_cfg, experiment):
     cfg = compose_cfg(f"experiment={experiment}")
     validate_config(cfg)
     assert cfg.task_name == experiment
+
+
+def test_missing_eval_weights_stop_a_real_run_before_the_backbone_is_loaded(compose_cfg, tmp_path, monkeypatch):
+    from fakes import write_fake_lavie_weights
+
+    import freelong.models.base as base
+    from freelong.weights import MissingWeightsError
+
+    write_fake_lavie_weights(tmp_path / "weights")
+    monkeypatch.setenv("VBENCH_CACHE_DIR", str(tmp_path / "vbench"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(base, "build_backbone", lambda *a, **k: pytest.fail("backbone loaded before eval checks"))
+    cfg = small(compose_cfg, tmp_path, "model=lavie", "eval=fast", f"paths.weights_dir={tmp_path / 'weights'}",
+                "num_frames=16", "height=64", "width=64")
+    with pytest.raises(MissingWeightsError, match="dino_vitb16"):
+        run(cfg, tmp_path / "run")
+    assert not any((tmp_path / "run").rglob("*.mp4"))

@@ -22,6 +22,23 @@ from ..attention import CallContext
 
 _FAMILIES: dict[str, Callable[..., Backbone]] = {}
 
+
+class FromConfigMixin:
+    """``Model.from_config(dict)``: build from a config dict in the original code's keyword names.
+
+    Keys starting with ``_`` (diffusers' ``_class_name`` etc.) are ignored; unknown keys are an error
+    that names them, so a config for a different architecture is not silently half-applied.
+    """
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]):
+        kwargs = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config key(s) {', '.join(unknown)}")
+        return cls(**kwargs)
+
 RANDOM_INIT_LABEL = "SMOKE RUN: random-init weights (not a real model; scores are meaningless)"
 
 

@@ -38,6 +38,7 @@ from ..chunking import (
     norm_act_frames,
     to_frames,
 )
+from .base import FromConfigMixin
 
 # LaVie's overrides of Stable Diffusion 1.4's ``unet/config.json`` (``from_pretrained_2d``).
 LAVIE_OVERRIDES: dict[str, Any] = {
@@ -446,7 +447,7 @@ def _select_context(context: torch.Tensor | Mapping[str, torch.Tensor], group: s
     return context[group] if isinstance(context, Mapping) else context
 
 
-class LaVieUNet(nn.Module):
+class LaVieUNet(nn.Module, FromConfigMixin):
     """LaVie's ``UNet3DConditionModel`` (base T2V), keyword-compatible with its config.
 
     ``forward(sample (B, 4, T, H, W), timestep, encoder_hidden_states)`` returns the noise prediction.
@@ -577,18 +578,6 @@ class LaVieUNet(nn.Module):
                 level = {"down_blocks": lambda i: int(i), "up_blocks": lambda i: n - 1 - int(i)}.get(group)
                 levels[name] = level(idx) if level else n - 1
         name_temporal_layers(self, levels)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> LaVieUNet:
-        """Build from a diffusers-style config dict (keys starting with ``_`` are ignored)."""
-        kwargs = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-        import inspect
-
-        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ValueError(f"LaVieUNet: unknown config key(s) {', '.join(unknown)}")
-        return cls(**kwargs)
 
     @property
     def dtype(self) -> torch.dtype:

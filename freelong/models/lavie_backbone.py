@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..weights import WeightSpec, identity, resolve_many
+from ..weights import identity, resolve_model_weights
 from .base import Backbone, register_family
 from .lavie import LAVIE_OVERRIDES, LaVieUNet, load_lavie_unet_weights
 from .tiny import randomize_, tiny_text_encoder, tiny_tokenizer, tiny_vae
@@ -34,12 +34,6 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raise
         obj = torch.load(path, map_location="cpu", weights_only=True)
     return obj
-
-
-def resolve_all(cfg: DictConfig, weights_dir: str | None) -> dict[str, Path]:
-    """Resolve every weight of a model config first, so a missing one fails before any loading."""
-    specs = [WeightSpec.from_config(k, OmegaConf.to_container(v, resolve=True)) for k, v in cfg.weights.items()]
-    return resolve_many(specs, weights_dir, cfg.name)
 
 
 def lavie_unet_config(sd_folder: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -81,7 +75,7 @@ def build_lavie(cfg: DictConfig, weights_dir: str | None = None) -> Backbone:
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    paths = resolve_all(cfg, weights_dir)
+    paths = resolve_model_weights(cfg, weights_dir)
     sd = paths["sd"]
     unet = load_lavie_unet(lavie_unet_config(sd, OmegaConf.to_container(cfg.unet, resolve=True)), paths["unet"])
     vae = AutoencoderKL.from_pretrained(sd, subfolder="vae", local_files_only=True)

@@ -15,7 +15,6 @@ method code here. Blocks live in :mod:`.videocrafter_blocks`.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..attention import CallContext, TemporalAttention, name_temporal_layers
 from ..chunking import ChunkPolicy
+from .base import FromConfigMixin
 from .videocrafter_blocks import (
     GROUPS,
     Downsample,
@@ -68,7 +68,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> to
     return get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0, max_period=max_period)
 
 
-class VideoCrafterUNet(nn.Module):
+class VideoCrafterUNet(nn.Module, FromConfigMixin):
     """lvdm's ``UNetModel`` for VideoCrafter2 T2V; keyword-compatible with its config ``params``.
 
     ``forward(sample (B, 4, T, H, W), timestep, encoder_hidden_states, fps=16, call=None)`` returns the
@@ -222,16 +222,6 @@ class VideoCrafterUNet(nn.Module):
             if isinstance(module, TemporalAttention):
                 level_of[name] = next(lv for prefix, lv in levels.items() if name.startswith(prefix))
         name_temporal_layers(self, level_of)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> VideoCrafterUNet:
-        """Build from lvdm's ``unet_config.params`` (unknown keys are an error naming them)."""
-        kwargs = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ValueError(f"VideoCrafterUNet: unknown config key(s) {', '.join(unknown)}")
-        return cls(**kwargs)
 
     @property
     def dtype(self) -> torch.dtype:

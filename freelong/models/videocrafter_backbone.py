@@ -26,9 +26,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..weights import identity
+from ..weights import identity, resolve_model_weights
 from .base import Backbone, register_family
-from .lavie_backbone import resolve_all
 from .tiny import randomize_, tiny_tokenizer, tiny_vae
 from .videocrafter import VideoCrafterUNet, load_videocrafter_unet_weights
 from .videocrafter_convert import (
@@ -236,7 +235,7 @@ def build_videocrafter2(cfg: DictConfig, weights_dir: str | None = None) -> Back
 
     from transformers import CLIPTokenizer
 
-    paths = resolve_all(cfg, weights_dir)  # fails fast, naming every missing file
+    paths = resolve_model_weights(cfg, weights_dir)  # fails fast, naming every missing file
     tokenizer = CLIPTokenizer.from_pretrained(paths["tokenizer"], pad_token=pad_token, local_files_only=True)
     tokenizer.model_max_length = int(text_cfg.get("max_position_embeddings", 77))
     parts = split_checkpoint(read_checkpoint(paths["checkpoint"]))
