@@ -383,27 +383,8 @@ def step_tables(results: list[StepResult], markdown: bool = False, clock: str = 
     return main + "\n\n" + title + "\n" + split
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: torch.device, args) -> dict[str, Any]:
-    import os
-
-    if device.type == "meta":
-        name = "meta (no compute; memory estimate)"
-    elif device.type == "cuda":
-        name = device_name(device)
-    else:
-        name = f"{cpu_model()}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+    name = "meta (no compute; memory estimate)" if device.type == "meta" else device_name(device)
     return {"device": name, "torch_threads": torch.get_num_threads(), "versions": package_versions(),
             "git_commit": git_commit(), "command": "python scripts/benchmark.py " + " ".join(args.argv)}
 

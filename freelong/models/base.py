@@ -89,7 +89,9 @@ class Backbone:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
         for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+            current = next(module.parameters()).dtype
+            # a dtype only when it changes: diffusers warns on every dtype cast of a model
+            module.to(device=device, dtype=dtype if dtype not in (None, current) else None)
         return self
 
     @property
