@@ -89,9 +89,11 @@ class Backbone:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
         for module in (self.unet, self.vae, self.text_encoder):
-            current = next(module.parameters()).dtype
-            # a dtype only when it changes: diffusers warns on every dtype cast of a model
-            module.to(device=device, dtype=dtype if dtype not in (None, current) else None)
+            # pass a dtype only when it changes: diffusers warns whenever `dtype=` is given
+            kwargs = {"device": device} if device is not None else {}
+            if dtype is not None and dtype != next(module.parameters()).dtype:
+                kwargs["dtype"] = dtype
+            module.to(**kwargs)
         return self
 
     @property
