@@ -23,6 +23,24 @@ from ..attention import CallContext
 _FAMILIES: dict[str, Callable[..., Backbone]] = {}
 
 
+def per_frame_context(ctx: torch.Tensor, batch: int, frames: int, dtype: torch.dtype) -> torch.Tensor:
+    """Text context for a ``(B*T, ...)`` frame batch: ``(B, L, D)`` repeated per frame, ``(B, T, L, D)`` as is.
+
+    The second form carries one embedding per frame (multi-prompt videos); every backbone's
+    cross-attention consumes the result the same way.
+    """
+    ctx = ctx.to(dtype)
+    if ctx.ndim == 3:
+        if ctx.shape[0] != batch:
+            raise ValueError(f"text context batch {ctx.shape[0]} != latent batch {batch}")
+        return ctx.repeat_interleave(frames, dim=0)
+    if ctx.ndim == 4:
+        if tuple(ctx.shape[:2]) != (batch, frames):
+            raise ValueError(f"per-frame text context {tuple(ctx.shape[:2])} != (batch, frames) {(batch, frames)}")
+        return ctx.reshape(batch * frames, *ctx.shape[2:])
+    raise ValueError(f"text context must be (B, L, D) or (B, T, L, D), got {tuple(ctx.shape)}")
+
+
 class FromConfigMixin:
     """``Model.from_config(dict)``: build from a config dict in the original code's keyword names.
 

@@ -38,7 +38,7 @@ from ..chunking import (
     norm_act_frames,
     to_frames,
 )
-from .base import FromConfigMixin
+from .base import FromConfigMixin, per_frame_context
 
 # LaVie's overrides of Stable Diffusion 1.4's ``unet/config.json`` (``from_pretrained_2d``).
 LAVIE_OVERRIDES: dict[str, Any] = {
@@ -604,9 +604,9 @@ class LaVieUNet(nn.Module, FromConfigMixin):
         emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
 
         context = (
-            {k: self._frame_context(v, b, t) for k, v in encoder_hidden_states.items()}
+            {k: per_frame_context(v, b, t, self.dtype) for k, v in encoder_hidden_states.items()}
             if isinstance(encoder_hidden_states, Mapping)
-            else self._frame_context(encoder_hidden_states, b, t)
+            else per_frame_context(encoder_hidden_states, b, t, self.dtype)
         )
 
         x = self.conv_in(sample)
@@ -631,18 +631,6 @@ class LaVieUNet(nn.Module, FromConfigMixin):
             out[:, :, s:e] = y
         return out
 
-    def _frame_context(self, ctx: torch.Tensor, b: int, t: int) -> torch.Tensor:
-        """Text context per frame: ``(B, L, D)`` is repeated for each frame, ``(B, T, L, D)`` used as is."""
-        ctx = ctx.to(self.dtype)
-        if ctx.ndim == 3:
-            if ctx.shape[0] != b:
-                raise ValueError(f"text context batch {ctx.shape[0]} != latent batch {b}")
-            return ctx.repeat_interleave(t, dim=0)
-        if ctx.ndim == 4:
-            if ctx.shape[:2] != (b, t):
-                raise ValueError(f"per-frame text context {tuple(ctx.shape[:2])} != (batch, frames) {(b, t)}")
-            return ctx.reshape(b * t, *ctx.shape[2:])
-        raise ValueError(f"text context must be (B, L, D) or (B, T, L, D), got {tuple(ctx.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------

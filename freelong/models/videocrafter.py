@@ -25,7 +25,7 @@ from torch import nn
 
 from ..attention import CallContext, TemporalAttention, name_temporal_layers
 from ..chunking import ChunkPolicy
-from .base import FromConfigMixin
+from .base import FromConfigMixin, per_frame_context
 from .videocrafter_blocks import (
     GROUPS,
     Downsample,
@@ -263,9 +263,9 @@ class VideoCrafterUNet(nn.Module, FromConfigMixin):
             missing = {"down", "mid", "up"} - set(encoder_hidden_states)
             if missing:
                 raise ValueError(f"text context dict lacks {', '.join(sorted(missing))} (keys: down, mid, up)")
-            ctx = {k: self._frame_context(encoder_hidden_states[k], b, t) for k in ("down", "mid", "up")}
+            ctx = {k: per_frame_context(encoder_hidden_states[k], b, t, self.dtype) for k in ("down", "mid", "up")}
         else:
-            one = self._frame_context(encoder_hidden_states, b, t)
+            one = per_frame_context(encoder_hidden_states, b, t, self.dtype)
             ctx = {"down": one, "mid": one, "up": one}
 
         chunk = self._chunk_rows(b, t, h, w)
@@ -284,18 +284,6 @@ class VideoCrafterUNet(nn.Module, FromConfigMixin):
         y = self.out(x)
         return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
 
-    def _frame_context(self, ctx: torch.Tensor, b: int, t: int) -> torch.Tensor:
-        """Text context per frame: ``(B, L, D)`` is repeated for each frame, ``(B, T, L, D)`` used as is."""
-        ctx = ctx.to(self.dtype)
-        if ctx.ndim == 3:
-            if ctx.shape[0] != b:
-                raise ValueError(f"text context batch {ctx.shape[0]} != latent batch {b}")
-            return ctx.repeat_interleave(t, dim=0)
-        if ctx.ndim == 4:
-            if tuple(ctx.shape[:2]) != (b, t):
-                raise ValueError(f"per-frame text context {tuple(ctx.shape[:2])} != (batch, frames) {(b, t)}")
-            return ctx.reshape(b * t, *ctx.shape[2:])
-        raise ValueError(f"text context must be (B, L, D) or (B, T, L, D), got {tuple(ctx.shape)}")
 
 
 def _batch_vector(value: torch.Tensor | float | int, b: int, device: torch.device) -> torch.Tensor:
