@@ -353,4 +353,4 @@ def test_download_script_lists_the_checkpoint_and_tokenizer(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "checkpoint: VideoCrafter/VideoCrafter2 [model.ckpt]" in out
     assert str(tmp_path / "videocrafter2" / "model.ckpt") in out
-    assert "tokenizer: laion/CLIP-ViT-H-14-laion2B-s32B-b79K" in out
+    assert "tokenizer: openai/clip-vit-large-patch14" in out
