@@ -14,12 +14,7 @@ from freelong.profiling import LayerTimer, PeakRSS, track_tensor_memory
 MiB = 2**20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tensor_memory_tracker_counts_live_storages():

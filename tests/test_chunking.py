@@ -39,13 +39,7 @@ TINY_UNET = dict(block_out_channels=[32, 32, 64, 64], layers_per_block=1, norm_n
                  cross_attention_dim=32, attention_head_dim=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier stalls on a shared machine (100x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
