@@ -191,10 +191,16 @@ def _positive(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key} must be a positive integer, got {value}")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
+def method_from_config(cfg: DictConfig):
+    """The :class:`~freelong.methods.Method` a ``method`` node describes (``name`` + its parameters)."""
     from .methods import get_method
 
+    params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
+    return get_method(cfg.name, **params)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
     for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "fps"):
         _positive(cfg, key)
     if cfg.decode_chunk_size is not None:
@@ -217,9 +223,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {cfg.device!r}")
-    params = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
-    method = get_method(cfg.method.name, **params)
-    method.check_frames(cfg.num_frames)
+    method_from_config(cfg.method).check_frames(cfg.num_frames)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list:

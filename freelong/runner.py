@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate_config
+from .config import method_from_config, validate_config
 from .metadata import device_name, git_commit, package_versions, peak_memory, reset_peak_memory, resolve_device
-from .methods import Method, get_method
 from .prompts import normalize_prompt, parse_prompt, prompt_label
 from .video_io import atomic_write_json, atomic_write_text, write_video
 from .weights import resolve_model_weights
@@ -101,11 +100,6 @@ def check_prompts_fit(prompts: Iterable[Any], num_frames: int) -> None:
                 parsed.frame_weights(num_frames)
             except ValueError as err:
                 raise ConfigError(f"prompts item {i}: {err}") from None
-
-
-def method_from_config(cfg: DictConfig) -> Method:
-    params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
-    return get_method(cfg.name, **params)
 
 
 def sampling_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -167,6 +167,24 @@ def resolve(spec: WeightSpec, weights_dir: str | os.PathLike | None, model_name:
     return resolve_many([spec], weights_dir, model_name)[spec.name]
 
 
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Tensors of a ``.safetensors`` / ``.pt`` / ``.ckpt`` file: ``weights_only=True`` and memory-mapped
+    where the format allows, so a multi-GB checkpoint is not read into memory twice."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:  # legacy (non-zip) pickles cannot be memory-mapped
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Identity of the weights used by a run (recorded in results.jsonl)
 # ----------------------------------------------------------------------------------------------

@@ -14,26 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..weights import identity, resolve_model_weights
+from ..weights import identity, load_checkpoint, resolve_model_weights
 from .base import Backbone, register_family
 from .lavie import LAVIE_OVERRIDES, LaVieUNet, load_lavie_unet_weights
 from .tiny import randomize_, tiny_text_encoder, tiny_tokenizer, tiny_vae
-
-
-def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` / ``.pt`` / ``.ckpt`` file, memory-mapped where the format allows."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:  # legacy (non-zip) pickles cannot be memory-mapped
-        if "mmap" not in str(err):
-            raise
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    return obj
 
 
 def lavie_unet_config(sd_folder: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,4 +69,4 @@ def build_lavie(cfg: DictConfig, weights_dir: str | None = None) -> Backbone:
     return Backbone(cfg.name, unet, vae, text_encoder, tokenizer, random_init=False, weights=weights, **common)
 
 
-__all__ = ["build_lavie", "lavie_unet_config", "load_checkpoint", "load_lavie_unet"]
+__all__ = ["build_lavie", "lavie_unet_config", "load_lavie_unet"]

@@ -63,7 +63,7 @@ OPEN_CLIP_LAYERS = {"last": 0, "penultimate": 1}
 # ----------------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat LatentDiffusion state dict of ``model.ckpt``, memory-mapped, loaded with ``weights_only=True``."""
-    from .lavie_backbone import load_checkpoint
+    from ..weights import load_checkpoint
 
     try:
         obj = load_checkpoint(path)
