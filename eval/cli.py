@@ -46,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (this package) or official (the vbench package, via --vbench-python)")
     p.add_argument("--vbench-python", default=None, help="python of an environment with vbench installed (official)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_compare_arguments(p)
     return p
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    """``--compare-official`` / ``--tol`` (eval/compare.py): both backends on the same files, one table."""
+    p.add_argument("--compare-official", action="store_true",
+                   help="score with both backends (needs --vbench-python) and print their differences; "
+                        "exit 1 if any exceeds --tol")
+    p.add_argument("--tol", type=float, default=1e-5,
+                   help="largest allowed difference in VBench's overall units (imaging per video /100; default 1e-5)")
 
 
 def _parse_weights(items: list[str]) -> dict[str, str]:
@@ -89,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out)
     csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
+    if args.compare_official:
+        from .compare import compare_main
+
+        return compare_main(args, videos, dims)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
 

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from .base import DimResult
+from .video import BadVideoError
 
 
 def pair_terms(features: torch.Tensor) -> list[float]:
     """``[s_1, ..., s_{N-1}]`` for raw features ``(N, D)`` (normalised here)."""
     if features.shape[0] < 2:
-        raise ValueError(f"consistency needs at least 2 frames, got {features.shape[0]}")
+        raise BadVideoError(f"consistency needs at least 2 frames, got {features.shape[0]}")
     f = F.normalize(features, dim=-1, p=2)
     prev = F.cosine_similarity(f[:-1], f[1:], dim=-1).tolist()
     first = F.cosine_similarity(f[:1].expand(f.shape[0] - 1, -1), f[1:], dim=-1).tolist()

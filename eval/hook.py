@@ -8,6 +8,9 @@ in the video's sidecar and ``results.jsonl``. Per-video values are in VBench's p
 (imaging_quality on 0-100, dynamic_degree a bool). ``meta.label`` is ``"random-init"`` when the backbone
 is a random-init smoke model: the evaluation networks are then tiny random-weight twins and the scores
 mean nothing; ``scripts/make_tables.py`` keeps them out of tables with real runs.
+
+``eval.backend=official`` returns an :class:`OfficialRunEvaluator` instead (``batched = True``): it queues
+each video and scores all of them in one VBench process when the run loop calls ``finish()``.
 """
 
 from __future__ import annotations
@@ -89,8 +92,45 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
     return evaluate
 
 
-def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Callable[[Path, np.ndarray], dict]:
-    from .official import run_official
+class OfficialRunEvaluator:
+    """The official backend inside a run: videos are queued as they are written, scored in ONE VBench call.
+
+    ``evaluator(video_path, frames)`` queues the video and returns placeholder scores (``meta.pending``);
+    ``evaluator.finish()`` runs VBench once for every queued video and returns ``{video path: scores}`` in
+    the native hook's format, for the run loop to write into the records (``batched`` tells it to).
+    """
+
+    batched = True
+
+    def __init__(self, dims: list[str], python: str, device: str | None, imaging_mode: str, cache_dir: str | None):
+        self.dims, self.python, self.device = dims, python, device
+        self.imaging_mode, self.cache_dir = imaging_mode, cache_dir
+        self.queued: list[Path] = []
+        self.frames: dict[str, int] = {}
+
+    def __call__(self, video_path: Path, frames: np.ndarray) -> dict[str, Any]:
+        self.queued.append(Path(video_path))
+        self.frames[str(video_path)] = int(frames.shape[0])
+        return {"meta": {"label": "vbench-official", "random_init": False, "backend": "official", "pending": True,
+                         "frames": int(frames.shape[0]), "errors": {}}}
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """Score everything queued so far in one VBench process (nothing queued: no process)."""
+        from .official import score_official_run
+
+        if not self.queued:
+            return {}
+        videos, self.queued = self.queued, []
+        out = score_official_run(videos, self.dims, self.python, device=self.device, imaging_mode=self.imaging_mode,
+                                 cache_dir=self.cache_dir)
+        for path, scores in out.items():
+            scores["meta"]["frames"] = self.frames.get(path)
+        return out
+
+
+def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> OfficialRunEvaluator:
+    from .official import missing_files
+    from .weights import vbench_cache_dir
 
     if random_init:
         raise _config_error("eval.backend=official cannot score a random-init smoke model (VBench would need its "
@@ -99,19 +139,9 @@ def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Calla
     if not python or not Path(python).exists():
         raise _config_error(f"eval.backend=official needs eval.vbench_python=/path/to/vbench-env/bin/python "
                             f"(got {python!r})")
-
-    def evaluate(video_path: Path, frames: np.ndarray) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        try:
-            results, rows, _ = run_official([Path(video_path)], dims, python, device=cfg.get("device"),
-                                            imaging_mode=cfg.get("imaging_mode", "longer"),
-                                            cache_dir=cfg.get("cache_dir"))
-            scores: dict[str, Any] = {d: rows[0][d] for d in dims if rows[0][d] is not None}
-            errors = {d: "not scored by vbench" for d in dims if rows[0][d] is None}
-        except (RuntimeError, OSError) as err:
-            scores, errors = {}, {"video": str(err)[-2000:]}
-        scores["meta"] = {"label": "vbench-official", "random_init": False, "backend": "official",
-                          "frames": int(frames.shape[0]), "errors": errors, "seconds": time.perf_counter() - t0}
-        return scores
-
-    return evaluate
+    missing = missing_files(dims, vbench_cache_dir(cfg.get("cache_dir")))
+    if missing:  # before any video is generated
+        raise _config_error("eval.backend=official: the VBench cache lacks " + ", ".join(map(str, missing))
+                            + " (set eval.cache_dir=..., or drop those dimensions with eval.dims=[...])")
+    return OfficialRunEvaluator(dims, python, cfg.get("device"), cfg.get("imaging_mode", "longer"),
+                                cfg.get("cache_dir"))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .base import Dimension, DimResult, register_dimension
 from .models import load_amt, vbench_third_party
-from .video import Video
+from .video import BadVideoError, Video
 
 Interpolator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,7 +43,7 @@ def motion_smoothness_score(frames: np.ndarray, interpolate: Interpolator, devic
     """
     even = frames[0::2]
     if even.shape[0] < 2:
-        raise ValueError(f"motion_smoothness needs at least 3 frames, got {frames.shape[0]}")
+        raise BadVideoError(f"motion_smoothness needs at least 3 frames, got {frames.shape[0]}")
     h, w = frames.shape[1:3]
     left, right, top, bottom = pad_amounts(h, w, 16)
     inputs = torch.from_numpy(np.ascontiguousarray(even)).to(device).permute(0, 3, 1, 2).float() / 255.0

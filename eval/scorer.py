@@ -2,8 +2,9 @@
 
 :class:`Evaluator` resolves every weight and optional extra up front (one error listing everything
 missing, before any video is touched), builds each dimension's networks once, then scores videos one
-by one. A video that cannot be decoded, or a dimension that fails on one video, is recorded with its
-error and the others carry on. :func:`vbench_json` lays the results out exactly like VBench's
+by one. A video that cannot be decoded, or that a dimension cannot take (``BadVideoError``), is recorded
+with its error and the others carry on; any other error (out of memory, a bug) stops the run.
+:func:`vbench_json` lays the results out exactly like VBench's
 ``*_eval_results.json``: ``{dim: [overall, [{"video_path": ..., "video_results": ...}, ...]]}``.
 """
 
@@ -21,7 +22,7 @@ import torch
 
 from .base import Dimension, DimResult, EvalContext, get_dimension, parse_dims
 from .models import MissingExtraError
-from .video import Video, load_video
+from .video import BadVideoError, Video, load_video
 from .weights import resolve_eval_weights
 
 log = logging.getLogger("freelong.eval")
@@ -117,23 +118,27 @@ class Evaluator:
         return RANDOM_INIT_LABEL if self.random_init else "vbench"
 
     def score_video(self, video: Video) -> VideoScores:
-        """Every dimension on already decoded frames; a failing dimension is recorded, not raised."""
+        """Every dimension on already decoded frames; a dimension that cannot take this video is recorded.
+
+        Only :class:`~eval.video.BadVideoError` (too few frames, a shape the dimension cannot take) is
+        recorded; out-of-memory and programming errors propagate, so they are never mistaken for a bad video.
+        """
         out = VideoScores(video.path, num_frames=video.num_frames, size=video.size, fps=video.fps)
         for dim, scorer in self.scorers.items():
             t0 = time.perf_counter()
             try:
                 out.results[dim] = scorer.score(video)
-            except Exception as err:  # one dimension failing must not lose the others
+            except BadVideoError as err:  # this video does not suit this dimension: the others go on
                 log.warning("eval: %s failed on %s: %s", dim, video.path, err)
                 out.errors[dim] = f"{type(err).__name__}: {err}"
             out.seconds[dim] = time.perf_counter() - t0
         return out
 
     def score(self, path: str | Path, frames: np.ndarray | None = None, fps: float | None = None) -> VideoScores:
-        """Decode ``path`` once (or use ``frames``) and score it; a decoding error is recorded, not raised."""
+        """Decode ``path`` once (or use ``frames``) and score it; an unreadable video is recorded, not raised."""
         try:
             video = Video(Path(path), frames, fps) if frames is not None else load_video(path)
-        except Exception as err:
+        except BadVideoError as err:
             log.warning("eval: cannot read %s: %s", path, err)
             return VideoScores(Path(path), error=f"{type(err).__name__}: {err}")
         return self.score_video(video)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Dimension, DimResult, register_dimension
-from .video import Video
+from .video import BadVideoError, Video
 
 
 def flicker_score(frames: np.ndarray) -> float:
     """Temporal flickering of uint8 RGB frames ``(T, H, W, 3)``; 1.0 means no change between frames."""
     if frames.ndim != 4 or frames.shape[0] < 2:
-        raise ValueError(f"temporal_flickering needs at least 2 frames (T, H, W, 3), got shape {frames.shape}")
+        raise BadVideoError(f"temporal_flickering needs at least 2 frames (T, H, W, 3), got shape {frames.shape}")
     bgr = frames[..., ::-1]
     maes = np.empty(frames.shape[0] - 1, dtype=np.float32)
     prev = np.ascontiguousarray(bgr[0], dtype=np.float32)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .video import BadVideoError
+
 DINO_MEAN = (0.485, 0.456, 0.406)
 DINO_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,7 +42,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """torchvision ``CenterCrop(size)`` for images at least ``size`` on each side (offsets rounded half-to-even)."""
     h, w = x.shape[-2:]
     if h < size or w < size:
-        raise ValueError(f"center_crop: image {h}x{w} is smaller than {size}")
+        raise BadVideoError(f"center_crop: image {h}x{w} is smaller than {size}")
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
     return x[..., top : top + size, left : left + size]

@@ -4,8 +4,10 @@ VBench reads ``.mp4`` with decord (subject, background, aesthetic, imaging) or O
 backend (flicker, motion, dynamic) and ``.gif`` with Pillow; all of these hand over every frame as
 RGB uint8 at native resolution. Here one decode serves every dimension:
 
-* ``.mp4``: the ffmpeg binary of imageio-ffmpeg, ``rgb24`` output, every frame, no filter (byte-identical
-  to decord and cv2 on the files checked in ``research/vbench.md`` §0).
+* ``.mp4``: the ffmpeg binary of imageio-ffmpeg, ``rgb24`` output, every stored frame once in presentation
+  order (``-fps_mode passthrough``: no constant-frame-rate re-timing, which would duplicate frames of a
+  variable-frame-rate file), no filter (byte-identical to decord and cv2 on the files checked in
+  ``research/vbench.md`` §0; VFR and B-frame files are pinned in ``tests/test_eval_video.py``).
 * ``.gif``: Pillow, every frame ``.convert("RGB")`` under Pillow's *default* GIF loading strategy
   (``RGB_AFTER_FIRST``). imageio's Pillow plugin silently switches the process-wide strategy to
   ``RGB_AFTER_DIFFERENT_PALETTE_ONLY`` on its first GIF read, which changes the decoded pixels of GIFs
@@ -16,6 +18,8 @@ RGB uint8 at native resolution. Here one decode serves every dimension:
 from __future__ import annotations
 
 import os
+import re
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,8 +32,21 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 _GIF_LOCK = threading.Lock()
 
 
-class VideoDecodeError(RuntimeError):
+class BadVideoError(ValueError):
+    """A video that cannot be scored: unreadable, or frames a dimension cannot take (too few, wrong shape).
+
+    Scorers record exactly this error per video (and carry on); anything else (out of memory, a bug)
+    propagates.
+    """
+
+
+class VideoDecodeError(BadVideoError):
     """A video file could not be decoded (missing, corrupt, empty, unsupported)."""
+
+
+# What the decoders raise for a broken file (Pillow: OSError/EOFError/struct.error; the ffmpeg pipe:
+# OSError/RuntimeError; a short frame buffer: ValueError). MemoryError and programming errors are not here.
+DECODER_ERRORS = (OSError, RuntimeError, ValueError, EOFError, struct.error)
 
 
 @dataclass
@@ -40,6 +57,9 @@ class Video:
     frames: np.ndarray
     fps: float | None = None
 
+    def __post_init__(self) -> None:
+        check_frames(self.frames, self.path)
+
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
@@ -47,6 +67,14 @@ class Video:
     @property
     def size(self) -> tuple[int, int]:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def check_frames(frames: np.ndarray, path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`BadVideoError` unless ``frames`` is a uint8 ``(T >= 1, H, W, 3)`` array."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 \
+            or 0 in frames.shape:
+        desc = f"{getattr(frames, 'dtype', type(frames).__name__)} {getattr(frames, 'shape', '')}"
+        raise BadVideoError(f"{path or 'frames'}: expected uint8 frames (T, H, W, 3), got {desc}")
 
 
 @contextmanager
@@ -82,11 +110,31 @@ def read_gif(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
     return np.stack(frames), (1000.0 / mean_ms if mean_ms > 0 else None)
 
 
-def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
-    """All frames of an mp4 as RGB uint8 through the ffmpeg binary (no scaling, no frame sampling)."""
+def passthrough_params() -> list[str]:
+    """ffmpeg output options that emit every stored frame exactly once (no CFR duplication or dropping).
+
+    ffmpeg's default for a raw pipe output re-times frames to a constant rate, which duplicates frames of
+    a variable-frame-rate file; decord and cv2 hand over each stored frame once. ``-fps_mode`` exists from
+    ffmpeg 5.1 on and ``-vsync`` was removed in 8, so the option follows the binary's version.
+    """
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        major, minor = (int(x) for x in re.findall(r"\d+", imageio_ffmpeg.get_ffmpeg_version())[:2])
+    except ValueError:  # a build without a numeric version ("N-12345-g...") is recent
+        major, minor = 99, 0
+    return ["-fps_mode", "passthrough"] if (major, minor) >= (5, 1) else ["-vsync", "passthrough"]
+
+
+def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
+    """Every stored frame of an mp4 once, in presentation order, RGB uint8, through the ffmpeg binary.
+
+    No scaling and no frame-rate conversion (variable-frame-rate files keep their frame count, files with
+    B-frames come out in display order); ``fps`` is ffmpeg's reported rate (the average for VFR files).
+    """
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=passthrough_params())
     try:
         meta = next(gen)
         width, height = meta["size"]
@@ -117,7 +165,7 @@ def load_video(path: str | os.PathLike) -> Video:
         frames, fps = read_gif(p) if suffix == ".gif" else read_mp4(p)
     except VideoDecodeError:
         raise
-    except Exception as err:  # ffmpeg / Pillow raise many types for broken files
+    except DECODER_ERRORS as err:
         raise VideoDecodeError(f"{p}: cannot decode ({type(err).__name__}: {_last_lines(str(err))})") from err
     return Video(p, np.ascontiguousarray(frames), fps)
 

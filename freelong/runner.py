@@ -228,6 +228,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     logger = make_logger(cfg, run_dir)
 
     jobs = make_jobs(prompts, cfg.seed, cfg.num_seeds)
+    batched = []  # (job, record) whose scores a batched evaluator (eval.backend=official) fills at the end
     log.info("run dir %s: %d video(s), %s on %s, %d frames %dx%d", run_dir, len(jobs), method.describe(),
              backbone.name, cfg.num_frames, cfg.height, cfg.width)
     for job in jobs:
@@ -268,10 +269,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         }
         if evaluator is not None:
             record["scores"] = evaluator(recorder.video(job), video)
+            if getattr(evaluator, "batched", False):
+                batched.append((job, record))
         recorder.save(job, record)
         if logger is not None:
             logger.log_video(record, recorder.video(job))
         log.info("wrote %s (%.1fs)", recorder.video(job), wall)
+    if batched:  # one VBench process for all of the run's videos
+        scored = evaluator.finish()
+        for job, record in batched:
+            record["scores"] = scored.get(str(recorder.video(job)), record["scores"])
+            recorder.save(job, record)
     if logger is not None:
         logger.finish(recorder.records())
     return run_dir

@@ -1,10 +1,9 @@
-"""run.py integration (eval=fast scores each video into results.jsonl), fail-fast setup, the official backend."""
+"""run.py integration (eval=fast scores each video into results.jsonl) and fail-fast setup."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import stat
 import sys
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from eval_synthetic import smooth_frames
 
 from eval.hook import build_run_evaluator
-from eval.official import run_official
 from eval.weights import EvalWeightsMissing
 from freelong.runner import ConfigError, run
 from freelong.video_io import write_video
@@ -62,33 +60,3 @@ def test_missing_optional_extra_is_a_config_error(compose_cfg, monkeypatch):
         build_run_evaluator(cfg.eval, device=torch.device("cpu"), random_init=True)
     with pytest.raises(ConfigError, match="eval.dims"):
         build_run_evaluator(compose_cfg("eval=fast", "eval.dims=[colour]").eval, torch.device("cpu"), True)
-
-
-FAKE_VBENCH = """#!{python}
-# Stands in for a VBench environment's python: answers like VBench's custom_input mode would.
-import json, os, sys
-args = json.loads(sys.argv[3])
-videos = sorted(os.listdir(args["videos_path"]))
-res = {{d: [0.5, [{{"video_path": os.path.join(args["videos_path"], v), "video_results": 0.25 * (i + 1)}}
-                  for i, v in enumerate(videos)]] for d in args["dims"]}}
-json.dump(res, open(os.path.join(args["output_dir"], "official_eval_results.json"), "w"))
-"""
-
-
-def test_official_backend_round_trip_restores_paths(tmp_path):
-    fake = tmp_path / "python"
-    fake.write_text(FAKE_VBENCH.format(python=sys.executable))
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    videos = []
-    for name in ("b.mp4", "a.gif"):
-        p = tmp_path / "in" / name
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(b"")
-        videos.append(p)
-    results, rows, meta = run_official(videos, ["subject_consistency"], str(fake))
-    overall, entries = results["subject_consistency"]
-    assert overall == 0.5
-    assert [e["video_path"] for e in entries] == [str(videos[0]), str(videos[1])]
-    assert [r["subject_consistency"] for r in rows] == [0.25, 0.5] and meta["backend"] == "official"
-    with pytest.raises(ValueError, match="--vbench-python"):
-        run_official(videos, ["subject_consistency"], None)
