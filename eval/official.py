@@ -67,8 +67,13 @@ for dim in args["dims"]:
     seconds[dim] = time.perf_counter() - t0
     with open(os.path.join(args["output_dir"], "official_" + dim + "_eval_results.json")) as f:
         merged.update(json.load(f))
+try:
+    from importlib.metadata import version as _version
+    vbench_version = getattr(vbench, "__version__", None) or _version("vbench")
+except Exception:
+    vbench_version = None
 with open(os.path.join(args["output_dir"], "merged.json"), "w") as f:
-    json.dump({"results": merged, "seconds": seconds, "vbench_version": getattr(vbench, "__version__", None),
+    json.dump({"results": merged, "seconds": seconds, "vbench_version": vbench_version,
                "torch": torch.__version__, "device": str(device)}, f)
 """
 
