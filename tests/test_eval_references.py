@@ -23,6 +23,8 @@ from eval.base import DimResult, EvalContext, get_dimension
 from eval.transforms import clip_transform, dino_transform, imaging_transform
 from eval.video import Video
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
