@@ -164,8 +164,10 @@ def _reference_musiq(model: MUSIQ, x: torch.Tensor) -> torch.Tensor:
 def test_musiq_forward_matches_masked_attention_reference_and_ignores_padding():
     torch.manual_seed(0)
     model = MUSIQ(hidden_size=32, mlp_dim=64, num_heads=2, num_layers=2, stem_channels=32).eval()
-    for p in model.parameters():  # zero-initialised embeddings would hide position/scale mistakes
-        torch.nn.init.normal_(p, std=0.2) if p.dim() < 2 else None
+    with torch.no_grad():  # zero-initialised embeddings (cls, positions, scales) would hide mistakes
+        for name, p in model.named_parameters():
+            if p.dim() < 2 or name.endswith(("position_emb", "scale_emb", ".cls")):
+                torch.nn.init.normal_(p, std=0.2)
     x = torch.rand(2, 3, 48, 80)
     with torch.no_grad():
         out = model(x)
