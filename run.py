@@ -20,6 +20,10 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from freelong.job_failures import GenerationFailed
     from freelong.runner import ConfigError, run
     from freelong.weights import MissingWeightsError
 
@@ -33,6 +37,11 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, MissingWeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except GenerationFailed as err:  # the other videos were written; exit non-zero so the cluster shows it
+        print(f"error: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed, runs the others, and exits non-zero at the end
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

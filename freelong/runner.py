@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import method_from_config, validate_config
+from .job_failures import STATUS_DONE, GenerationFailed, failure_record, is_failed, release_memory
 from .metadata import device_name, git_commit, package_versions, peak_memory, reset_peak_memory, resolve_device
 from .prompts import normalize_prompt, parse_prompt, prompt_label
 from .video_io import atomic_write_json, atomic_write_text, write_video
@@ -150,7 +151,7 @@ class RunRecorder:
             record = json.loads(side.read_text())
         except ValueError:
             return None
-        return record if record.get("job_key") == key else None
+        return record if record.get("job_key") == key and not is_failed(record) else None
 
     def save(self, job: Job, record: dict[str, Any]) -> None:
         atomic_write_json(self.sidecar(job), record)
@@ -228,6 +229,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     logger = make_logger(cfg, run_dir)
 
     jobs = make_jobs(prompts, cfg.seed, cfg.num_seeds)
+    failed: list[str] = []
     log.info("run dir %s: %d video(s), %s on %s, %d frames %dx%d", run_dir, len(jobs), method.describe(),
              backbone.name, cfg.num_frames, cfg.height, cfg.width)
     for job in jobs:
@@ -237,41 +239,60 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             log.info("skip %s (already generated)", job.stem)
             continue
         reset_peak_memory(device)
-        t0 = time.perf_counter()
-        video = pipe(job.prompt, cfg.num_frames, cfg.height, cfg.width, cfg.num_inference_steps,
-                     cfg.guidance_scale, job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler,
-                     eta=cfg.eta)
-        wall = time.perf_counter() - t0
-        write_video(recorder.video(job), video, fps=cfg.fps)
-        record = {
-            "video": f"videos/{job.stem}.mp4",
-            "prompt": job.prompt,
-            "prompt_index": job.index,
-            "seed": job.seed,
-            **backbone.info(),
-            "method": method.name,
-            "method_params": pipe.effective_method.params(),
-            **sampling_settings(cfg),
-            "fps": cfg.fps,
-            "device": str(device),
-            "device_name": device_name(device),
-            "dtype": str(dtype).replace("torch.", ""),
-            "wall_time_s": wall,
-            "timings": pipe.stats.as_dict(),
-            **peak_memory(device),
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "experiment": cfg.task_name,
-            "tags": list(cfg.tags),
-            "job_key": key,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        if evaluator is not None:
-            record["scores"] = evaluator(recorder.video(job), video)
-        recorder.save(job, record)
-        if logger is not None:
-            logger.log_video(record, recorder.video(job))
-        log.info("wrote %s (%.1fs)", recorder.video(job), wall)
+        try:  # one failing video (e.g. CUDA OOM) is recorded and the job goes on (freelong/job_failures.py)
+            generate_one(cfg, job, key, pipe, method, backbone, evaluator, recorder, logger, device, dtype)
+        except Exception as err:
+            log.error("video %s failed: %s", job.stem, err)
+            recorder.save(job, failure_record(err, {"prompt": job.prompt, "prompt_index": job.index, "seed": job.seed,
+                                                    **backbone.info(), "method": method.name,
+                                                    "method_params": method.params(), **sampling_settings(cfg),
+                                                    "device": str(device), "experiment": cfg.task_name,
+                                                    "job_key": key}))
+            failed.append(job.stem)
+            release_memory(device)
     if logger is not None:
         logger.finish(recorder.records())
+    if failed:
+        raise GenerationFailed(run_dir, failed, len(jobs))
     return run_dir
+
+
+def generate_one(cfg: DictConfig, job: Job, key: str, pipe, method, backbone, evaluator, recorder: RunRecorder,
+                 logger, device: torch.device, dtype: torch.dtype) -> None:
+    """Generate, write, score and record one video (the body of the run loop)."""
+    t0 = time.perf_counter()
+    video = pipe(job.prompt, cfg.num_frames, cfg.height, cfg.width, cfg.num_inference_steps,
+                 cfg.guidance_scale, job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler,
+                 eta=cfg.eta)
+    wall = time.perf_counter() - t0
+    write_video(recorder.video(job), video, fps=cfg.fps)
+    record = {
+        "video": f"videos/{job.stem}.mp4",
+        "prompt": job.prompt,
+        "prompt_index": job.index,
+        "seed": job.seed,
+        **backbone.info(),
+        "method": method.name,
+        "method_params": pipe.effective_method.params(),
+        **sampling_settings(cfg),
+        "fps": cfg.fps,
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "wall_time_s": wall,
+        "timings": pipe.stats.as_dict(),
+        **peak_memory(device),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "experiment": cfg.task_name,
+        "tags": list(cfg.tags),
+        "job_key": key,
+        "status": STATUS_DONE,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if evaluator is not None:
+        record["scores"] = evaluator(recorder.video(job), video)
+    recorder.save(job, record)
+    if logger is not None:
+        logger.log_video(record, recorder.video(job))
+    log.info("wrote %s (%.1fs)", recorder.video(job), wall)
