@@ -130,6 +130,8 @@ class RunConfig:
     fps: int = MISSING
     seed: int = 0
     num_seeds: int = 1
+    shard: int = 0  # this job generates the videos at positions shard, shard + num_shards, ... (freelong/sharding.py)
+    num_shards: int = 1
     negative_prompt: str = ""
     device: str = "auto"
     dtype: str = "auto"
@@ -209,6 +211,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"frame_chunk_size must be null (auto), 0 (off) or a positive integer, got {cfg.frame_chunk_size}"
         )
+    from .sharding import check_shard
+
+    check_shard(cfg.shard, cfg.num_shards)
     for key in ("height", "width"):
         if cfg[key] % 8:
             raise ValueError(f"{key}={cfg[key]} must be a multiple of 8 (the VAE downsamples by 8)")

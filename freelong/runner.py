@@ -26,6 +26,7 @@ from .config import method_from_config, validate_config
 from .job_failures import STATUS_DONE, GenerationFailed, failure_record, is_failed, release_memory
 from .metadata import device_name, git_commit, package_versions, peak_memory, reset_peak_memory, resolve_device
 from .prompts import normalize_prompt, parse_prompt, prompt_label
+from .sharding import job_device, select_shard
 from .video_io import atomic_write_json, atomic_write_text, write_video
 from .weights import resolve_model_weights
 
@@ -211,7 +212,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         raise ConfigError(str(err)) from err
     run_dir = Path(run_dir) if run_dir is not None else output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    device, dtype = resolve_device(job_device(cfg.device), cfg.dtype)
 
     # Everything that can be missing is checked before anything heavy is loaded: the backbone's
     # weights (cheap path lookups), then the evaluation networks, then the backbone itself.
@@ -228,7 +229,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     recorder = RunRecorder(run_dir)
     logger = make_logger(cfg, run_dir)
 
-    jobs = make_jobs(prompts, cfg.seed, cfg.num_seeds)
+    jobs = select_shard(make_jobs(prompts, cfg.seed, cfg.num_seeds), cfg.shard, cfg.num_shards)
     failed: list[str] = []
     log.info("run dir %s: %d video(s), %s on %s, %d frames %dx%d", run_dir, len(jobs), method.describe(),
              backbone.name, cfg.num_frames, cfg.height, cfg.width)
@@ -286,6 +287,7 @@ def generate_one(cfg: DictConfig, job: Job, key: str, pipe, method, backbone, ev
         "git_commit": git_commit(),
         "experiment": cfg.task_name,
         "tags": list(cfg.tags),
+        "shard": [cfg.shard, cfg.num_shards],
         "job_key": key,
         "status": STATUS_DONE,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
