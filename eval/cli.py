@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (this package) or official (the vbench package, via --vbench-python)")
     p.add_argument("--vbench-python", default=None, help="python of an environment with vbench installed (official)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--write-back", action="store_true",
+                   help="the paths are run/sweep dirs: score their videos into their records (eval/writeback.py)")
     return p
 
 
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.write_back:
+        from .writeback import main_write_back
+
+        return main_write_back(args)
     videos = find_videos(args.videos)
     if not videos:
         print(f"error: no .mp4/.gif videos found in {' '.join(args.videos)}", file=sys.stderr)

@@ -65,28 +65,38 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
         raise _config_error(f"eval={cfg.name}: {err}\n(or use eval=fast, or set eval.dims=[...])") from err
     except ValueError as err:
         raise _config_error(f"eval: {err}") from err
-    weight_ids = {name: info.get("sha256") for name, info in evaluator.describe()["weights"].items()}
+    weight_ids = evaluator_weight_ids(evaluator)
 
     def evaluate(video_path: Path, frames: np.ndarray) -> dict[str, Any]:
         t0 = time.perf_counter()
         s = evaluator.score(video_path, frames=frames if source == "frames" else None)
-        scores: dict[str, Any] = dict(s.values())
-        scores["meta"] = {
-            "label": evaluator.label,
-            "random_init": random_init,
-            "backend": "native",
-            "source": source,
-            "frames": s.num_frames,
-            "device": str(evaluator.ctx.device),
-            "precision": evaluator.ctx.precision,
-            "imaging_mode": evaluator.ctx.imaging_mode,
-            "weights": weight_ids,
-            "errors": ({"video": s.error} if s.error else dict(s.errors)),
-            "seconds": time.perf_counter() - t0,
-        }
-        return scores
+        return record_scores(evaluator, s, source, weight_ids, time.perf_counter() - t0)
 
     return evaluate
+
+
+def evaluator_weight_ids(evaluator) -> dict[str, str | None]:
+    """``{weight name: sha256}`` of the networks an :class:`~eval.scorer.Evaluator` loaded (empty: random-init)."""
+    return {name: info.get("sha256") for name, info in evaluator.describe()["weights"].items()}
+
+
+def record_scores(evaluator, s, source: str, weight_ids: dict[str, str | None], seconds: float) -> dict[str, Any]:
+    """``record["scores"]`` of one video: its per-video values and ``meta`` (also used by ``--write-back``)."""
+    scores: dict[str, Any] = dict(s.values())
+    scores["meta"] = {
+        "label": evaluator.label,
+        "random_init": evaluator.random_init,
+        "backend": "native",
+        "source": source,
+        "frames": s.num_frames,
+        "device": str(evaluator.ctx.device),
+        "precision": evaluator.ctx.precision,
+        "imaging_mode": evaluator.ctx.imaging_mode,
+        "weights": weight_ids,
+        "errors": ({"video": s.error} if s.error else dict(s.errors)),
+        "seconds": seconds,
+    }
+    return scores
 
 
 def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Callable[[Path, np.ndarray], dict]:
