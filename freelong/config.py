@@ -74,6 +74,10 @@ class PromptsConfig:
     file: str | None = None
     limit: int | None = None
     transition_frames: int = 8
+    suite: str | None = None  # "vbench": VBench's prompt suite (freelong/prompt_suites.py)
+    vbench_info: str | None = None  # VBench_full_info.json; default: the installed vbench package's
+    dimensions: list[str] = field(default_factory=lambda: [])  # suite prompts tagged with any of these (empty: all)
+    sample_seed: int | None = None  # with limit: a seeded random draw instead of the first `limit`
 
 
 @dataclass
@@ -231,5 +235,5 @@ def validate_config(cfg: DictConfig) -> None:
     method_from_config(cfg.method).check_frames(cfg.num_frames)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
-    if cfg.prompts.file is None and not cfg.prompts.list:
+    if cfg.prompts.file is None and not cfg.prompts.list and not cfg.prompts.suite:
         raise ValueError("no prompts: set prompts.list or prompts.file (e.g. prompts=file prompts.file=my.txt)")

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import method_from_config, validate_config
 from .job_failures import STATUS_DONE, GenerationFailed, failure_record, is_failed, release_memory
 from .metadata import device_name, git_commit, package_versions, peak_memory, reset_peak_memory, resolve_device
+from .prompt_suites import load_suite, prompt_source, sample_prompts
 from .prompts import normalize_prompt, parse_prompt, prompt_label
 from .sharding import job_device, select_shard
 from .video_io import atomic_write_json, atomic_write_text, write_video
@@ -67,6 +68,8 @@ def load_prompts(cfg: DictConfig) -> list[Any]:
     ``{segments: [{prompt, frames}], transition_frames}`` (``freelong.prompts.normalize_prompt``).
     """
     items: list[Any] = list(OmegaConf.to_container(cfg["list"], resolve=True)) if cfg["list"] else []
+    if cfg.get("suite"):  # prompts=vbench (freelong/prompt_suites.py)
+        items.extend(load_suite(cfg))
     if cfg.file:
         path = Path(cfg.file).expanduser()
         if not path.is_file():
@@ -79,8 +82,7 @@ def load_prompts(cfg: DictConfig) -> list[Any]:
         else:
             items.extend(line.strip() for line in path.read_text().splitlines()
                          if line.strip() and not line.lstrip().startswith("#"))
-    if cfg.limit is not None:
-        items = items[: cfg.limit]
+    items = sample_prompts(items, cfg.limit, cfg.get("sample_seed"))
     if not items:
         raise ConfigError("no prompts to generate (prompts.list / prompts.file are empty)")
     transition = cfg.get("transition_frames", 8)
@@ -271,6 +273,7 @@ def generate_one(cfg: DictConfig, job: Job, key: str, pipe, method, backbone, ev
         "video": f"videos/{job.stem}.mp4",
         "prompt": job.prompt,
         "prompt_index": job.index,
+        "prompt_source": prompt_source(cfg.prompts),
         "seed": job.seed,
         **backbone.info(),
         "method": method.name,
