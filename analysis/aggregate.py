@@ -38,7 +38,7 @@ from .common import pyplot, save_figure
 log = logging.getLogger("freelong.analysis")
 
 COST_METRICS = ("wall_time_s", "timings.median_step_s", "peak_memory_mb")
-REPLICATE_KEYS = ("seed",)  # averaged over, never a plotted parameter
+REPLICATE_KEYS = ("seed", "shard", "num_shards")  # averaged over, never a plotted parameter
 DROP_PREFIXES = ("versions.",)
 IGNORED_OVERRIDES = ("experiment", "hydra.")
 DEFAULT_HEATMAP = ("method.d_s", "method.d_t")
@@ -113,11 +113,15 @@ def collect(sweep_dir: str | Path) -> tuple[Any, list[str]]:
             except ValueError:
                 log.warning("skipping unreadable line in %s", f)
                 continue
+            if rec.get("status") == "failed":  # no video: `python -m freelong status` lists it
+                continue
             flat = pd.json_normalize(rec, sep=".").iloc[0].to_dict()
             flat = {k: v for k, v in flat.items() if not k.startswith(DROP_PREFIXES)}
             rows.append({"job": str(job_dir.relative_to(sweep_dir)), **{f"param:{k}": v for k, v in params.items()},
                          **flat})
     df = pd.DataFrame(rows)
+    if "job_key" in df:  # shards of one sweep, or a run copied twice: each video once
+        df = df[~(df["job_key"].notna() & df.duplicated("job_key"))].reset_index(drop=True)
     swept = [k for k in param_keys if k not in REPLICATE_KEYS
              and df[f"param:{k}"].astype(str).nunique(dropna=False) > 1]
     return df, swept

@@ -10,6 +10,7 @@ the per-video 0-100 values. Random-init (smoke) runs are never mixed with real o
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -73,11 +74,14 @@ def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 rec = json.loads(line)
             except ValueError as err:
                 raise ValueError(f"{results}:{n}: not valid JSON ({err})") from err
+            if rec.get("status") == "failed":  # no video (freelong/job_failures.py); counted as missing
+                continue
             scores = rec.get("scores") or {}
             meta = scores.get("meta") or {}
             row = {
                 "run_dir": str(results.parent),
                 "video": rec.get("video"),
+                "job_key": rec.get("job_key"),
                 "model": rec.get("model", "?"),
                 "family": rec.get("family") or str(rec.get("model", "?")).split("_")[0],
                 "method": rec.get("method", "?"),
@@ -95,7 +99,18 @@ def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 value = scores.get(dim)
                 row[dim] = float(value) if isinstance(value, (int, float)) else np.nan
             rows.append(row)
-    return pd.DataFrame(rows)
+    return drop_duplicate_videos(pd.DataFrame(rows))
+
+
+def drop_duplicate_videos(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``job_key``: a video found in two shards or copies of a run directory counts once."""
+    if df.empty or "job_key" not in df:
+        return df
+    dup = df["job_key"].notna() & df.duplicated("job_key", keep="first")
+    if dup.any():
+        logging.getLogger("freelong.eval").warning("%d video(s) appear in more than one run directory with the same "
+                                                   "job_key; each is counted once", int(dup.sum()))
+    return df[~dup].reset_index(drop=True)
 
 
 def _dimension_percent(group: pd.DataFrame, dim: str) -> float:

@@ -30,6 +30,7 @@ from eval.tables import (  # noqa: E402
     to_markdown,
     with_reference,
 )
+from freelong.status import missing_warnings  # noqa: E402
 from freelong.video_io import atomic_write_text  # noqa: E402
 
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: only random-init smoke runs found; their scores are meaningless. "
                   "Use --include-random-init to tabulate them anyway.", file=sys.stderr)
             return 1
+    for line in missing_warnings([p for p in args.run_dirs if Path(p).is_dir()]):  # shards not done yet, failures
+        print(line, file=sys.stderr)
     unscored = records[[c for c in ("subject_consistency", "temporal_flickering") if c in records]].isna().all(axis=1)
     if unscored.all():
         print("warning: no VBench scores in these runs (were they run with eval=fast or eval=vbench?)",
