@@ -78,6 +78,7 @@ def test_a_stale_video_beside_a_failed_record_is_regenerated(compose_cfg, tmp_pa
     assert json.loads(side.read_text())["status"] == "done"
 
 
+@pytest.mark.slow  # a run.py subprocess (~20-30 s on a small shared CPU)
 def test_the_cli_exits_non_zero_when_a_video_failed(tmp_path):
     code = (
         "import runpy, sys, torch\n"
