@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from freelong.sharding import GpuClaim, check_shard, select_shard, shard_indices
 
@@ -127,3 +128,23 @@ def test_a_sharded_joblib_sweep_equals_the_unsharded_run_video_for_video(tmp_pat
     for key, (name, frames) in whole.items():
         assert sharded[key][0] == name
         np.testing.assert_array_equal(sharded[key][1], frames)
+
+
+def test_the_paper_sweep_with_eight_shards_is_32_jobs_in_32_directories():
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from freelong.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper_table1_lavie"], return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]  # what the experiment sweeps (methods)
+    parser = OverridesParser.create()
+    (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides([*params, "shard=range(8)", "num_shards=8"]), None)
+    assert len(jobs) == 32
+    combos = {tuple(sorted(o for o in job if o.startswith(("method=", "shard=")))) for job in jobs}
+    assert len(combos) == 32  # every (method, shard) once
+    subdir = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())["sweep"]["subdir"]
+    assert subdir.endswith("_shard${shard}of${num_shards}")  # so each job has its own directory, named by shard
