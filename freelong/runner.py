@@ -243,16 +243,20 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             continue
         reset_peak_memory(device)
         try:  # one failing video (e.g. CUDA OOM) is recorded and the job goes on (freelong/job_failures.py)
-            generate_one(cfg, job, key, pipe, method, backbone, evaluator, recorder, logger, device, dtype)
+            record = generate_one(cfg, job, key, pipe, method, backbone, evaluator, recorder, device, dtype)
         except Exception as err:
             log.error("video %s failed: %s", job.stem, err)
             recorder.save(job, failure_record(err, {"prompt": job.prompt, "prompt_index": job.index, "seed": job.seed,
                                                     **backbone.info(), "method": method.name,
                                                     "method_params": method.params(), **sampling_settings(cfg),
-                                                    "device": str(device), "experiment": cfg.task_name,
-                                                    "job_key": key}))
+                                                    "device": str(device), "dtype": str(dtype).split(".")[-1],
+                                                    "experiment": cfg.task_name, "job_key": key,
+                                                    "shard": [cfg.shard, cfg.num_shards]}))
             failed.append(job.stem)
             release_memory(device)
+        else:
+            if logger is not None:
+                logger.log_video(record, recorder.video(job))
     if logger is not None:
         logger.finish(recorder.records())
     if failed:
@@ -261,8 +265,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
 
 
 def generate_one(cfg: DictConfig, job: Job, key: str, pipe, method, backbone, evaluator, recorder: RunRecorder,
-                 logger, device: torch.device, dtype: torch.dtype) -> None:
-    """Generate, write, score and record one video (the body of the run loop)."""
+                 device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Generate, write, score and record one video (the body of the run loop); its record."""
     t0 = time.perf_counter()
     video = pipe(job.prompt, cfg.num_frames, cfg.height, cfg.width, cfg.num_inference_steps,
                  cfg.guidance_scale, job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler,
@@ -298,6 +302,5 @@ def generate_one(cfg: DictConfig, job: Job, key: str, pipe, method, backbone, ev
     if evaluator is not None:
         record["scores"] = evaluator(recorder.video(job), video)
     recorder.save(job, record)
-    if logger is not None:
-        logger.log_video(record, recorder.video(job))
     log.info("wrote %s (%.1fs)", recorder.video(job), wall)
+    return record
