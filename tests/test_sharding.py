@@ -121,6 +121,9 @@ def test_a_sharded_joblib_sweep_equals_the_unsharded_run_video_for_video(tmp_pat
                     "2_lavie_tiny_freelong_shard0of2", "3_lavie_tiny_freelong_shard1of2"]
     sizes = {j: len((tmp_path / "sharded" / j / "results.jsonl").read_text().splitlines()) for j in jobs}
     assert sorted(sizes.values()) == [1, 1, 2, 2]
+    from freelong.__main__ import main as freelong_main
+
+    assert freelong_main(["status", str(tmp_path / "sharded")]) == 0  # every job's shard is complete
     res = sweep(f"hydra.sweep.dir={tmp_path / 'whole'}")
     assert res.returncode == 0, res.stderr[-3000:]
     sharded, whole = videos_by_key(tmp_path / "sharded"), videos_by_key(tmp_path / "whole")
