@@ -52,6 +52,13 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
         raise _config_error(f"eval.source must be one of {SOURCES}, got {source!r}")
     weights = {k: v for k, v in (OmegaConf.to_container(cfg.get("weights") or {}, resolve=True) or {}).items() if v}
     backend = cfg.get("backend", "native")
+    protocol = cfg.get("protocol", "standard")
+    if protocol == "long":
+        from .long import build_long_run_evaluator
+
+        return build_long_run_evaluator(cfg, device, random_init)
+    if protocol != "standard":
+        raise _config_error(f"eval.protocol must be standard or long, got {protocol!r}")
     if backend == "official":
         return _official_hook(cfg, dims, random_init)
     if backend != "native":
@@ -67,14 +74,15 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
         raise _config_error(f"eval: {err}") from err
     weight_ids = {name: info.get("sha256") for name, info in evaluator.describe()["weights"].items()}
 
-    def evaluate(video_path: Path, frames: np.ndarray) -> dict[str, Any]:
+    def evaluate(video_path: Path, frames: np.ndarray, prompt: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = evaluator.score(video_path, frames=frames if source == "frames" else None)
+        s = evaluator.score(video_path, frames=frames if source == "frames" else None, prompt=prompt)
         scores: dict[str, Any] = dict(s.values())
         scores["meta"] = {
             "label": evaluator.label,
             "random_init": random_init,
             "backend": "native",
+            "protocol": "standard",
             "source": source,
             "frames": s.num_frames,
             "device": str(evaluator.ctx.device),
@@ -100,7 +108,7 @@ def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Calla
         raise _config_error(f"eval.backend=official needs eval.vbench_python=/path/to/vbench-env/bin/python "
                             f"(got {python!r})")
 
-    def evaluate(video_path: Path, frames: np.ndarray) -> dict[str, Any]:
+    def evaluate(video_path: Path, frames: np.ndarray, prompt: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             results, rows, _ = run_official([Path(video_path)], dims, python, device=cfg.get("device"),
@@ -111,7 +119,8 @@ def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Calla
         except (RuntimeError, OSError) as err:
             scores, errors = {}, {"video": str(err)[-2000:]}
         scores["meta"] = {"label": "vbench-official", "random_init": False, "backend": "official",
-                          "frames": int(frames.shape[0]), "errors": errors, "seconds": time.perf_counter() - t0}
+                          "protocol": "standard", "frames": int(frames.shape[0]), "errors": errors,
+                          "seconds": time.perf_counter() - t0}
         return scores
 
     return evaluate

@@ -103,6 +103,17 @@ EVAL_WEIGHTS: dict[str, EvalWeight] = {
                    vbench_path="raft_model/models/raft-things.pth",
                    url="https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip",
                    zip_member="models/raft-things.pth", licence="BSD-3-Clause"),
+        EvalWeight("viclip", "ViCLIP ViT-L/14, InternVid-10M-FLT (overall_consistency)",
+                   vbench_path="ViCLIP/ViClip-InternVid-10M-FLT.pth",
+                   repo_id="OpenGVLab/VBench_Used_Models", filename="ViClip-InternVid-10M-FLT.pth",
+                   url="https://huggingface.co/OpenGVLab/VBench_Used_Models/resolve/main/ViClip-InternVid-10M-FLT.pth",
+                   licence="Apache-2.0 (InternVideo)"),
+        EvalWeight("viclip_bpe", "CLIP BPE vocabulary for ViCLIP's tokenizer (overall_consistency)",
+                   vbench_path="ViCLIP/bpe_simple_vocab_16e6.txt.gz",
+                   url="https://raw.githubusercontent.com/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz",
+                   licence="MIT"),
+        EvalWeight("dinov2_vitb14", "DINOv2 ViT-B/14 (VBench-Long clip-to-clip subject term)", kind="hf_model",
+                   repo_id="facebook/dinov2-base", required=HF_MODEL_FILES, licence="Apache-2.0"),
     )
 }
 

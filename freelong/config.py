@@ -77,6 +77,22 @@ class PromptsConfig:
 
 
 @dataclass
+class LongEvalConfig:
+    """``eval.protocol=long`` settings (``eval.long.LongSettings``; defaults are VBench-Long's)."""
+
+    clip_lengths: str = "mix"  # mix: 2 s quality dims, 10 s overall_consistency | short: 2 s everywhere
+    clip_seconds: dict[str, float] = field(default_factory=dict)  # per-dimension overrides
+    scene_split: str = "auto"  # auto: PySceneDetect if installed, else one scene | on | off
+    scene_threshold: float = 35.0
+    w_inclip: float = 1.0
+    w_clip2clip: float = 0.0
+    dev: bool = False  # VBench-Long's --dev_flag weights (0.5/0.5)
+    subject_extractor: str = "dinov2"  # dino | dinov2
+    background_extractor: str = "dreamsim"  # clip | dreamsim
+    static_filter: bool = False
+
+
+@dataclass
 class EvalConfig:
     """VBench scoring of each generated video (``eval/``); ``dims`` empty means the group named by ``name``."""
 
@@ -92,6 +108,8 @@ class EvalConfig:
     backend: str = "native"  # native | official (the vbench package in another environment)
     vbench_python: str | None = None  # that environment's python, for backend=official
     seed: int = 0  # seed of the random-init evaluation networks (smoke runs)
+    protocol: str = "standard"  # standard (VBench) | long (VBench-Long: scenes, clips, fusion; eval/long.py)
+    long: LongEvalConfig = field(default_factory=LongEvalConfig)
 
 
 @dataclass

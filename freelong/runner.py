@@ -267,7 +267,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if evaluator is not None:
-            record["scores"] = evaluator(recorder.video(job), video)
+            record["scores"] = evaluator(recorder.video(job), video, prompt=job.prompt_text)
         recorder.save(job, record)
         if logger is not None:
             logger.log_video(record, recorder.video(job))
