@@ -168,6 +168,8 @@ def load_viclip(path: Path | None, bpe_path: Path, random_init: bool = False, se
     ``random_init`` builds a tiny twin from the same classes (``full_size`` keeps the real widths).
     """
     viclip, tok, vision, text = viclip_modules(bpe_path)
+    # CLIP_TEXT builds its own SimpleTokenizer() from the default path bound at import; point it here.
+    tok.SimpleTokenizer.__init__.__defaults__ = (str(bpe_path),)
     tokenizer = tok.SimpleTokenizer(str(bpe_path))
     if random_init and not full_size:
         def build() -> nn.Module:
@@ -196,7 +198,6 @@ def load_viclip(path: Path | None, bpe_path: Path, random_init: bool = False, se
 
             state = torch_load(path)
             model.load_state_dict(state["model"] if "model" in state else state, strict=True)
-    model.text_encoder._tokenizer = tokenizer  # its own default tokenizer was bound at import time
     return model.eval().requires_grad_(False)
 
 
