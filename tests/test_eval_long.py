@@ -323,3 +323,39 @@ def test_clip_values_equal_the_standard_dimension_on_the_slice(tiny_long):
     for c in s.units[0].clips["subject_consistency"]:
         ref: DimResult = scorer.score(Video(None, frames[c.start : c.end], 8.0))
         assert c.value == ref.value and c.extra == ref.extra
+
+
+# ----------------------------------------------------------------------------------------------
+# run.py: eval.protocol=long
+# ----------------------------------------------------------------------------------------------
+def test_run_with_protocol_long_records_unit_values(compose_cfg, tmp_path):
+    from freelong.runner import run
+
+    cfg = compose_cfg("eval=fast", "eval.protocol=long", "eval.dims=[flicker,subject]", "eval.long.scene_split=off",
+                      "num_frames=24", "num_inference_steps=1", "progress=false", f"paths.output_root={tmp_path}",
+                      "eval.batch_size=8")
+    run_dir = run(cfg)
+    (line,) = (run_dir / "results.jsonl").read_text().splitlines()
+    scores = json.loads(line)["scores"]
+    meta = scores["meta"]
+    assert meta["protocol"] == "long" and meta["label"] == "random-init" and meta["errors"] == {}
+    units = meta["long"]["units"]
+    assert [u["clips"] for u in units["subject_consistency"]] == [2]  # clips (0, 16) and (8, 24)
+    assert scores["subject_consistency"] == pytest.approx(units["subject_consistency"][0]["value"])
+    assert L.overall_from_units("temporal_flickering", units["temporal_flickering"]) == pytest.approx(
+        scores["temporal_flickering"])
+
+
+def test_bad_protocol_settings_fail_before_any_model_loads(compose_cfg):
+    import torch
+
+    from eval.hook import build_run_evaluator
+    from freelong.runner import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.protocol"):
+        build_run_evaluator(compose_cfg("eval=fast", "eval.protocol=longer").eval, torch.device("cpu"), True)
+    with pytest.raises(ConfigError, match="scene_split"):
+        build_run_evaluator(compose_cfg("eval=fast", "eval.protocol=long", "eval.long.scene_split=x").eval,
+                            torch.device("cpu"), True)
+    with pytest.raises(Exception, match="bogus"):
+        compose_cfg("eval=fast", "eval.long.bogus=1")
