@@ -15,7 +15,8 @@ from eval.prompts import resolve_prompts
 from eval.transforms import CLIP_MEAN, CLIP_STD
 from eval.weights import EvalWeightsMissing, resolve_eval_weights
 
-needs_vbench = pytest.mark.skipif(importlib.util.find_spec("vbench") is None or importlib.util.find_spec("ftfy") is None,
+HAS_EXTRA = importlib.util.find_spec("vbench") is not None and importlib.util.find_spec("ftfy") is not None
+needs_vbench = pytest.mark.skipif(not HAS_EXTRA,
                                   reason="optional extra: pip install vbench==0.1.5 --no-deps && "
                                          "pip install omegaconf scipy ftfy regex")
 
