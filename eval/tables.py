@@ -27,6 +27,9 @@ COLUMNS = {  # dimension -> Table 1 header
     "temporal_flickering": "Flicker",
     "imaging_quality": "Imaging",
 }
+# Beyond the paper's columns: shown when any run scored it (long-video papers after FreeLong report it).
+EXTRA_COLUMNS = {"overall_consistency": "Overall"}
+PROTOCOL_LABELS = {"standard": "VBench (standard protocol)", "long": "VBench-Long protocol"}
 TIME_COLUMN = "Time (s/step)"
 PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
 PER_VIDEO_PERCENT = ("imaging_quality",)  # VBench stores these per video on 0-100 already
@@ -90,8 +93,10 @@ def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 "device_name": rec.get("device_name"),
                 "random_init": is_random_init(rec),
                 "eval_frames": meta.get("frames") or rec.get("num_frames"),
+                "protocol": meta.get("protocol") or "standard",  # records before protocols existed: standard
+                "long_units": (meta.get("long") or {}).get("units") or {},
             }
-            for dim in TABLE1_DIMS + ("aesthetic_quality", "dynamic_degree"):
+            for dim in TABLE1_DIMS + ("aesthetic_quality", "dynamic_degree", "overall_consistency"):
                 value = scores.get(dim)
                 row[dim] = float(value) if isinstance(value, (int, float)) else np.nan
             rows.append(row)
@@ -99,6 +104,11 @@ def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def _dimension_percent(group: pd.DataFrame, dim: str) -> float:
+    if (group["protocol"] == "long").all():  # VBench-Long: re-aggregate the stored per-scene unit values
+        from .long import overall_from_units
+
+        overall = overall_from_units(dim, [u for units in group["long_units"] for u in units.get(dim, [])])
+        return np.nan if overall is None else overall * 100
     values = group[dim]
     ok = values.notna()
     if not ok.any():
@@ -135,8 +145,9 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     group_keys = ["random_init", "model", "family", "num_frames", "method", "method_params"]
     for keys, group in df.groupby(group_keys, sort=False, dropna=False):
         row = dict(zip(group_keys, keys))
-        for dim, col in COLUMNS.items():
-            row[col] = _dimension_percent(group, dim)
+        row["Protocol"] = PROTOCOL_LABELS.get(group["protocol"].iloc[0], group["protocol"].iloc[0])
+        for dim, col in {**COLUMNS, **EXTRA_COLUMNS}.items():
+            row[col] = _dimension_percent(group, dim) if dim in group else np.nan
         row[TIME_COLUMN] = float(group["median_step_s"].median()) if group["median_step_s"].notna().any() else np.nan
         row["n"] = len(group)
         rows.append(row)
@@ -178,10 +189,14 @@ def split_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def display_frame(block: pd.DataFrame, compare: bool = False) -> pd.DataFrame:
-    """The columns people read: Method, the five dimensions, time, n, the paper reference (and Δ)."""
-    cols = ["Method", *COLUMNS.values(), TIME_COLUMN, "n"]
-    out = block[cols].copy()
+def display_frame(block: pd.DataFrame, compare: bool = False, reference: bool = True) -> pd.DataFrame:
+    """The columns people read: Method, the five dimensions (+ Overall if scored), time, n, the protocol,
+    the paper reference (and Δ); ``reference=False`` leaves the paper out (other protocol)."""
+    extra = [c for c in EXTRA_COLUMNS.values() if c in block and block[c].notna().any()]
+    cols = ["Method", *COLUMNS.values(), *extra, TIME_COLUMN, "n", "Protocol"]
+    out = block[[c for c in cols if c in block]].copy()
+    if not reference:
+        return out
     has_ref = block[[f"paper {c}" for c in COLUMNS.values()]].notna().any(axis=1)
     out["Paper (Sub/Back/Motion/Flicker/Imaging/Time)"] = [
         "/".join(f"{block.at[i, f'paper {c}']:g}" for c in [*COLUMNS.values(), "Time"]) if has_ref[i] else "—"

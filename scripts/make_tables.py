@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.tables import (  # noqa: E402
     PAPER_FAMILY,
     PAPER_NOTE,
+    PROTOCOL_LABELS,
     aggregate,
     display_frame,
     load_records,
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-random-init", action="store_true",
                         help="also tabulate random-init smoke runs (always in separate tables)")
     parser.add_argument("--digits", type=int, default=2, help="decimals in markdown/LaTeX (default 2)")
+    parser.add_argument("--protocol", choices=["standard", "long"], default="standard",
+                        help="which scoring protocol the runs used (eval.protocol); tables never mix them")
     args = parser.parse_args(argv)
 
     try:
@@ -65,15 +68,27 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: no VBench scores in these runs (were they run with eval=fast or eval=vbench?)",
               file=sys.stderr)
 
-    table = with_reference(aggregate(records), compare=args.compare)
+    found = sorted(set(records["protocol"]))
+    if found != [args.protocol]:
+        print(f"error: these runs were scored with the {' and the '.join(found)} protocol(s); a table holds one "
+              f"protocol only: pass --protocol {found[0]}" + (" and give the runs of each protocol separately"
+                                                          if len(found) > 1 else ""), file=sys.stderr)
+        return 2
+    long = args.protocol == "long"
+    table = aggregate(records) if long else with_reference(aggregate(records), compare=args.compare)
     out_dir = Path(args.out_dir)
     for title, block in split_tables(table):
-        shown = display_frame(block, compare=args.compare)
+        shown = display_frame(block, compare=args.compare and not long, reference=not long)
+        title = f"{title} — {PROTOCOL_LABELS[args.protocol]}"
         print(f"\n### Table 1 — {title}\n")
         print(to_markdown(shown, args.digits))
-        if (block["family"] == PAPER_FAMILY).any():
+        if (block["family"] == PAPER_FAMILY).any() and not long:
             print(f"\n{PAPER_NOTE}")
-        stem = "table1_" + re.sub(r"[^A-Za-z0-9]+", "_", title.split(" (")[0]).strip("_").lower()
+        if long:
+            print("\n(VBench-Long: scenes cut into 2 s clips, 10 s for Overall; not comparable with the paper's "
+                  "standard-protocol numbers)")
+        stem = "table1_" + re.sub(r"[^A-Za-z0-9]+", "_", title.split(" (")[0].split(" — ")[0]).strip("_").lower()
+        stem += "_long" if long else ""
         atomic_write_text(out_dir / f"{stem}.csv", block.to_csv(index=False))
         tex = shown.rename(columns=lambda c: c.replace("Δ ", "") + " (ours-paper)" if c.startswith("Δ ") else c)
         latex = tex.to_latex(index=False, float_format=f"%.{args.digits}f", na_rep="--", escape=True,
