@@ -104,3 +104,18 @@ def test_viclip_tokenizer_is_vbenchs_simple_tokenizer_with_the_given_vocabulary(
     assert tokens.shape == (1, 32) and tokens[0, 0] == enc["<|startoftext|>"]
     assert tokens[0, int((tokens[0] == enc["<|endoftext|>"]).nonzero()[0])] == enc["<|endoftext|>"]
     assert int(tokens[0, 1]) == enc["the</w>"]  # lower-cased, whitespace-cleaned, BPE-merged "t h" + "th e</w>"
+
+
+@needs_vbench
+@pytest.mark.slow
+def test_full_size_viclip_checkpoint_loads_strictly(tmp_path):
+    """The real loader on a full-size (random) checkpoint in VBench's layout {"model": state_dict}."""
+    from eval.overall_consistency import TINY_BPE, load_viclip
+
+    ref = load_viclip(None, TINY_BPE, random_init=True, full_size=True, seed=1)
+    assert sum(p.numel() for p in ref.parameters()) > 4e8
+    torch.save({"model": ref.state_dict()}, tmp_path / "viclip.pth")
+    model = load_viclip(tmp_path / "viclip.pth", TINY_BPE)
+    x = torch.randn(1, 8, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model.encode_vision(x, test=True), ref.encode_vision(x, test=True))
