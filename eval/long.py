@@ -467,27 +467,33 @@ class LongEvaluator:
         else:
             evaluator_dims = list(dims)
         self.dims = dims
+        s = self.settings
+        random_init = bool(evaluator_kwargs.get("random_init"))
+        kinds = {dim: (s.subject_extractor if dim == "subject_consistency" else s.background_extractor)
+                 for dim in CLIP2CLIP_DIMS if dim in dims and s.needs_clip2clip(dim)}
+        # what the clip-to-clip term needs is checked before any network is built
+        dinov2_path = None
+        if kinds.get("subject_consistency") == "dinov2" and not random_init:
+            dinov2_path = resolve_eval_weights(["dinov2_vitb14"], evaluator_kwargs.get("weights"),
+                                               evaluator_kwargs.get("cache_dir"))["dinov2_vitb14"]
+        if kinds.get("background_consistency") == "dreamsim":
+            import importlib.util
+
+            if random_init or importlib.util.find_spec("dreamsim") is None:
+                why = "has no random-init twin here" if random_init else "needs the extra: pip install dreamsim"
+                raise MissingExtraError(f"the DreamSim clip-to-clip term {why}; or use "
+                                        f"long.background_extractor=clip (--background-extractor clip)")
         self.evaluator = Evaluator(evaluator_dims, **evaluator_kwargs)
         self.extractors: dict[str, Any] = {}  # dim -> network for the clip-to-clip term
         ctx = self.evaluator.ctx
-        for dim in CLIP2CLIP_DIMS:
-            if dim not in dims or not self.settings.needs_clip2clip(dim):
-                continue
-            s = self.settings
-            kind = s.subject_extractor if dim == "subject_consistency" else s.background_extractor
+        for dim, kind in kinds.items():
             if kind in ("dino", "clip"):  # the in-clip network itself (VBench-Long without --dev_flag)
                 self.extractors[dim] = self.evaluator.scorers[dim]
             elif kind == "dinov2":
-                path = None if ctx.random_init else resolve_eval_weights(
-                    ["dinov2_vitb14"], evaluator_kwargs.get("weights"), evaluator_kwargs.get("cache_dir"))[
-                    "dinov2_vitb14"]
-                self.extractors[dim] = load_dinov2(path, ctx.random_init, ctx.seed).to(ctx.device)
+                self.extractors[dim] = load_dinov2(dinov2_path, ctx.random_init, ctx.seed).to(ctx.device)
             else:  # dreamsim
                 from .weights import vbench_cache_dir
 
-                if ctx.random_init:
-                    raise MissingExtraError("DreamSim has no random-init twin here; use "
-                                            "long.background_extractor=clip for smoke runs")
                 cache = vbench_cache_dir(evaluator_kwargs.get("cache_dir")).parent / "dreamsim"
                 self.extractors[dim] = load_dreamsim(cache, ctx.device)
 
@@ -737,11 +743,13 @@ def run_long_cli(args, dims: Sequence[str], videos: Sequence[Path], prompts: Map
 
 
 def settings_from_args(args) -> LongSettings:
+    from .base import ALIASES
+
     seconds = {}
     for item in args.clip_seconds:
         dim, sep, sec = item.partition("=")
         try:
-            seconds[dim.strip()] = float(sec)
+            seconds[ALIASES.get(dim.strip(), dim.strip())] = float(sec)
         except ValueError:
             raise ValueError(f"--clip-seconds expects DIM=SECONDS, got {item!r}") from None
         if not sep:

@@ -308,8 +308,11 @@ def test_cli_long_protocol_writes_vbench_long_layout(tmp_path, capsys):
 
 def test_cli_long_protocol_bad_settings_are_one_error_line(tmp_path, capsys):
     write_video(tmp_path / "a.mp4", smooth_frames(t=3), fps=8)
-    code = main([str(tmp_path / "a.mp4"), "--protocol", "long", "--dims", "flicker", "--clip-seconds", "flicker=3"])
-    assert code == 2 and "clip_seconds" in capsys.readouterr().err
+    code = main([str(tmp_path / "a.mp4"), "--protocol", "long", "--dims", "flicker", "--clip-seconds", "flicker=0"])
+    assert code == 2 and "clip_seconds.temporal_flickering" in capsys.readouterr().err
+    code = main([str(tmp_path / "a.mp4"), "--protocol", "long", "--dims", "back", "--random-init", "--w-clip2clip",
+                 "0.5"])  # DreamSim (the default background extractor) has no random-init twin: said before loading
+    assert code == 2 and "background-extractor clip" in capsys.readouterr().err
     code = main([str(tmp_path / "a.mp4"), "--protocol", "long", "--dims", "flicker", "--backend", "official"])
     assert code == 2 and "native" in capsys.readouterr().err
 
