@@ -362,3 +362,29 @@ def test_bad_protocol_settings_fail_before_any_model_loads(compose_cfg):
                             torch.device("cpu"), True)
     with pytest.raises(Exception, match="bogus"):
         compose_cfg("eval=fast", "eval.long.bogus=1")
+
+
+def test_clip2clip_real_loaders_read_saved_models(tmp_path):
+    """DINO and DINOv2 from Hugging Face model folders (tiny configs of the real classes, saved and re-read)."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+
+    from eval.models import TINY_VIT
+
+    ViTModel(ViTConfig(**TINY_VIT, patch_size=16, image_size=224), add_pooling_layer=False).save_pretrained(
+        tmp_path / "dino")
+    ref = Dinov2Model(Dinov2Config(**L.TINY_DINOV2)).eval()
+    ref.save_pretrained(tmp_path / "dinov2")
+    settings = L.LongSettings(scene_split="off", w_clip2clip=0.5, subject_extractor="dinov2")
+    ev = L.LongEvaluator(["subject_consistency"], settings, device="cpu",
+                         weights={"dino_vitb16": str(tmp_path / "dino"), "dinov2_vitb14": str(tmp_path / "dinov2")})
+    frames = smooth_frames(t=48, h=40, w=56)
+    s = ev.score("x.mp4", frames=frames, fps=8.0)
+    first = frames[[0, 16, 32]]
+    with torch.no_grad():
+        x = L.dinov2_transform(torch.from_numpy(first).permute(0, 3, 1, 2).float())
+        feats = torch.nn.functional.normalize(ref(pixel_values=x).pooler_output, dim=-1)
+    cos = feats @ feats.T
+    want = np.mean([(max(0.0, float(cos[i - 1, i])) + max(0.0, float(cos[0, i]))) / 2 for i in (1, 2)])
+    assert s.units[0].clip2clip["subject_consistency"] == pytest.approx(want, abs=1e-6)
+    assert x.shape == (3, 3, 224, 224)
