@@ -388,3 +388,27 @@ def test_clip2clip_real_loaders_read_saved_models(tmp_path):
     want = np.mean([(max(0.0, float(cos[i - 1, i])) + max(0.0, float(cos[0, i]))) / 2 for i in (1, 2)])
     assert s.units[0].clip2clip["subject_consistency"] == pytest.approx(want, abs=1e-6)
     assert x.shape == (3, 3, 224, 224)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vbench") is None, reason="optional extra: vbench's vendored RAFT")
+def test_static_filter_runs_raft_on_every_pair_plus_first_last(monkeypatch):
+    ev = L.LongEvaluator(["temporal_flickering"], L.LongSettings(scene_split="off", static_filter=True),
+                         random_init=True, device="cpu")
+    assert ev.dims == ["temporal_flickering"] and "dynamic_degree" in ev.evaluator.scorers
+    seen = []
+    real = L.static_pair_scores
+
+    def spy(frames, idx_a, idx_b, *a, **k):
+        seen.append((list(idx_a), list(idx_b)))
+        return real(frames, idx_a, idx_b, *a, **k)
+
+    monkeypatch.setattr(L, "static_pair_scores", spy)
+    frames = smooth_frames(t=20, h=64, w=96)  # RAFT's 4-level pyramid needs at least 64 pixels
+    s = ev.score("x.mp4", frames=frames, fps=8.0)
+    clips = s.units[0].clips["temporal_flickering"]
+    assert [(c.start, c.end) for c in clips] == [(0, 16), (4, 20)] and all(isinstance(c.static, bool) for c in clips)
+    assert seen[0] == ([*range(15), 0, 15], [*range(1, 16), 15, 0])
+    overall, entries = L.long_aggregate("temporal_flickering", s.units, ev.settings)
+    kept = [c.value for c in clips if c.static]
+    assert (overall is None) == (not kept) and (not kept or overall == pytest.approx(np.mean(kept)))
