@@ -410,21 +410,27 @@ def load_dinov2(path: Path | None, random_init: bool = False, seed: int = 0):
     return model.eval().requires_grad_(False)
 
 
-def load_dreamsim(cache_dir: Path, device):
-    """DreamSim's ensemble (optional extra ``pip install dreamsim``), from its own cache only."""
-    from .models import MissingExtraError
+DREAMSIM_FILES = ("dino_vitb16_pretrain.pth", "open_clip_vitb16_pretrain.pth.tar", "clip_vitb16_pretrain.pth.tar",
+                  "ensemble_lora")
 
+
+def load_dreamsim(cache_dir: Path, device):
+    """DreamSim's ensemble (optional extra ``pip install dreamsim``; it imports torchvision) from the folder
+    VBench-Long gives it (``~/.cache``, i.e. the VBench cache's parent); a missing file fails before DreamSim
+    would download it."""
+    from .models import MissingExtraError
+    from .weights import EvalWeightsMissing
+
+    missing = [f for f in DREAMSIM_FILES if not (cache_dir / f).exists()]
+    if missing:
+        fetch = f"from dreamsim import dreamsim; dreamsim(pretrained=True, cache_dir='{cache_dir}')"
+        raise EvalWeightsMissing(f"DreamSim's weights are not in {cache_dir} (missing {', '.join(missing)}); "
+                                 f"fetch them once with: python -c \"{fetch}\"")
     try:
         from dreamsim import dreamsim
     except ImportError as err:
         raise MissingExtraError(f"long.background_extractor=dreamsim needs the dreamsim package ({err}): "
                                 f"pip install dreamsim, or use long.background_extractor=clip") from err
-    if not cache_dir.is_dir() or not any(cache_dir.iterdir()):
-        from .weights import EvalWeightsMissing
-
-        fetch = f"from dreamsim import dreamsim; dreamsim(pretrained=True, cache_dir='{cache_dir}')"
-        raise EvalWeightsMissing(f"DreamSim's weights are not in {cache_dir}; fetch them once with: "
-                                 f"python -c \"{fetch}\"")
     model, _ = dreamsim(pretrained=True, cache_dir=str(cache_dir), device=str(device))
     return model
 
@@ -494,7 +500,7 @@ class LongEvaluator:
             else:  # dreamsim
                 from .weights import vbench_cache_dir
 
-                cache = vbench_cache_dir(evaluator_kwargs.get("cache_dir")).parent / "dreamsim"
+                cache = vbench_cache_dir(evaluator_kwargs.get("cache_dir")).parent  # VBench-Long: ~/.cache
                 self.extractors[dim] = load_dreamsim(cache, ctx.device)
 
     @property

@@ -412,3 +412,11 @@ def test_static_filter_runs_raft_on_every_pair_plus_first_last(monkeypatch):
     overall, entries = L.long_aggregate("temporal_flickering", s.units, ev.settings)
     kept = [c.value for c in clips if c.static]
     assert (overall is None) == (not kept) and (not kept or overall == pytest.approx(np.mean(kept)))
+
+
+def test_dreamsim_weights_are_checked_before_dreamsim_could_download(tmp_path):
+    from eval.weights import EvalWeightsMissing
+
+    with pytest.raises(EvalWeightsMissing, match="ensemble_lora") as err:
+        L.load_dreamsim(tmp_path, "cpu")
+    assert "dreamsim(pretrained=True" in str(err.value)
