@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "2 s / 10 s clips, fused; videos of 5 s or more)")
     p.add_argument("--prompt", default=None, help="prompt of every video (overall_consistency; default: file name)")
     p.add_argument("--prompt-file", default=None, help='JSON {"video file": "prompt", ...} covering every video')
-    from .long import add_long_arguments
+    from .long_eval import add_long_arguments
 
     add_long_arguments(p)
     return p
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.protocol == "long":
-        from .long import run_long_cli
+        from .long_eval import run_long_cli
 
         code, results, rows, meta = run_long_cli(args, dims, videos, prompts, _parse_weights(args.weight))
         if code:

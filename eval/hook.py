@@ -54,7 +54,7 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
     backend = cfg.get("backend", "native")
     protocol = cfg.get("protocol", "standard")
     if protocol == "long":
-        from .long import build_long_run_evaluator
+        from .long_eval import build_long_run_evaluator
 
         return build_long_run_evaluator(cfg, device, random_init)
     if protocol != "standard":

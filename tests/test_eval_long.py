@@ -15,6 +15,7 @@ import pytest
 from eval_synthetic import smooth_frames
 
 from eval import long as L
+from eval import long_eval as E
 from eval.base import DimResult
 from eval.cli import main
 from eval.models import MissingExtraError
@@ -240,7 +241,7 @@ def tiny_long():
 
     torch.set_num_threads(1)
     settings = L.LongSettings(scene_split="off", w_inclip=0.5, w_clip2clip=0.5, subject_extractor="dinov2")
-    return L.LongEvaluator(["temporal_flickering", "subject_consistency"], settings, random_init=True,
+    return E.LongEvaluator(["temporal_flickering", "subject_consistency"], settings, random_init=True,
                            device="cpu", batch_size=16)
 
 
@@ -279,7 +280,7 @@ def test_static_video_is_perfectly_consistent_and_clip2clip_is_one(tiny_long):
 @needs_scenedetect
 def test_two_halves_split_into_scenes(tiny_long):
     frames, _ = two_halves(cut=72)
-    ev = L.LongEvaluator(["temporal_flickering"], L.LongSettings(scene_split="on"), random_init=True, device="cpu")
+    ev = E.LongEvaluator(["temporal_flickering"], L.LongSettings(scene_split="on"), random_init=True, device="cpu")
     s = ev.score("halves.mp4", frames=frames, fps=8.0)
     assert [(u.scene, u.start, u.end) for u in s.units] == [(0, 0, 72), (1, 72, 128)]
     assert [(c.start, c.end) for c in s.units[0].clips["temporal_flickering"]] == [
@@ -373,16 +374,16 @@ def test_clip2clip_real_loaders_read_saved_models(tmp_path):
 
     ViTModel(ViTConfig(**TINY_VIT, patch_size=16, image_size=224), add_pooling_layer=False).save_pretrained(
         tmp_path / "dino")
-    ref = Dinov2Model(Dinov2Config(**L.TINY_DINOV2)).eval()
+    ref = Dinov2Model(Dinov2Config(**E.TINY_DINOV2)).eval()
     ref.save_pretrained(tmp_path / "dinov2")
     settings = L.LongSettings(scene_split="off", w_clip2clip=0.5, subject_extractor="dinov2")
-    ev = L.LongEvaluator(["subject_consistency"], settings, device="cpu",
+    ev = E.LongEvaluator(["subject_consistency"], settings, device="cpu",
                          weights={"dino_vitb16": str(tmp_path / "dino"), "dinov2_vitb14": str(tmp_path / "dinov2")})
     frames = smooth_frames(t=48, h=40, w=56)
     s = ev.score("x.mp4", frames=frames, fps=8.0)
     first = frames[[0, 16, 32]]
     with torch.no_grad():
-        x = L.dinov2_transform(torch.from_numpy(first).permute(0, 3, 1, 2).float())
+        x = E.dinov2_transform(torch.from_numpy(first).permute(0, 3, 1, 2).float())
         feats = torch.nn.functional.normalize(ref(pixel_values=x).pooler_output, dim=-1)
     cos = feats @ feats.T
     want = np.mean([(max(0.0, float(cos[i - 1, i])) + max(0.0, float(cos[0, i]))) / 2 for i in (1, 2)])
@@ -393,17 +394,17 @@ def test_clip2clip_real_loaders_read_saved_models(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vbench") is None, reason="optional extra: vbench's vendored RAFT")
 def test_static_filter_runs_raft_on_every_pair_plus_first_last(monkeypatch):
-    ev = L.LongEvaluator(["temporal_flickering"], L.LongSettings(scene_split="off", static_filter=True),
+    ev = E.LongEvaluator(["temporal_flickering"], L.LongSettings(scene_split="off", static_filter=True),
                          random_init=True, device="cpu")
     assert ev.dims == ["temporal_flickering"] and "dynamic_degree" in ev.evaluator.scorers
     seen = []
-    real = L.static_pair_scores
+    real = E.static_pair_scores
 
     def spy(frames, idx_a, idx_b, *a, **k):
         seen.append((list(idx_a), list(idx_b)))
         return real(frames, idx_a, idx_b, *a, **k)
 
-    monkeypatch.setattr(L, "static_pair_scores", spy)
+    monkeypatch.setattr(E, "static_pair_scores", spy)
     frames = smooth_frames(t=20, h=64, w=96)  # RAFT's 4-level pyramid needs at least 64 pixels
     s = ev.score("x.mp4", frames=frames, fps=8.0)
     clips = s.units[0].clips["temporal_flickering"]
@@ -418,5 +419,5 @@ def test_dreamsim_weights_are_checked_before_dreamsim_could_download(tmp_path):
     from eval.weights import EvalWeightsMissing
 
     with pytest.raises(EvalWeightsMissing, match="ensemble_lora") as err:
-        L.load_dreamsim(tmp_path, "cpu")
+        E.load_dreamsim(tmp_path, "cpu")
     assert "dreamsim(pretrained=True" in str(err.value)
