@@ -38,6 +38,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from baselines.window_fusion import WindowFusionProcessor
+from freelong.app.records import fingerprint
+from freelong.app.setup import prepare
 from freelong.attention import (
     PositionBias,
     TemporalAttentionContext,
@@ -55,10 +57,7 @@ from .common import (
     check_lengths,
     check_methods_fit,
     methods_from_config,
-    prepare,
     pyplot,
-    record_key,
-    run_metadata,
     save_figure,
     title_suffix,
     write_csv,
@@ -354,8 +353,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=attention_maps``: capture maps at every length and method, draw one figure."""
     import pandas as pd
 
-    from freelong.pipeline import LongVideoPipeline
-    from freelong.runner import ConfigError, make_jobs, sampling_settings
+    from freelong.app.records import make_jobs, sampling_settings
+    from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
     lengths = check_lengths(opts["lengths"])
@@ -371,7 +370,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    meta = run_metadata(setup)
+    meta = setup.environment()
     sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
     jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
     cache_dir = setup.run_dir / "records"
@@ -382,7 +381,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     for entry in methods:
         for n in lengths:
             for job in jobs:
-                key = record_key({"task": "attention", "model": meta["model"], "weights": meta["weights"],
+                key = fingerprint({"task": "attention", "model": meta["model"], "weights": meta["weights"],
                                   "method": entry.method.name, "params": entry.method.params(), "frames": n,
                                   "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
                                   "layers": layers, "steps": opts["steps"], "mode": opts["mode"],
@@ -391,8 +390,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                 saved = None if cfg.overwrite else _load_npz(path)
                 if saved is None:
                     store = AttentionMapStore(layers, opts["steps"], opts["mode"])
-                    pipe = LongVideoPipeline(setup.backbone, CaptureMethod(entry.method, store),
-                                             decode_chunk_size=cfg.decode_chunk_size, progress=cfg.progress)
+                    pipe = setup.pipeline(CaptureMethod(entry.method, store))
                     pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
                          job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
                          output_type="latent")

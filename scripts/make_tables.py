@@ -18,19 +18,18 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval.tables import (  # noqa: E402
+from eval.tables import (
     PAPER_FAMILY,
     PAPER_NOTE,
     aggregate,
     display_frame,
-    load_records,
+    records_frame,
     split_tables,
     to_markdown,
     with_reference,
 )
-from freelong.video_io import atomic_write_text  # noqa: E402
+from freelong.app.records import read_results
+from freelong.video_io import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        records = load_records(args.run_dirs)
-    except (FileNotFoundError, ValueError) as err:
+        records = records_frame(read_results(args.run_dirs))
+    except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if records.empty:

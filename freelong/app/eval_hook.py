@@ -1,6 +1,6 @@
 """Scoring inside ``run.py`` (``eval=fast`` / ``eval=vbench``): one evaluator per run, one call per video.
 
-:func:`build_run_evaluator` is called by ``freelong.runner`` before the first video is generated, so a
+:func:`build_run_evaluator` is called by :mod:`freelong.app.runner` before the first video is generated, so a
 missing weight or optional package stops the run at its start with the actionable error (unless the
 dimension is dropped with ``eval.dims=[...]``). The callable it returns scores each video right after
 it is written and returns ``{dim: per-video value, ..., "meta": {...}}``, stored as ``record["scores"]``
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .base import parse_dims
+from eval.base import parse_dims
+
+from ..errors import ConfigError
 
 SOURCES = ("file", "frames")
 
 
 def _config_error(msg: str) -> Exception:
-    from freelong.runner import ConfigError
-
     return ConfigError(msg)
 
 
@@ -43,8 +43,8 @@ def eval_dims(cfg: DictConfig) -> list[str]:
 
 def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool) -> Callable[[Path, np.ndarray], dict]:
     """The per-video scorer for a run. Raises before any generation if something it needs is missing."""
-    from .models import MissingExtraError
-    from .scorer import Evaluator
+    from eval.models import MissingExtraError
+    from eval.scorer import Evaluator
 
     dims = eval_dims(cfg)
     source = cfg.get("source", "file")
@@ -90,7 +90,7 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
 
 
 def _official_hook(cfg: DictConfig, dims: list[str], random_init: bool) -> Callable[[Path, np.ndarray], dict]:
-    from .official import run_official
+    from eval.official import run_official
 
     if random_init:
         raise _config_error("eval.backend=official cannot score a random-init smoke model (VBench would need its "

@@ -119,16 +119,9 @@ class WandbLogger:
 
     def _summary(self, records: list[dict[str, Any]]):
         """The Table 1 aggregate of this run (same code as scripts/make_tables.py)."""
-        import json
-        import tempfile
+        from eval.tables import aggregate, display_frame, records_frame, with_reference
 
-        try:
-            from eval.tables import aggregate, display_frame, load_records, with_reference
-        except ImportError:  # pragma: no cover - the eval package ships with the repo
-            return None
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "results.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
-            table = aggregate(load_records([tmp]))
+        table = aggregate(records_frame(records))
         if table.empty:
             return None
         return display_frame(with_reference(table)).astype({"Method": str})
@@ -171,7 +164,7 @@ class WandbLogger:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> WandbLogger:
-    """The logger for ``logger=wandb`` (``make_logger`` in :mod:`freelong.runner` calls this)."""
+    """The logger for ``logger=wandb`` (``make_logger`` in :mod:`freelong.app.runner` calls this)."""
     if cfg.logger.name != "wandb":
         raise ValueError(f"unknown logger {cfg.logger.name!r}; available: none, wandb")
     return WandbLogger(cfg, run_dir)
