@@ -99,10 +99,28 @@ def group_videos(records: list[dict[str, Any]]) -> list[list[VideoRow]]:
             continue
         key = json.dumps([rec.get("prompt"), rec.get("seed")], sort_keys=True, default=str)
         groups.setdefault(key, []).append(VideoRow(rec, Path(rec["run_dir"]) / rec["video"]))
+    out = []
     for rows in groups.values():
+        rows = sorted(rows, key=_paper_order(rows))
         for row, label in zip(rows, row_labels([r.record for r in rows])):
             row.label = label
-    return list(groups.values())
+        out.append(rows)
+    return out
+
+
+def _paper_order(rows: Sequence[VideoRow]):
+    """Sort key: methods in the order met; FreeLong's branch variants in the order of the paper's Fig. 6."""
+    from eval.ablation import BRANCH_ORDER
+
+    first = {}
+    for row in rows:
+        first.setdefault(row.record.get("method"), len(first))
+
+    def key(row: VideoRow) -> tuple[int, int]:
+        branch = (row.record.get("method_params") or {}).get("branch", "blend")
+        return first[row.record.get("method")], BRANCH_ORDER.index(branch) if branch in BRANCH_ORDER else 99
+
+    return key
 
 
 def row_labels(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -197,7 +215,11 @@ def _title(rows: Sequence[VideoRow], every: int) -> str:
     models = sorted({str(r.record.get("model", "?")) for r in rows})
     lines.append(f"{', '.join(models)}, {max(r.num_frames for r in rows)} frames, a still every {every} frames, "
                  f"seed {rec.get('seed')}")
-    lines.extend(textwrap.wrap(f'"{text}"', 140)[:2])
+    parsed = parse_prompt(prompt) if prompt is not None else None
+    if isinstance(parsed, MultiPrompt) and parsed.is_multi:
+        lines.append(f"multi-prompt, {len(parsed.segments)} segments (each prompt under its frames)")
+    else:
+        lines.extend(textwrap.wrap(f'"{text}"', 140)[:2])
     return "\n".join(lines)
 
 

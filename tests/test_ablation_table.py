@@ -88,3 +88,30 @@ def test_ablation_keeps_random_init_apart_and_other_parameters_in_labels(tmp_pat
     assert "Table 1" in make_tables([tmp_path / "plain", "--out-dir", tmp_path / "t2"]).stdout
     forced = make_tables([tmp_path / "plain", "--out-dir", tmp_path / "t3", "--ablation"])
     assert forced.returncode == 0 and "Ablation (FreeLong Fig. 6)" in forced.stdout
+
+
+@pytest.mark.slow
+def test_ablation_experiment_smoke_run_on_the_tiny_models(tmp_path):
+    """The whole chain: experiment=ablation_fig6 (tiny models, eval=fast) -> make_tables -> analysis.frames."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sweep = tmp_path / "sweep"
+    res = subprocess.run([sys.executable, "run.py", "experiment=ablation_fig6", "model=lavie_tiny", "num_frames=16",
+                          "method.window=8", "height=32", "width=32", "num_inference_steps=1", "progress=false",
+                          f"hydra.sweep.dir={sweep}"], cwd=root, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.jsonl"))]
+    assert sorted(r["method_params"]["branch"] for r in records) == sorted(BRANCHES)
+    assert all(r["random_init"] and "temporal_flickering" in r["scores"] for r in records)
+    tables = subprocess.run([sys.executable, "scripts/make_tables.py", str(sweep), "--include-random-init",
+                             "--out-dir", str(tmp_path / "t")], cwd=root, capture_output=True, text=True, timeout=300)
+    assert tables.returncode == 0, tables.stderr
+    assert "our measurement — RANDOM-INIT lavie_tiny, 16 frames" in tables.stdout
+    assert len(pd.read_csv(tmp_path / "t" / "ablation_random_init_lavie_tiny_16_frames.csv")) == 6
+    frames = subprocess.run([sys.executable, "-m", "analysis.frames", str(sweep), "--every", "4"], cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert frames.returncode == 0, frames.stderr
+    assert len(list((sweep / "frames").glob("frames_*.p*"))) == 2

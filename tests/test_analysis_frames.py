@@ -47,7 +47,7 @@ def _run(run_dir: Path, method_params: dict, prompt, frames=32, random_init=True
 @pytest.fixture()
 def sweep(tmp_path):
     base = {"window": 8, "d_s": 0.25}
-    for i, branch in enumerate(("blend", "global", "high_local")):
+    for i, branch in enumerate(("blend", "global", "high_local")):  # listed as the sweep numbers them
         _run(tmp_path / "sweep" / str(i), {**base, "branch": branch}, "a cow walking")
     return tmp_path / "sweep"
 
@@ -63,11 +63,12 @@ def test_sample_indices_and_bad_strides():
 
 def test_rows_are_the_variants_with_the_frames_asked_for(sweep):
     (rows,) = group_videos(read_records([sweep]))
-    assert [r.label for r in rows] == ["freelong (branch=blend)", "freelong (branch=global)",
-                                       "freelong (branch=high_local)"]
+    # rows in the paper's Fig. 6 order: global, ..., high-frequency local, FreeLong
+    assert [r.label for r in rows] == ["freelong (branch=global)", "freelong (branch=high_local)",
+                                       "freelong (branch=blend)"]
     from analysis.frames import load_stills
 
-    stills = load_stills(rows[1], sample_indices(32, 8))
+    stills = load_stills(rows[0], sample_indices(32, 8))
     assert len(stills) == 4
     for t, still in zip((0, 8, 16, 24), stills):  # decoded colour = the code of frame t (H.264 rounding)
         assert abs(float(still[..., 0].mean()) - 8 * t) < 6 and abs(float(still[..., 1].mean()) - (255 - 8 * t)) < 6

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from freelong import get_method
-from freelong.attention import CallContext, TemporalAttentionContext, global_attention, local_attention
+from freelong.attention import TemporalAttentionContext, global_attention, local_attention
 from freelong.freelong_method import BRANCHES, SpectralBlendProcessor
 
 T, H, W, B, HEADS, D = 24, 4, 3, 2, 2, 8
@@ -81,17 +81,16 @@ def test_a_window_covering_the_video_makes_both_branches_global():
     assert torch.allclose(_run("high_local", q, k, v, None, ctx), glob - _lowpass_reference(glob, t=8), atol=1e-5)
 
 
-def test_global_mode_on_the_unet_is_direct_attention(lavie_tiny, one_thread):
-    unet = lavie_tiny.unet
-    x = torch.randn(1, 4, 16, 4, 4, generator=torch.Generator().manual_seed(0))
-    ctx = lavie_tiny.encode_text(["a cat"])
-    call = CallContext(step_index=0, num_steps=1)
-    with get_method("direct").attach(unet):
-        direct = unet(x, torch.tensor(500), ctx, call=call)
-    with get_method("freelong", window=8, branch="global", local_only_levels=[]).attach(unet):
-        glob = unet(x, torch.tensor(500), ctx, call=call)
-    with get_method("freelong", window=8, branch="blend").attach(unet):
-        blend = unet(x, torch.tensor(500), ctx, call=call)
+def test_global_mode_with_local_only_off_and_random_noise_is_direct_sampling(lavie_tiny, one_thread):
+    from freelong.pipeline import LongVideoPipeline
+
+    def sample(method):
+        pipe = LongVideoPipeline(lavie_tiny, method, progress=False)
+        return pipe("a cat", 16, 32, 32, 2, 7.5, 0, output_type="latent")
+
+    direct = sample(get_method("direct"))
+    glob = sample(get_method("freelong", window=8, branch="global", local_only_levels=[], noise="random"))
+    blend = sample(get_method("freelong", window=8, local_only_levels=[], noise="random"))
     assert torch.equal(glob, direct)
     assert not torch.allclose(blend, direct, atol=1e-4)
 
