@@ -54,11 +54,11 @@ def combine_branches(
     * ``blend``: ``L(global) + (1 - L)(local)``, FreeLong.
     * ``global`` / ``local``: one branch unchanged.
     * ``sum``: ``(global + local) / 2``, the *mean*, not the literal sum. Each branch is a convex
-      combination of value rows (row-stochastic attention), and so is their mean; the literal sum
-      doubles the attention output fed to the output projection and the residual, which breaks any
-      backbone through scale alone and would hide what the paper's ablation isolates (an all-frequency
-      mix keeps the global branch's degraded high frequencies). The mean is the all-pass counterpart
-      of the blend (``P = 1/2`` at every frequency).
+      combination of value rows (row-stochastic attention), and so is their mean, so it keeps the scale
+      of one attention output. The literal sum doubles what reaches the output projection and the
+      residual stream, a scale error that degrades any backbone by itself and would confound what the
+      paper's comparison is about (an all-frequency mix carries the global branch's degraded high
+      frequencies). The mean is the all-pass counterpart of the blend: ``P = 1/2`` at every frequency.
     * ``low_global``: ``L(global)`` = ``blend(global, 0)``; ``high_local``: ``(1 - L)(local)`` =
       ``blend(0, local)``. Both go through ``blend`` so they follow whatever layout it handles, and
       ``low_global + high_local`` equals ``blend`` up to fp32 rounding (the filter is linear).
