@@ -42,6 +42,10 @@ from freelong.video_io import atomic_write_text  # noqa: E402
 def print_ablation(records, out_dir: Path, digits: int) -> int:
     """The Fig. 6 ablation table(s) of the FreeLong records, printed and written as CSV and LaTeX."""
     tables = ablation_table(records)
+    others = int((records["method"] != "freelong").sum())
+    if others:
+        print(f"note: the ablation table leaves out {others} video(s) of other methods "
+              f"(--no-ablation shows Table 1)", file=sys.stderr)
     if not tables:
         print("error: --ablation: no FreeLong runs in these directories", file=sys.stderr)
         return 1

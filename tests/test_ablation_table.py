@@ -88,6 +88,11 @@ def test_ablation_keeps_random_init_apart_and_other_parameters_in_labels(tmp_pat
     assert "Table 1" in make_tables([tmp_path / "plain", "--out-dir", tmp_path / "t2"]).stdout
     forced = make_tables([tmp_path / "plain", "--out-dir", tmp_path / "t3", "--ablation"])
     assert forced.returncode == 0 and "Ablation (FreeLong Fig. 6)" in forced.stdout
+    direct = _record("blend", rng)
+    direct.update(method="direct", method_params={})
+    _write(tmp_path / "direct", [direct])
+    mixed = make_tables([tmp_path / "a", tmp_path / "direct", "--out-dir", tmp_path / "t4"])
+    assert mixed.returncode == 0 and "leaves out 1 video(s) of other methods" in mixed.stderr
 
 
 @pytest.mark.slow
