@@ -9,6 +9,10 @@ backbone and frame count: methods x Sub/Back/Motion/Flicker/Imaging (VBench, per
 denoising step, with the paper's published values as a reference column for LaVie. Printed as markdown;
 written as CSV (all numbers, paper columns included) and LaTeX. Runs of random-init smoke models are
 left out (``--include-random-init`` shows them, in tables of their own).
+
+FreeLong runs that differ in ``method.branch`` (``experiment=ablation_fig6``) are detected and shown as the
+paper's Fig. 6 ablation instead (variants x dimensions, with n; our measurement, the paper has no numbers);
+``--ablation`` / ``--no-ablation`` force either table.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from eval.ablation import NOTE as ABLATION_NOTE
+from eval.ablation import ablation_table, is_ablation
 from eval.tables import (
     PAPER_FAMILY,
     PAPER_NOTE,
@@ -32,6 +38,31 @@ from freelong.app.records import read_results
 from freelong.video_io import atomic_write_text
 
 
+def print_ablation(records, out_dir: Path, digits: int) -> int:
+    """The Fig. 6 ablation table(s) of the FreeLong records, printed and written as CSV and LaTeX."""
+    tables = ablation_table(records)
+    others = int((records["method"] != "freelong").sum())
+    if others:
+        print(f"note: the ablation table leaves out {others} video(s) of other methods "
+              f"(--no-ablation shows Table 1)", file=sys.stderr)
+    if not tables:
+        print("error: --ablation: no FreeLong runs in these directories", file=sys.stderr)
+        return 1
+    for title, table in tables:
+        shown = table.drop(columns="branch")
+        print(f"\n### Ablation (FreeLong Fig. 6), our measurement — {title}\n")
+        print(to_markdown(shown, digits))
+        print(f"\n{ABLATION_NOTE}")
+        stem = "ablation_" + re.sub(r"[^A-Za-z0-9]+", "_", title.split(" (")[0]).strip("_").lower()
+        atomic_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
+        latex = shown.to_latex(index=False, float_format=f"%.{digits}f", na_rep="--", escape=True,
+                               caption=f"Ablation (FreeLong Fig. 6), our measurement: {title}".replace("_", r"\_"),
+                               label=f"tab:{stem}")
+        atomic_write_text(out_dir / f"{stem}.tex", latex)
+        print(f"\nwrote {out_dir / stem}.csv and .tex")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run or sweep directories (or results.jsonl files)")
@@ -40,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-random-init", action="store_true",
                         help="also tabulate random-init smoke runs (always in separate tables)")
     parser.add_argument("--digits", type=int, default=2, help="decimals in markdown/LaTeX (default 2)")
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None,
+                        help="the Fig. 6 ablation table of FreeLong's branch modes (default: when the runs hold one)")
     args = parser.parse_args(argv)
 
     try:
@@ -64,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: no VBench scores in these runs (were they run with eval=fast or eval=vbench?)",
               file=sys.stderr)
 
-    table = with_reference(aggregate(records), compare=args.compare)
     out_dir = Path(args.out_dir)
+    if args.ablation or (args.ablation is None and is_ablation(records)):
+        return print_ablation(records, out_dir, args.digits)
+    table = with_reference(aggregate(records), compare=args.compare)
     for title, block in split_tables(table):
         shown = display_frame(block, compare=args.compare)
         print(f"\n### Table 1 — {title}\n")
