@@ -96,7 +96,8 @@ def test_global_mode_with_local_only_off_and_random_noise_is_direct_sampling(lav
 
 
 def test_unknown_branch_mode_names_the_value(compose_cfg, tmp_path):
-    from freelong.runner import ConfigError, run
+    from freelong.app.runner import run
+    from freelong.errors import ConfigError
 
     with pytest.raises(ValueError, match="method.branch must be one of blend, .*got 'mean'"):
         get_method("freelong", branch="mean")
@@ -109,8 +110,9 @@ def test_unknown_branch_mode_names_the_value(compose_cfg, tmp_path):
 
 
 def test_ablation_experiment_sweeps_the_six_modes(compose_cfg):
-    from freelong.config import CONF_DIR
     from hydra import compose, initialize_config_dir
+
+    from freelong.models.spec import CONF_DIR
 
     cfg = compose_cfg("experiment=ablation_fig6")
     assert (cfg.model.name, cfg.method.name, cfg.eval.name, cfg.num_frames) == ("lavie", "freelong", "fast", 128)
