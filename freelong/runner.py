@@ -272,6 +272,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         if logger is not None:
             logger.log_video(record, recorder.video(job))
         log.info("wrote %s (%.1fs)", recorder.video(job), wall)
+    if cfg.report and not _in_multirun():  # a sweep writes one report at its end (analysis.report.ReportCallback)
+        from analysis.report import build_report
+
+        log.info("report: %s", build_report([run_dir], run_dir / "report"))
     if logger is not None:
         logger.finish(recorder.records())
     return run_dir
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
