@@ -235,7 +235,18 @@ def table1(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def collect_figures(paths: Sequence[Path], out: Path) -> list[dict[str, str]]:
+def _figure_model(run_dir: Path) -> tuple[str, bool]:
+    """(model name, random-init?) from the analysis run's resolved ``config.yaml``, if it has one."""
+    import yaml
+
+    try:
+        model = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("model") or {}
+    except (OSError, yaml.YAMLError):
+        return "", False
+    return str(model.get("name", "")), bool(model.get("random_init"))
+
+
+def collect_figures(paths: Sequence[Path], out: Path) -> list[dict[str, Any]]:
     """Copy every analysis figure found below ``paths`` into ``<out>/figures`` (they are small)."""
     found = []
     for root in paths:
@@ -245,7 +256,9 @@ def collect_figures(paths: Sequence[Path], out: Path) -> list[dict[str, str]]:
                 target = out / "figures" / f"{len(found):02d}_{fig.name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(fig, target)
-                found.append({"title": FIGURES[fig.name], "src": _url(target, out), "origin": str(fig.parent)})
+                model, random_init = _figure_model(fig.parent)
+                found.append({"title": FIGURES[fig.name], "src": _url(target, out), "origin": str(fig.parent),
+                              "model": model, "random_init": random_init})
     return found
 
 
@@ -329,7 +342,7 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, cop
         tables=table1(records),
         figures=figures,
         runs=run_metadata(records),
-        random_init=any(bool(r.get("random_init")) for r in records),
+        random_init=any(bool(r.get("random_init")) for r in records) or any(f["random_init"] for f in figures),
     )
     index = out / "index.html"
     atomic_write_text(index, html)

@@ -68,7 +68,7 @@ def sweep(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(sweep):
+def page():
     exe = browser_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -260,3 +260,23 @@ def test_single_run_report_and_wandb_artifact(compose_cfg, tmp_path, page, monke
     data = binary.read_bytes()
     for needle in (b"report-", b"index.html", b"assets/report.js", copied.name.encode()):
         assert needle in data, needle  # the artifact's manifest lists the report's files
+
+
+def test_analysis_figures_are_shown_with_their_model(tmp_path, page):
+    """An analysis run dir (figure + config.yaml, no videos) alone makes a report; random-init gets the banner."""
+    from PIL import Image
+
+    run_dir = tmp_path / "snr_run"
+    run_dir.mkdir()
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(run_dir / "snr_vs_length.png")
+    (run_dir / "config.yaml").write_text("model:\n  name: lavie_tiny\n  random_init: true\n")
+    index = build_report([tmp_path], tmp_path / "report")
+    open_report(page, index)
+    assert page.locator("section.prompt").count() == 0 and page.locator("#table1").count() == 0
+    img = page.locator("#figures img")
+    assert img.count() == 1
+    page.wait_for_function("i => i.complete && i.naturalWidth === 60", arg=img.element_handle())
+    caption = page.inner_text("#figures figcaption")
+    assert "SNR vs video length" in caption and "lavie_tiny" in caption and "RANDOM-INIT" in caption
+    assert page.locator("#random-init-banner").is_visible()
+    assert page.problems == []
