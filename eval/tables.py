@@ -47,35 +47,38 @@ def is_random_init(record: dict[str, Any]) -> bool:
     return bool(record.get("random_init")) or bool(meta.get("random_init")) or meta.get("label") == "random-init"
 
 
+def record_row(rec: dict[str, Any], run_dir: str | None) -> dict[str, Any]:
+    """A video's record (one ``results.jsonl`` line) as a table row: identity, timings, label, each dimension."""
+    scores = rec.get("scores") or {}
+    meta = scores.get("meta") or {}
+    row = {
+        "run_dir": None if run_dir is None else str(run_dir),
+        "video": rec.get("video"),
+        "model": rec.get("model", "?"),
+        "family": rec.get("family") or str(rec.get("model", "?")).split("_")[0],
+        "method": rec.get("method", "?"),
+        "method_params": json.dumps(rec.get("method_params") or {}, sort_keys=True),
+        "num_frames": rec.get("num_frames"),
+        "height": rec.get("height"),
+        "width": rec.get("width"),
+        "median_step_s": (rec.get("timings") or {}).get("median_step_s"),
+        "wall_time_s": rec.get("wall_time_s"),
+        "device_name": rec.get("device_name"),
+        "random_init": is_random_init(rec),
+        "eval_frames": meta.get("frames") or rec.get("num_frames"),
+    }
+    for dim in TABLE1_DIMS + ("aesthetic_quality", "dynamic_degree"):
+        value = scores.get(dim)
+        row[dim] = float(value) if isinstance(value, (int, float)) else np.nan
+    return row
+
+
 def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per video record: identity (run, model, method, params, frames), timings, label, each dimension.
+    """One row per video record (:func:`record_row`).
 
     Records come from the app's record store (``freelong.app.records.read_results``), which adds ``run_dir``.
     """
-    rows = []
-    for rec in records:
-        scores = rec.get("scores") or {}
-        meta = scores.get("meta") or {}
-        row = {
-            "run_dir": rec.get("run_dir"),
-            "video": rec.get("video"),
-            "model": rec.get("model", "?"),
-            "family": rec.get("family") or str(rec.get("model", "?")).split("_")[0],
-            "method": rec.get("method", "?"),
-            "method_params": json.dumps(rec.get("method_params") or {}, sort_keys=True),
-            "num_frames": rec.get("num_frames"),
-            "height": rec.get("height"),
-            "width": rec.get("width"),
-            "median_step_s": (rec.get("timings") or {}).get("median_step_s"),
-            "wall_time_s": rec.get("wall_time_s"),
-            "device_name": rec.get("device_name"),
-            "random_init": is_random_init(rec),
-            "eval_frames": meta.get("frames") or rec.get("num_frames"),
-        }
-        for dim in TABLE1_DIMS + ("aesthetic_quality", "dynamic_degree"):
-            value = scores.get(dim)
-            row[dim] = float(value) if isinstance(value, (int, float)) else np.nan
-        rows.append(row)
+    rows = [record_row(rec, rec.get("run_dir")) for rec in records]
     return pd.DataFrame(rows)
 
 

@@ -71,6 +71,7 @@ class LoggerConfig:
     log_videos: bool = True
     log_figures: bool = True
     max_videos: int = 16  # videos uploaded per run (all scores are logged regardless)
+    log_report: bool = True  # the run's HTML report (videos copied in) as a wandb artifact of type "report"
 
 
 @dataclass
@@ -100,6 +101,7 @@ class RunConfig:
     frame_chunk_size: int | None = None  # UNet frame chunking: null = automatic, 0 = off, n = frames per chunk
     overwrite: bool = False
     progress: bool = True
+    report: bool = False  # write the HTML report (analysis/report.py) into the run dir, or the sweep dir for -m
     model: ModelConfig = MISSING
     method: Any = MISSING
     prompts: PromptsConfig = MISSING

@@ -16,10 +16,9 @@ from omegaconf import DictConfig
 
 from ..errors import ConfigError, MissingWeightsError, WeightChecksumError
 from ..models.spec import CONF_DIR
-from ..registry import Registry
 from .config import register_configs
+from .plugins import TASKS
 
-TASKS: Registry[Any] = Registry("freelong.tasks", "analysis task")
 USER_ERRORS = (ConfigError, MissingWeightsError, WeightChecksumError)
 
 

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..metadata import peak_memory, reset_peak_memory, resolve_device
 from ..video_io import write_video
 from .config import method_from_config
+from .plugins import REPORTS, in_multirun
 from .records import RunRecords, job_key, make_jobs, sampling_settings
 from .setup import build, check_config, check_prompts_fit
 
@@ -106,6 +107,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             if logger is not None:
                 logger.log_video(record, recorder.video(job))
             log.info("wrote %s (%.1fs)", recorder.video(job), wall)
+        if cfg.report and not in_multirun():  # a sweep writes one report at its end (analysis.report.ReportCallback)
+            log.info("report: %s", REPORTS.get("html")([setup.run_dir], setup.run_dir / "report"))
     finally:
         if logger is not None:  # always closed, also when a video fails
             logger.finish(recorder.records())
