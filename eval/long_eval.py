@@ -3,7 +3,7 @@
 :class:`LongEvaluator` wraps an :class:`~eval.scorer.Evaluator` (same weights, extras, networks),
 decodes each video once, splits it into scenes and clips (:mod:`eval.long`) and scores every clip with
 the standard dimension; :func:`run_long` is ``python -m eval --protocol long``,
-:func:`build_long_run_evaluator` is ``eval.protocol=long`` in ``run.py``.
+:func:`long_run_scorer` is ``eval.protocol=long`` in ``run.py``.
 """
 
 from __future__ import annotations
@@ -404,38 +404,11 @@ def settings_from_args(args) -> LongSettings:
                         background_extractor=args.background_extractor, static_filter=args.static_filter)
 
 
-def build_long_run_evaluator(cfg, device, random_init: bool):
-    """``eval.protocol=long`` in run.py: the per-video scorer storing VBench-Long values and unit records."""
-    from omegaconf import OmegaConf
-
-    from .models import MissingExtraError
-
-    def config_error(msg: str) -> Exception:
-        from freelong.runner import ConfigError
-
-        return ConfigError(msg)
-
-    from .hook import eval_dims
-
-    dims = eval_dims(cfg)
-    if cfg.get("backend", "native") != "native":
-        raise config_error("eval.protocol=long runs with eval.backend=native only")
-    raw = OmegaConf.to_container(cfg.get("long") or {}, resolve=True) or {}
-    try:
-        settings = LongSettings.from_mapping(raw)
-    except (TypeError, ValueError) as err:
-        raise config_error(f"eval.long: {err}") from err
-    weights = {k: v for k, v in (OmegaConf.to_container(cfg.get("weights") or {}, resolve=True) or {}).items() if v}
-    source = cfg.get("source", "file")
-    try:
-        ev = LongEvaluator(dims, settings, device=cfg.get("device") or device, random_init=random_init,
-                           weights=weights, cache_dir=cfg.get("cache_dir"), batch_size=cfg.get("batch_size", 32),
-                           precision=cfg.get("precision", "vbench"), imaging_mode=cfg.get("imaging_mode", "longer"),
-                           seed=cfg.get("seed", 0))
-    except MissingExtraError as err:
-        raise config_error(f"eval={cfg.name} eval.protocol=long: {err}") from err
-    except ValueError as err:
-        raise config_error(f"eval: {err}") from err
+def long_run_scorer(dims: Sequence[str], settings: LongSettings, *, source: str = "file", random_init: bool = False,
+                    **evaluator_kwargs: Any):
+    """``eval.protocol=long`` in run.py (built by :mod:`freelong.app.eval_hook`): the per-video scorer storing
+    VBench-Long values and unit records. Raises like :class:`LongEvaluator` (before any video is scored)."""
+    ev = LongEvaluator(dims, settings, random_init=random_init, **evaluator_kwargs)
     described = ev.describe()
     weight_ids = {name: info.get("sha256") for name, info in described["weights"].items()}
 

@@ -333,7 +333,7 @@ def test_clip_values_equal_the_standard_dimension_on_the_slice(tiny_long):
 # run.py: eval.protocol=long
 # ----------------------------------------------------------------------------------------------
 def test_run_with_protocol_long_records_unit_values(compose_cfg, tmp_path):
-    from freelong.runner import run
+    from freelong.app.runner import run
 
     cfg = compose_cfg("eval=fast", "eval.protocol=long", "eval.dims=[flicker,subject]", "eval.long.scene_split=off",
                       "num_frames=24", "num_inference_steps=1", "progress=false", f"paths.output_root={tmp_path}",
@@ -353,8 +353,8 @@ def test_run_with_protocol_long_records_unit_values(compose_cfg, tmp_path):
 def test_bad_protocol_settings_fail_before_any_model_loads(compose_cfg):
     import torch
 
-    from eval.hook import build_run_evaluator
-    from freelong.runner import ConfigError
+    from freelong.app.eval_hook import build_run_evaluator
+    from freelong.errors import ConfigError
 
     with pytest.raises(ConfigError, match="eval.protocol"):
         build_run_evaluator(compose_cfg("eval=fast", "eval.protocol=longer").eval, torch.device("cpu"), True)
