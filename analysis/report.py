@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hydra.experimental.callback import Callback
-
 log = logging.getLogger("freelong.analysis")
 
 ASSETS = Path(__file__).with_name("report_assets")
@@ -335,17 +333,6 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, cop
     index = out / "index.html"
     atomic_write_text(index, html)
     return index
-
-
-class ReportCallback(Callback):
-    """Hydra callback (``conf/hydra/default.yaml``): with ``report=true`` a sweep ends with ``<sweep dir>/report``."""
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        if not config.get("report"):
-            return
-        sweep_dir = Path(config.hydra.sweep.dir)
-        index = build_report([sweep_dir], sweep_dir / "report")
-        log.info("report: %s", index)
 
 
 def main(argv: list[str] | None = None) -> int:

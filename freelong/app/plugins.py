@@ -10,9 +10,15 @@ Looking them up by name keeps the app from importing the analyses that sit on to
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from ..registry import Registry
+
+log = logging.getLogger("freelong")
 
 TASKS: Registry[Any] = Registry("freelong.tasks", "analysis task")
 REPORTS: Registry[Any] = Registry("freelong.reports", "report writer")
@@ -26,4 +32,14 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-__all__ = ["REPORTS", "TASKS", "in_multirun"]
+class ReportCallback(Callback):
+    """Hydra callback (``conf/hydra/default.yaml``): with ``report=true`` a sweep ends with ``<sweep dir>/report``."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if not config.get("report"):
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        log.info("report: %s", REPORTS.get("html")([sweep_dir], sweep_dir / "report"))
+
+
+__all__ = ["REPORTS", "TASKS", "ReportCallback", "in_multirun"]
