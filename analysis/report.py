@@ -210,14 +210,18 @@ def table1(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     if not records:
         return []
-    table = t1.with_reference(t1.aggregate(pd.DataFrame([t1.record_row(r, r["run_dir"]) for r in records])))
+    frame = pd.DataFrame([t1.record_row(r, r["run_dir"]) for r in records])
     out = []
-    for title, block in t1.split_tables(table):
-        shown = t1.display_frame(block)
-        rows = [[(_fmt(v), "" if isinstance(v, float) and math.isnan(v) else v) for v in row]
-                for row in shown.itertuples(index=False)]
-        out.append({"title": title, "columns": list(shown.columns), "rows": rows,
-                    "note": t1.PAPER_NOTE if (block["family"] == t1.PAPER_FAMILY).any() else ""})
+    for protocol, recs in frame.groupby("protocol", sort=True):  # never one table for two protocols
+        long = protocol == "long"  # VBench-Long numbers: no paper reference beside them
+        table = t1.aggregate(recs) if long else t1.with_reference(t1.aggregate(recs))
+        for title, block in t1.split_tables(table):
+            shown = t1.display_frame(block, reference=not long)
+            rows = [[(_fmt(v), "" if isinstance(v, float) and math.isnan(v) else v) for v in row]
+                    for row in shown.itertuples(index=False)]
+            paper = not long and (block["family"] == t1.PAPER_FAMILY).any()
+            out.append({"title": f"{title} — {t1.PROTOCOL_LABELS['long']}" if long else title,
+                        "columns": list(shown.columns), "rows": rows, "note": t1.PAPER_NOTE if paper else ""})
     return out
 
 

@@ -167,3 +167,22 @@ def test_long_protocol_table_reaggregates_units_and_refuses_mixing(runs, make_ta
     assert proc.returncode == 2 and "--protocol standard" in proc.stderr
     proc = make_tables([root / "runs", root / "long", "--out-dir", root / "t5"])
     assert proc.returncode == 2 and "one protocol only" in proc.stderr and not (root / "t5").exists()
+
+
+def test_report_table1_keeps_protocols_apart():
+    """The HTML report's Table 1 (analysis.report.table1): one block per protocol; the VBench-Long block has
+    no paper reference and its numbers are the re-aggregated units, never averaged with standard runs."""
+    from analysis.report import table1
+
+    std = _record("lavie", "freelong", {}, 128, 2.0, {"subject_consistency": 0.95})
+    long = _long_record("freelong", {"subject_consistency": [{"value": 0.9, "clips": 4, "sim": 54.0, "pairs": 60},
+                                                             {"value": 0.6, "clips": 4, "sim": 36.0, "pairs": 60}]})
+    blocks = table1([{**std, "run_dir": "a"}, {**long, "run_dir": "b"}])
+    assert [b["title"] for b in blocks] == ["lavie, 128 frames — VBench-Long protocol", "lavie, 128 frames"]
+    by_title = {b["title"]: dict(zip(b["columns"], b["rows"][0])) for b in blocks}
+    long_row, std_row = by_title["lavie, 128 frames — VBench-Long protocol"], by_title["lavie, 128 frames"]
+    assert long_row["Sub"][1] == pytest.approx((0.9 + 0.6) / 2 * 100) and long_row["n"][1] == 1
+    assert std_row["Sub"][1] == pytest.approx(95.0) and std_row["n"][1] == 1
+    assert not any(c.startswith("Paper") for c in by_title["lavie, 128 frames — VBench-Long protocol"])
+    assert any(c.startswith("Paper") for c in by_title["lavie, 128 frames"])
+    assert blocks[0]["note"] == "" and blocks[1]["note"]
