@@ -99,7 +99,7 @@ def load_dreamsim(cache_dir: Path, device):
     if missing:
         fetch = f"from dreamsim import dreamsim; dreamsim(pretrained=True, cache_dir='{cache_dir}')"
         raise EvalWeightsMissing(f"DreamSim's weights are not in {cache_dir} (missing {', '.join(missing)}); "
-                                 f"fetch them once with: python -c \"{fetch}\"")
+                                 f"fetch them once with: python -c \"{fetch}\"", missing=["dreamsim"])
     try:
         from dreamsim import dreamsim
     except ImportError as err:
