@@ -1,6 +1,6 @@
 """``python -m freelong COMMAND ...``: small commands around run directories.
 
-    python -m freelong status SWEEP_DIR [-v]     # per job: done / failed / missing videos (freelong/status.py)
+    python -m freelong status SWEEP_DIR [-v]     # per job: done / failed / missing videos (freelong/app/status.py)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m freelong COMMAND ...\ncommands:\n{listing}", file=sys.stderr if argv else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "status":
-        from .status import main as status_main
+        from .app.status import main as status_main  # an entry module: it may reach the app (tests/test_layers.py)
 
         return status_main(argv[1:])
     return 2

@@ -34,14 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from scripts.benchmark import METHODS, StepRunner, build, format_table, model_config, run_steps
 
-from scripts.benchmark import METHODS, StepRunner, build, format_table, model_config, run_steps  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 FULL = {"models": ["lavie", "videocrafter2"], "frames": 128, "memory_frames": [256, 512], "height": 320,
         "width": 512, "eval_frames": 64, "eval_size": [320, 512], "eval_videos": 4, "eval_batch": 32,
         "warmup": 1, "repeats": 2}
@@ -199,7 +196,7 @@ def clip_precision_gap(device: torch.device, spec: dict[str, Any], smoke: bool) 
 # ----------------------------------------------------------------------------------------------
 def backbone_config(name: str, smoke: bool):
     """A random-weight config of the model at its real size (``smoke``: the tiny config as is)."""
-    from freelong.config import load_model_config
+    from freelong.models.spec import load_model_config
 
     if smoke:
         return model_config(name, "config")
@@ -214,8 +211,10 @@ def backbone_config(name: str, smoke: bool):
 
 def extra_models(smoke: bool) -> list[str]:
     """Every other real (or, with ``smoke``, tiny) model config: Wan / diffusers backbones once they exist."""
+    from freelong.models.spec import CONF_DIR
+
     names = []
-    for p in sorted((ROOT / "conf" / "model").glob("*.yaml")):
+    for p in sorted((Path(CONF_DIR) / "model").glob("*.yaml")):
         tiny = p.stem.endswith("_tiny")
         if tiny == smoke and p.stem not in (SMOKE if smoke else FULL)["models"]:
             names.append(p.stem)
@@ -223,10 +222,9 @@ def extra_models(smoke: bool) -> list[str]:
 
 
 def registered_families() -> set[str]:
-    from freelong.models import base
+    from freelong.models.base import FAMILIES
 
-    base._load_families()
-    return set(base._FAMILIES)
+    return set(FAMILIES.names())  # built-in and plugin families (entry points)
 
 
 def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: dict[str, Any], smoke: bool,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from freelong.job_failures import GenerationFailed
-from freelong.runner import run
+from freelong.app.failures import GenerationFailed
+from freelong.app.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

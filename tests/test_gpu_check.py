@@ -1,17 +1,12 @@
 """scripts/gpu_check.py: the smoke run covers every section on the CPU; the full-size networks are the real sizes."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from scripts import gpu_check  # noqa: E402
+from scripts import gpu_check
 
 
 @pytest.mark.slow  # ~1 min on a small shared CPU; the parts are covered by the fast tests below

@@ -7,8 +7,16 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from freelong.prompt_suites import SuiteError, filter_prompts, locate_vbench_info, read_vbench_info, sample_prompts
-from freelong.runner import ConfigError, load_prompts, run
+from freelong.app.prompt_suites import (
+    SuiteError,
+    filter_prompts,
+    locate_vbench_info,
+    read_vbench_info,
+    sample_prompts,
+)
+from freelong.app.runner import run
+from freelong.app.setup import load_prompts
+from freelong.errors import ConfigError
 
 # VBench_full_info.json's layout (a list of {prompt_en, dimension[, auxiliary_info]}), a few entries of each kind
 ENTRIES = [

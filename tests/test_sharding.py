@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from freelong.sharding import GpuClaim, check_shard, select_shard, shard_indices
+from freelong.app.sharding import GpuClaim, check_shard, select_shard, shard_indices
+from freelong.errors import ConfigError, DeviceUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def test_select_shard_takes_the_items_at_the_shard_positions():
 
 @pytest.mark.parametrize("shard,num_shards,needle", [(2, 2, "shard"), (-1, 4, "shard"), (0, 0, "num_shards")])
 def test_bad_shards_fail_before_any_model_is_built(compose_cfg, shard, num_shards, needle):
-    from freelong.runner import ConfigError, run
+    from freelong.app.runner import run
 
     with pytest.raises(ValueError, match=needle):
         check_shard(shard, num_shards)
@@ -52,17 +53,25 @@ def test_bad_shards_fail_before_any_model_is_built(compose_cfg, shard, num_shard
         run(cfg, "unused")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_free_without_a_gpu_is_one_clear_error_before_anything_loads(compose_cfg):
+    from freelong.app.config import validate_config
+
+    with pytest.raises(DeviceUnavailableError, match=r"^device=cuda:free needs CUDA, but no GPU is visible"):
+        validate_config(compose_cfg("device=cuda:free"))
+
+
 def test_each_process_claims_a_different_gpu_and_waits_when_all_are_taken(tmp_path):
     ids = ["GPU-aaaa", "GPU-bbbb"]
     a, b, c = GpuClaim(tmp_path), GpuClaim(tmp_path), GpuClaim(tmp_path)
     assert (a.claim(ids), b.claim(ids)) == (0, 1)
     assert a.claim(ids) == 0  # a claim is kept for the life of the process (a joblib worker runs many jobs)
-    with pytest.raises(RuntimeError, match="held by other jobs"):
+    with pytest.raises(DeviceUnavailableError, match="held by other jobs"):  # one line, exit 2
         c.claim(ids, timeout_s=0)
     a.release()
     assert c.claim(ids, timeout_s=0) == 0
     # another process sees the same locks (flock is per open file, across processes too)
-    code = ("import sys; from freelong.sharding import GpuClaim; "
+    code = ("import sys; from freelong.app.sharding import GpuClaim; "
             "print(GpuClaim(sys.argv[1]).claim(['GPU-aaaa', 'GPU-bbbb', 'GPU-cccc'], timeout_s=0))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "2", out.stderr[-1000:]
@@ -91,7 +100,7 @@ def videos_by_key(root: Path) -> dict[str, tuple[str, np.ndarray]]:
 def test_the_union_of_the_shards_is_the_unsharded_run(compose_cfg, tmp_path, one_thread):
     from omegaconf import OmegaConf
 
-    from freelong.runner import run
+    from freelong.app.runner import run
 
     def cfg(*extra):
         c = compose_cfg("method=direct", "num_frames=8", "height=32", "width=32", "num_inference_steps=1",
@@ -138,7 +147,7 @@ def test_the_paper_sweep_with_eight_shards_is_32_jobs_in_32_directories():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from freelong.config import CONF_DIR, register_configs
+    from freelong.app.config import CONF_DIR, register_configs
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -6,9 +6,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from eval.tables import aggregate, load_records
+from eval.tables import aggregate, records_frame
 from freelong.__main__ import main as freelong_main
-from freelong.runner import run
+from freelong.app.records import RunRecords, generated_records, read_results
+from freelong.app.runner import run
+
+
+def load_records(paths):
+    """What scripts/make_tables.py tabulates: failed records out, each job_key once."""
+    return records_frame(generated_records(read_results(paths)))
 
 
 def sharded_sweep(compose_cfg, root: Path) -> list[Path]:
@@ -45,10 +51,8 @@ def test_status_tables_and_aggregate_merge_shards(compose_cfg, tmp_path, capsys,
     rec = json.loads(side.read_text())
     side.write_text(json.dumps({**rec, "status": "failed", "error": "OutOfMemoryError: CUDA out of memory"}))
     (shard1 / "videos" / "001_a-dog_seed0.mp4").unlink()
-    from freelong.runner import RunRecorder
-
     for d in (shard0, shard1):
-        RunRecorder(d).rebuild_results()
+        RunRecords(d).rebuild_results()
     assert freelong_main(["status", str(root)]) == 1
     out = capsys.readouterr().out
     assert "missing 002_a-red-fox_seed0" in out
@@ -78,3 +82,9 @@ def test_status_of_nothing_is_a_one_line_error(tmp_path, capsys):
     assert freelong_main(["frobnicate"]) == 2
     err = capsys.readouterr().err
     assert "no such run" in err and "no run directories" in err and "commands:" in err
+
+
+def test_tables_count_generated_videos_once():
+    recs = [{"job_key": "a", "run_dir": "s0"}, {"job_key": "b", "status": "failed"}, {"job_key": "a", "run_dir": "s1"},
+            {"video": "x.mp4"}, {"video": "y.mp4"}, {"job_key": "c", "status": "done"}]
+    assert generated_records(recs) == [recs[0], recs[3], recs[4], recs[5]]  # first copy of "a"; no key: all kept

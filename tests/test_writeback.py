@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from eval.cli import main as eval_main
-from eval.writeback import dims_to_score, merge_scores
-from freelong.runner import run
+from freelong.app.runner import run
+from freelong.app.writeback import dims_to_score, merge_scores
 
 SETTINGS = ("num_frames=8", "height=32", "width=32", "num_inference_steps=1", "progress=false", "method=direct",
             "prompts.list=[a cat,a dog]", "eval.batch_size=8")

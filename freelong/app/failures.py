@@ -1,11 +1,12 @@
 """Contained failures: one video that fails (CUDA out of memory, a NaN check, a bug) never stops its job.
 
-The run loop wraps each video in a ``try``; on an error it writes that video's sidecar with
+The run loop (:mod:`.runner`) wraps each video in a ``try``; on an error it writes that video's sidecar with
 ``status: "failed"``, the error and the settings it was generated with (:func:`failure_record`), frees
 the accelerator memory the failed attempt held (:func:`release_memory`) and goes on with the next video.
-A re-run of the job treats failed records as not done, so it retries exactly the failed and missing
-videos. When the loop is over, :class:`GenerationFailed` is raised if anything failed, so the process
-(one SLURM array task, one joblib job) exits non-zero and the cluster shows the job as failed.
+A re-run of the job treats failed records as not done (:meth:`.records.RunRecords.finished`), so it
+retries exactly the failed and missing videos. When the loop is over, :class:`GenerationFailed` is raised
+if anything failed, so the process (one SLURM array task, one joblib job) exits non-zero and the cluster
+shows the job as failed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 import torch
 
-STATUS_DONE = "done"
-STATUS_FAILED = "failed"
+from .records import STATUS_DONE, STATUS_FAILED, is_failed
+
 MAX_ERROR_CHARS = 2000
 TRACEBACK_LINES = 30
 
@@ -32,10 +33,6 @@ class GenerationFailed(RuntimeError):
         shown = ", ".join(failed[:5]) + (f", ... (+{len(failed) - 5})" if len(failed) > 5 else "")
         super().__init__(f"{len(failed)} of {total} video(s) failed in {run_dir} ({shown}); their errors are in "
                          f"videos/<stem>.json; re-run the same command to retry only those")
-
-
-def is_failed(record: dict[str, Any] | None) -> bool:
-    return bool(record) and record.get("status") == STATUS_FAILED
 
 
 def describe_error(err: BaseException) -> str:
@@ -68,3 +65,7 @@ def release_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+__all__ = ["STATUS_DONE", "STATUS_FAILED", "GenerationFailed", "failure_record", "is_failed", "is_out_of_memory",
+           "release_memory"]

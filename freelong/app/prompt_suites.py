@@ -24,11 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 VBENCH_INFO_NAME = "VBench_full_info.json"
 SUITES = ("vbench",)
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigError):
     """The suite file is missing or not in VBench's layout (one line, naming the key)."""
 
 

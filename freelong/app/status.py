@@ -11,7 +11,6 @@ per backbone/method for ``scripts/make_tables.py``'s warning.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from ..errors import ConfigError
+from .records import is_failed, job_key, make_jobs, natural_key, read_records
+from .sharding import select_shard
 
 
 @dataclass
@@ -40,17 +43,6 @@ class JobStatus:
         return self.expected is not None and not (self.failed or self.stale or self.missing)
 
 
-def read_records(job_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{stem: record}`` of a run directory's sidecars (swap for freelong.app.records when it lands)."""
-    out = {}
-    for side in sorted((job_dir / "videos").glob("*.json")):
-        try:
-            out[side.stem] = json.loads(side.read_text())
-        except ValueError:
-            continue
-    return out
-
-
 def find_jobs(root: str | Path) -> list[Path]:
     """Run directories at or below ``root``: a resolved ``config.yaml`` or a Hydra ``.hydra/`` folder."""
     root = Path(root)
@@ -59,13 +51,7 @@ def find_jobs(root: str | Path) -> list[Path]:
     dirs = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
     dirs |= {p.parent for p in root.rglob(".hydra") if p.is_dir() and (p / "config.yaml").is_file()}
     dirs = {d for d in dirs if not any(part.startswith(".") for part in d.relative_to(root).parts)}
-    return sorted(dirs, key=_natural_key)
-
-
-def _natural_key(path: Path) -> list[Any]:
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+    return sorted(dirs, key=natural_key)
 
 
 def _load_config(job_dir: Path):
@@ -79,8 +65,7 @@ def job_status(job_dir: Path) -> JobStatus:
     """What is done, failed, stale and missing in one run directory."""
     import torch
 
-    from .runner import ConfigError, job_key, load_prompts, make_jobs
-    from .sharding import select_shard
+    from .setup import load_prompts
 
     st = JobStatus(Path(job_dir))
     records = read_records(st.job_dir)
@@ -101,7 +86,7 @@ def job_status(job_dir: Path) -> JobStatus:
         rec = records.get(stem)
         if rec is None:
             st.missing.append(stem)
-        elif rec.get("status") == "failed":
+        elif is_failed(rec):
             st.failed[stem] = str(rec.get("error", "?")).splitlines()[0]
         elif not rec.get("video") or not (st.job_dir / rec["video"]).is_file():
             st.missing.append(stem)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import DeviceUnavailableError
+
 T = TypeVar("T")
 FREE_GPU = "cuda:free"
 LOCK_DIR_ENV = "FREELONG_GPU_LOCK_DIR"
@@ -87,7 +89,7 @@ class GpuClaim:
         if self.index is not None:
             return self.index
         if not ids:
-            raise RuntimeError(f"device={FREE_GPU} needs CUDA, but no GPU is visible")
+            raise DeviceUnavailableError(f"device={FREE_GPU} needs CUDA, but no GPU is visible")
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout_s
         waited = False
@@ -104,7 +106,7 @@ class GpuClaim:
                 self.index, self._fd = i, fd
                 return i
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"device={FREE_GPU}: all {len(ids)} GPU(s) are held by other jobs "
+                raise DeviceUnavailableError(f"device={FREE_GPU}: all {len(ids)} GPU(s) are held by other jobs "
                                    f"(locks in {self.lock_dir}); lower hydra.launcher.n_jobs to the number of GPUs")
             if not waited:
                 log.warning("all %d GPU(s) are taken by other jobs; waiting for one to free up", len(ids))
@@ -118,6 +120,19 @@ class GpuClaim:
 
 
 _PROCESS_CLAIM = GpuClaim()
+
+
+def check_job_device(device: str) -> None:
+    """:func:`freelong.metadata.check_device`, also for ``cuda:free`` (needs CUDA; claims nothing yet)."""
+    from ..metadata import check_device
+
+    if device != FREE_GPU:
+        check_device(device)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device={FREE_GPU} needs CUDA, but no GPU is visible on this machine")
 
 
 def job_device(device: str) -> str:

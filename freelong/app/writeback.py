@@ -13,7 +13,6 @@ real videos never are, so meaningless numbers never land in real records.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -23,7 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .base import get_dimension
+from eval.base import get_dimension
+
+from .records import RunRecords, is_failed, natural_key, read_records
 
 log = logging.getLogger("freelong.eval")
 
@@ -44,39 +45,17 @@ class WriteBackReport:
                 f"(random-init vs real), {len(self.errors)} with errors")
 
 
-# --- the run-record store (swap for freelong.app.records when it lands) --------------------------------------
-
-
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories (holding ``videos/*.json`` sidecars) at or below the given paths."""
+    """Run directories (holding ``videos/*.json`` records) at or below the given paths."""
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run or sweep directory")
-        candidates = [p / "videos"] if (p / "videos").is_dir() else sorted(p.rglob("videos"))
+        candidates = [p / "videos"] if (p / "videos").is_dir() else sorted(p.rglob("videos"), key=natural_key)
         for v in candidates:
             if v.is_dir() and any(v.glob("*.json")) and not any(part.startswith(".") for part in v.parts[-3:]):
                 out.append(v.parent)
     return list(dict.fromkeys(out))
-
-
-def read_sidecars(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    out = []
-    for side in sorted((run_dir / "videos").glob("*.json")):
-        try:
-            out.append((side, json.loads(side.read_text())))
-        except ValueError:
-            log.warning("ignoring unreadable sidecar %s", side)
-    return out
-
-
-def save_record(run_dir: Path, side: Path, record: dict[str, Any]) -> None:
-    """The sidecar atomically, then ``results.jsonl`` rebuilt from all sidecars (as the runner does)."""
-    from freelong.runner import RunRecorder
-    from freelong.video_io import atomic_write_json
-
-    atomic_write_json(side, record)
-    RunRecorder(run_dir).rebuild_results()
 
 
 # --- what needs scoring --------------------------------------------------------------------------------------
@@ -91,8 +70,8 @@ def dims_to_score(record: dict[str, Any], dims: Sequence[str], label: str,
     """The requested dimensions this record lacks, or holds from other weights / another label."""
     scores = record.get("scores") or {}
     meta = scores.get("meta") or {}
-    if scores and meta.get("label") != label:
-        return list(dims)
+    if scores and (meta.get("label") != label or (meta.get("protocol") or "standard") != "standard"):
+        return list(dims)  # other networks, or VBench-Long values: everything is scored again
     old_weights = meta.get("weights") or {}
     todo = []
     for dim in dims:
@@ -108,8 +87,9 @@ def merge_scores(old: dict[str, Any] | None, new: dict[str, Any], rescored: Sequ
     old = dict(old or {})
     old_meta = old.pop("meta", None) or {}
     new_meta = dict(new.get("meta") or {})
-    if old_meta.get("label") not in (None, new_meta.get("label")):
-        old, old_meta = {}, {}  # another kind of networks: nothing of the old scores survives
+    if (old_meta.get("label") not in (None, new_meta.get("label"))
+            or (old_meta.get("protocol") or "standard") != (new_meta.get("protocol") or "standard")):
+        old, old_meta = {}, {}  # other networks or protocol: nothing of the old scores survives
     merged = {k: v for k, v in old.items() if k not in rescored}
     merged.update({k: v for k, v in new.items() if k != "meta"})
     errors = {k: v for k, v in (old_meta.get("errors") or {}).items() if k not in rescored and k != "video"}
@@ -125,23 +105,23 @@ def merge_scores(old: dict[str, Any] | None, new: dict[str, Any], rescored: Sequ
 
 def write_back(paths: Sequence[str | Path], evaluator, progress: bool = True) -> WriteBackReport:
     """Score every generated video below ``paths`` that needs it; each record is saved as soon as it is scored."""
-    from .hook import evaluator_weight_ids, record_scores
+    from .eval_hook import evaluator_weight_ids, record_scores
 
     report = WriteBackReport()
     weight_ids = evaluator_weight_ids(evaluator)
-    work: list[tuple[Path, Path, dict[str, Any], list[str]]] = []
+    work: list[tuple[Path, str, dict[str, Any], list[str]]] = []
     for run_dir in find_run_dirs(paths):
-        for side, rec in read_sidecars(run_dir):
-            name = f"{run_dir}/videos/{side.stem}"
+        for stem, rec in read_records(run_dir).items():
+            name = f"{run_dir}/videos/{stem}"
             video = run_dir / str(rec.get("video") or "")
-            if rec.get("status") == "failed" or not rec.get("video") or not video.is_file():
+            if is_failed(rec) or not rec.get("video") or not video.is_file():
                 report.not_generated.append(name)
             elif bool(rec.get("random_init")) != bool(evaluator.random_init):
                 report.wrong_kind.append(name)
             else:
                 todo = dims_to_score(rec, evaluator.dims, evaluator.label, weight_ids)
                 if todo:
-                    work.append((run_dir, side, rec, todo))
+                    work.append((run_dir, stem, rec, todo))
                 else:
                     report.up_to_date.append(name)
     try:
@@ -150,25 +130,35 @@ def write_back(paths: Sequence[str | Path], evaluator, progress: bool = True) ->
         iterator = tqdm(work, desc="write-back", unit="video", disable=not progress)
     except ImportError:  # pragma: no cover
         iterator = work
-    for run_dir, side, rec, todo in iterator:
+    for run_dir, stem, rec, todo in iterator:
         t0 = time.perf_counter()
-        s = evaluator.score(run_dir / rec["video"])
+        s = evaluator.score(run_dir / rec["video"], prompt=_prompt_text(rec))
         new = record_scores(evaluator, s, "file", weight_ids, time.perf_counter() - t0)
         new = {k: v for k, v in new.items() if k == "meta" or k in todo}
-        save_record(run_dir, side, {**rec, "scores": merge_scores(rec.get("scores"), new, todo)})
-        name = f"{run_dir}/videos/{side.stem}"
+        # the record atomically, then results.jsonl rebuilt from all records (as the runner does)
+        RunRecords(run_dir).save_stem(stem, {**rec, "scores": merge_scores(rec.get("scores"), new, todo)})
+        name = f"{run_dir}/videos/{stem}"
         report.scored.append(name)
         if s.error or s.errors:
             report.errors[name] = s.error or "; ".join(f"{d}: {e}" for d, e in s.errors.items())
     return report
 
 
-def main_write_back(args) -> int:
-    """``python -m eval DIRS --write-back``: the eval CLI's arguments, scores into the run records."""
-    from .cli import _parse_weights
-    from .models import MissingExtraError
-    from .scorer import Evaluator
-    from .weights import EvalWeightsMissing, WeightChecksumError
+def _prompt_text(rec: dict[str, Any]) -> str | None:
+    """The record's prompt as the runner's scorer saw it (overall_consistency), None if it has none."""
+    from ..prompts import prompt_label
+
+    try:
+        return prompt_label(rec["prompt"]) if rec.get("prompt") is not None else None
+    except ValueError:
+        return None
+
+
+def main_write_back(args, weights: dict[str, str]) -> int:
+    """``python -m eval DIRS --write-back``: the eval CLI's arguments (``weights`` parsed from ``--weight``)."""
+    from eval.models import MissingExtraError
+    from eval.scorer import Evaluator
+    from eval.weights import EvalWeightsMissing, WeightChecksumError
 
     try:
         run_dirs = find_run_dirs(args.videos)
@@ -181,9 +171,13 @@ def main_write_back(args) -> int:
     if args.backend != "native":
         print("error: --write-back scores with the native backend only", file=sys.stderr)
         return 2
+    if getattr(args, "protocol", "standard") != "standard":
+        print("error: --write-back scores with the standard protocol only (eval.protocol=long scores at run time)",
+              file=sys.stderr)
+        return 2
     try:
         evaluator = Evaluator(args.dims, device=args.device, random_init=args.random_init,
-                              weights=_parse_weights(args.weight), cache_dir=args.cache_dir,
+                              weights=weights, cache_dir=args.cache_dir,
                               batch_size=args.batch_size, precision=args.precision, imaging_mode=args.imaging_mode)
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
