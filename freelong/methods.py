@@ -64,6 +64,10 @@ class Method:
                 f"use a window <= num_frames (window == num_frames means plain global attention)"
             )
 
+    def with_native_frames(self, native_frames: int | None) -> Method:
+        """This method for a backbone whose native length is ``native_frames`` (FreeLong++ sizes windows by it)."""
+        return self
+
     def params(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -121,7 +125,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 def _load_builtin_methods() -> None:
     # FreeLong lives in this package, the baselines in the top-level ``baselines`` package.
-    from . import freelong_method  # noqa: F401
+    from . import freelong_method, freelong_pp  # noqa: F401
 
     try:
         import baselines  # noqa: F401
