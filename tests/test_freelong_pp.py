@@ -341,3 +341,56 @@ def test_processor_refuses_many_tokens_per_frame_until_supported():
     c.tokens_per_frame = 6
     with pytest.raises(NotImplementedError):
         MultiBandProcessor((2, 4), (0.25,), (0.25,))(q, k, v, bias=None, ctx=c)
+
+
+# -- experiments, analysis, benchmark --------------------------------------------------------------------
+@pytest.mark.parametrize("experiment", ["sweep_freelong_pp_bands", "sweep_freelong_pp_scales"])
+def test_every_value_of_the_sweeps_composes_and_validates(compose_cfg, experiment):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from freelong.config import CONF_DIR, validate_config
+
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    parser = OverridesParser.create()
+    for key, values in params.items():
+        if key == "seed":
+            continue
+        (override,) = parser.parse_overrides([f"{key}={values}"])
+        choices = list(override.sweep_string_iterator())
+        assert len(choices) > 1
+        for choice in choices:
+            validate_config(compose_cfg(f"experiment={experiment}", f"{key}={choice}"))
+
+
+def test_snr_vs_length_accepts_freelong_pp(compose_cfg, tmp_path, one_thread):
+    import pandas as pd
+
+    from analysis.frequency import run_experiment
+    from freelong.runner import ConfigError
+
+    base = ["experiment=snr_vs_length_freelong_pp", "num_inference_steps=1", "height=32", "width=32",
+            "progress=false", f"paths.output_root={tmp_path}"]
+    res = run_experiment(compose_cfg(*base, "analysis.lengths=[16,32]",
+                                     "analysis.methods=[direct,{name:freelong_pp,scales:null}]"))
+    rel = pd.read_csv(res["run_dir"] / "snr_relative.csv")
+    pp_rows = rel[rel.method == "freelong_pp(scales=None)"]
+    assert len(pp_rows) == 2 * 3 * 2  # lengths x domains x bands
+    assert np.allclose(pp_rows[pp_rows.length == 16]["relative_snr"], 1.0)
+    # the widest default window (4 x 16) cannot be global at 128 frames: refused before any model is built
+    with pytest.raises(ConfigError, match=r"freelong_pp.*128 frames.*method\.scales"):
+        run_experiment(compose_cfg(*base, "analysis.lengths=[16,128]", "analysis.methods=[freelong_pp]",
+                                   f"paths.output_root={tmp_path / 'bad'}"))
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.csv"))
+
+
+def test_benchmark_method_specs():
+    from scripts.benchmark import method_from_spec
+
+    m = method_from_spec("freelong_pp:sparse_global_keys=1.0:scales=[1,4]")
+    assert m.name == "freelong_pp:sparse_global_keys=1.0:scales=[1,4]"
+    assert (m.sparse_global_keys, m.scales) == (1.0, [1, 4])
+    bound = m.with_native_frames(16)
+    assert bound.native_frames == 16 and type(bound).name == "freelong_pp"
+    with pytest.raises(SystemExit, match="sparse_global_keys"):
+        method_from_spec("freelong_pp:sparse_global_keys=0")
