@@ -39,6 +39,8 @@ from .noise import gaussian_noise, rescheduled_noise
 from .specmix import specmix_noise
 
 NOISE_KINDS = ("specmix", "freenoise", "random")
+# Component-study modes (as FreeLong's method.branch): fuse all bands, one branch alone, or the plain mean.
+BRANCHES = ("blend", "global", "local", "sum")
 LAYOUTS = ("adjusted", "centered")
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
                   "no official code; open choices are parameters (README, FreeLong++ section)")
@@ -106,7 +108,10 @@ class MultiBandProcessor(TemporalAttnProcessor):
         blend_steps: int | None = None,
         local_only_levels: tuple[int, ...] = (0,),
         layout: str = "adjusted",
+        branch: str = "blend",
     ):
+        if branch not in BRANCHES:
+            raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {branch!r}")
         if len(edges_t) != len(windows) - 1 or len(edges_s) != len(windows) - 1:
             raise ValueError(f"{len(windows)} branches need {len(windows) - 1} band edges")
         self.windows = tuple(int(w) for w in windows)
@@ -118,6 +123,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         self.blend_steps = blend_steps
         self.local_only_levels = tuple(local_only_levels)
         self.layout = layout
+        self.branch_mode = branch
 
     def plan(self, num_frames: int) -> BranchPlan:
         """Branches up to the first that covers the video (global); with ``global_widest`` the widest is global."""
@@ -160,9 +166,13 @@ class MultiBandProcessor(TemporalAttnProcessor):
         plan = self.plan(q.shape[-2])
         if len(plan.windows) == 1:
             return self.branch(q, k, v, bias, plan.windows[0], sparse=False)
-        if not self.uses_fusion(ctx):
+        if not self.uses_fusion(ctx) or self.branch_mode == "local":
             return self.branch(q, k, v, bias, plan.windows[0], sparse=False)
+        if self.branch_mode == "global":
+            return self.branch(q, k, v, bias, plan.windows[-1], sparse=True)
         outs = [self.branch(q, k, v, bias, w, sparse=True) for w in plan.windows]
+        if self.branch_mode == "sum":  # the mean: an all-pass mix, each band from every branch alike
+            return (torch.stack([o.float() for o in outs]).mean(0)).to(outs[0].dtype)
         return self.fuse(outs, plan, ctx)
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
@@ -176,7 +186,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         return (f"MultiBandProcessor(windows={list(self.windows)}, edges_t={list(self.edges_t)}, "
                 f"edges_s={list(self.edges_s)}, filter={self.filter}, sparse_global_keys={self.sparse_global_keys}, "
                 f"global_widest={self.global_widest}, blend_steps={self.blend_steps}, "
-                f"local_only_levels={list(self.local_only_levels)}, layout={self.layout})")
+                f"local_only_levels={list(self.local_only_levels)}, layout={self.layout}, branch={self.branch_mode})")
 
 
 @register_method("freelong_pp")
@@ -195,7 +205,8 @@ class FreeLongPP(Method):
     when there is more than one branch). ``noise``: ``specmix`` (FreeNoise base with window
     ``native_frames`` and stride ``noise_stride``, mixed with fresh noise towards the ends), ``freenoise``
     or ``random``. ``blend_steps``/``local_only_levels``/``layout``: as FreeLong (the narrowest branch
-    runs alone when fusion is off).
+    runs alone when fusion is off). ``branch`` (component study, like FreeLong's): ``blend`` fuses the
+    bands; ``global``/``local`` run the widest/narrowest branch alone; ``sum`` is the plain mean of all.
     """
 
     scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0, 4.0])
@@ -212,6 +223,7 @@ class FreeLongPP(Method):
     local_only_levels: list[int] = field(default_factory=lambda: [0])
     layout: str = "adjusted"
     multi_prompt_noise: str = "random"
+    branch: str = "blend"
     native_frames: int | None = None
 
     # -- parameters ---------------------------------------------------------------------------
@@ -262,6 +274,8 @@ class FreeLongPP(Method):
             raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(self.local_only_levels)}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.branch not in BRANCHES:
+            raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {self.branch!r}")
         if self.native_frames is not None and self.scales is not None and self.windows is None:
             self._windows_from_scales(list(self.scales))  # distinct whole-frame windows
 
@@ -348,6 +362,7 @@ class FreeLongPP(Method):
             blend_steps=self.blend_steps,
             local_only_levels=tuple(int(lv) for lv in self.local_only_levels),
             layout=self.layout,
+            branch=self.branch,
         )
 
     def for_multi_prompt(self) -> FreeLongPP:

@@ -394,3 +394,18 @@ def test_benchmark_method_specs():
     assert bound.native_frames == 16 and type(bound).name == "freelong_pp"
     with pytest.raises(SystemExit, match="sparse_global_keys"):
         method_from_spec("freelong_pp:sparse_global_keys=0")
+
+
+def test_branch_modes_for_the_component_study():
+    t, h, w, b = 64, 3, 4, 2
+    q, k, v = qkv(b * h * w, t=t, seed=4)
+    c = ctx(t, h, w, b)
+    keys = torch.tensor([round(i * 63 / 31) for i in range(32)])
+    branches = [softmax_attn(q, k, v, local_window_mask(t, 16)), softmax_attn(q, k, v, local_window_mask(t, 32)),
+                softmax_attn(q, k[:, :, keys], v[:, :, keys])]
+    run = {mode: pp(branch=mode).processor()(q, k, v, bias=None, ctx=c) for mode in ("global", "local", "sum")}
+    torch.testing.assert_close(run["global"], branches[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(run["local"], branches[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(run["sum"], sum(branches) / 3, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"method\.branch"):
+        pp(branch="low_global")
