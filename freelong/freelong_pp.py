@@ -69,16 +69,29 @@ def sparse_key_index(num_frames: int, fraction: float) -> torch.Tensor:
 
 
 def sparse_global_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None, fraction: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: PositionBias | None,
+    fraction: float,
+    tokens_per_frame: int = 1,
 ) -> torch.Tensor:
-    """Every query attends to a uniformly spaced subset of key frames (their own positions kept)."""
-    num_frames = q.shape[-2]
+    """Every query attends to a uniformly spaced subset of key frames (all their tokens, positions kept).
+
+    q/k/v are ``(rows, heads, T*S, d)`` frame-major (``S = tokens_per_frame``); a position bias is over
+    frames and needs ``S = 1``.
+    """
+    s = tokens_per_frame
+    num_frames = q.shape[-2] // s
     idx = sparse_key_index(num_frames, fraction)
     if len(idx) >= num_frames:
         return global_attention(q, k, v, bias)
-    dev = idx.to(q.device)
-    b = None if bias is None else bias(torch.arange(num_frames, device=q.device), dev)
-    return attention(q, k[:, :, dev], v[:, :, dev], bias=b)
+    if bias is not None and s > 1:
+        raise NotImplementedError("a frame position bias with tokens_per_frame > 1 is not supported")
+    frames = idx.to(q.device)
+    tokens = (frames[:, None] * s + torch.arange(s, device=q.device)).flatten()
+    b = None if bias is None else bias(torch.arange(num_frames, device=q.device), frames)
+    return attention(q, k[:, :, tokens], v[:, :, tokens], bias=b)
 
 
 @dataclass(frozen=True)
@@ -144,11 +157,15 @@ class MultiBandProcessor(TemporalAttnProcessor):
             return False
         return True
 
-    def branch(self, q, k, v, bias, window: int | None, sparse: bool) -> torch.Tensor:
+    def branch(self, q, k, v, bias, window: int | None, sparse: bool, tokens: int = 1) -> torch.Tensor:
+        """One branch: local attention over ``window`` frames, or global (on sparse key frames if asked)."""
         if window is not None:
-            return local_attention(q, k, v, bias, window, self.layout)
+            if tokens == 1:
+                return local_attention(q, k, v, bias, window, self.layout)
+            # the tokens-per-frame contract's frame-level local attention (issue 11's helper)
+            return local_attention(q, k, v, bias, window, self.layout, tokens_per_frame=tokens)
         if sparse and self.sparse_global_keys < 1.0:
-            return sparse_global_attention(q, k, v, bias, self.sparse_global_keys)
+            return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens)
         return global_attention(q, k, v, bias)
 
     def __call__(
@@ -160,27 +177,26 @@ class MultiBandProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        tokens = getattr(ctx, "tokens_per_frame", 1)
-        if tokens != 1:  # the frame-level attention helpers of the tokens-per-frame contract are not in yet
-            raise NotImplementedError("freelong_pp supports one token per frame (UNet temporal attention) so far")
-        plan = self.plan(q.shape[-2])
+        tokens = getattr(ctx, "tokens_per_frame", 1)  # S tokens per frame, frame-major (1: UNet temporal attention)
+        plan = self.plan(q.shape[-2] // tokens)
         if len(plan.windows) == 1:
-            return self.branch(q, k, v, bias, plan.windows[0], sparse=False)
+            return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens)
         if not self.uses_fusion(ctx) or self.branch_mode == "local":
-            return self.branch(q, k, v, bias, plan.windows[0], sparse=False)
+            return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens)
         if self.branch_mode == "global":
-            return self.branch(q, k, v, bias, plan.windows[-1], sparse=True)
-        outs = [self.branch(q, k, v, bias, w, sparse=True) for w in plan.windows]
+            return self.branch(q, k, v, bias, plan.windows[-1], sparse=True, tokens=tokens)
+        outs = [self.branch(q, k, v, bias, w, sparse=True, tokens=tokens) for w in plan.windows]
         if self.branch_mode == "sum":  # the mean: an all-pass mix, each band from every branch alike
             return (torch.stack([o.float() for o in outs]).mean(0)).to(outs[0].dtype)
         return self.fuse(outs, plan, ctx)
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
-        """Fuse ``(rows, heads, T, d)`` branch outputs (narrowest first) over the video's (T, H, W) axes."""
+        """Fuse ``(rows, heads, T*S, d)`` branch outputs (narrowest first) over the video's (T, H, W) axes."""
         shape = ctx.frame_shape
+        tokens = getattr(ctx, "tokens_per_frame", 1)
         lows = [lowpass_half(self.filter, shape, et, es, outs[0].device) for et, es in zip(plan.edges_t, plan.edges_s)]
-        fused = fuse_branches([video_view(o, shape) for o in outs], lows)
-        return from_video_view(fused)
+        fused = fuse_branches([video_view(o, shape, tokens) for o in outs], lows)
+        return from_video_view(fused, tokens)
 
     def __repr__(self) -> str:
         return (f"MultiBandProcessor(windows={list(self.windows)}, edges_t={list(self.edges_t)}, "

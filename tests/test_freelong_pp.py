@@ -13,7 +13,7 @@ import torch
 from freelong import get_method
 from freelong.attention import CallContext, TemporalAttentionContext, local_window_mask
 from freelong.freelong_method import SpectralBlendProcessor
-from freelong.freelong_pp import MultiBandProcessor, sparse_key_index
+from freelong.freelong_pp import sparse_key_index
 from freelong.multiband import band_weights, fuse_branches, lowpass_half, video_view
 from freelong.noise import rescheduled_noise
 from freelong.spectral import butterworth_lowpass, gaussian_lowpass, ideal_lowpass
@@ -335,12 +335,52 @@ def test_compose_validate_and_run(compose_cfg, tmp_path):
     assert "reconstructed" in rec["method_params"]["reconstruction"]
 
 
-def test_processor_refuses_many_tokens_per_frame_until_supported():
-    q, k, v = qkv(2, t=4 * 6)
-    c = ctx(4, 2, 3, b=2)
-    c.tokens_per_frame = 6
-    with pytest.raises(NotImplementedError):
-        MultiBandProcessor((2, 4), (0.25,), (0.25,))(q, k, v, bias=None, ctx=c)
+def _token_mask(frame_mask, s):
+    return frame_mask.repeat_interleave(s, 0).repeat_interleave(s, 1)
+
+
+def test_sparse_keys_and_fusion_with_many_tokens_per_frame():
+    """A DiT layout: rows = B, T*S frame-major tokens with S = H*W; sparse keys keep all tokens of a key frame."""
+    t, h, w, b = 16, 2, 3, 2
+    s = h * w
+    q, k, v = qkv(b, t=t * s, seed=6)
+    keys = sparse_key_index(t, 0.5)
+    frame_mask = torch.zeros(t, t, dtype=torch.bool)
+    frame_mask[:, keys] = True
+    from freelong.freelong_pp import sparse_global_attention
+
+    torch.testing.assert_close(sparse_global_attention(q, k, v, None, 0.5, tokens_per_frame=s),
+                               softmax_attn(q, k, v, _token_mask(frame_mask, s)), atol=1e-5, rtol=0)
+    # the (B, heads, T, H, W, d) view of frame-major tokens, and fusion over it
+    view = video_view(q, (t, h, w), s)
+    assert torch.equal(view[1, 0, 3, 1, 2], q[1, 0, 3 * s + 1 * w + 2])
+    lows = [lowpass_half("gaussian", (t, h, w), 0.25, 0.25, "cpu")]
+    ref = fuse_branches([video_view(z, (t, h, w), s) for z in (q, k)], lows)
+    from freelong.multiband import from_video_view
+
+    assert torch.equal(from_video_view(video_view(q, (t, h, w), s), s), q)
+    assert ref.shape == (b, 2, t, h, w, 8)
+
+
+@pytest.mark.skipif("tokens_per_frame" not in __import__("inspect").signature(
+    __import__("freelong.attention", fromlist=["local_attention"]).local_attention).parameters,
+    reason="needs the tokens-per-frame local attention of the generalised contract (issue 11)")
+def test_three_branches_with_many_tokens_per_frame_equal_the_token_masked_reference():
+    t, h, w, b = 64, 2, 2, 1
+    s = h * w
+    q, k, v = qkv(b, t=t * s, seed=7)
+    c = ctx(t, h, w, b)
+    c.tokens_per_frame = s
+    out = pp(scales=[1, 2, 4], sparse_global_keys=0.5).processor()(q, k, v, bias=None, ctx=c)
+    keys = sparse_key_index(t, 0.5)
+    sparse = torch.zeros(t, t, dtype=torch.bool)
+    sparse[:, keys] = True
+    branches = [softmax_attn(q, k, v, _token_mask(local_window_mask(t, 16), s)),
+                softmax_attn(q, k, v, _token_mask(local_window_mask(t, 32), s)),
+                softmax_attn(q, k, v, _token_mask(sparse, s))]
+    lows = [lowpass_half("gaussian", (t, h, w), e, e, "cpu") for e in (0.25, 0.125)]
+    ref = fuse_branches([video_view(z, (t, h, w), s) for z in branches], lows)
+    torch.testing.assert_close(video_view(out, (t, h, w), s), ref, atol=2e-5, rtol=0)
 
 
 # -- experiments, analysis, benchmark --------------------------------------------------------------------
