@@ -411,11 +411,15 @@ def test_snr_vs_length_accepts_freelong_pp(compose_cfg, tmp_path, one_thread):
 
     base = ["experiment=snr_vs_length_freelong_pp", "num_inference_steps=1", "height=32", "width=32",
             "progress=false", f"paths.output_root={tmp_path}"]
-    res = run_experiment(compose_cfg(*base, "analysis.lengths=[16,32]",
+    res = run_experiment(compose_cfg(*base, "analysis.lengths=[16,32]", "analysis.cutoff=[0.125,0.25]",
                                      "analysis.methods=[direct,{name:freelong_pp,scales:null}]"))
     rel = pd.read_csv(res["run_dir"] / "snr_relative.csv")
     pp_rows = rel[rel.method == "freelong_pp(scales=None)"]
-    assert len(pp_rows) == 2 * 3 * 2  # lengths x domains x bands
+    # lengths x domains x FreeLong++'s three Nyquist bands, except the 4x4 latent frame's empty middle band
+    # (its spatial radii are 0, 0.5, 0.71, ...)
+    assert len(pp_rows) == 2 * 3 * 3 - 2
+    assert set(pp_rows.band) == {"r<0.125", "0.125≤r<0.25", "r≥0.25"}
+    assert "0.125≤r<0.25" not in set(pp_rows[pp_rows.domain == "space"].band)
     assert np.allclose(pp_rows[pp_rows.length == 16]["relative_snr"], 1.0)
     # the widest default window (4 x 16) cannot be global at 128 frames: refused before any model is built
     with pytest.raises(ConfigError, match=r"freelong_pp.*128 frames.*method\.scales"):
@@ -449,3 +453,24 @@ def test_branch_modes_for_the_component_study():
     torch.testing.assert_close(run["sum"], sum(branches) / 3, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"method\.branch"):
         pp(branch="low_global")
+
+
+def test_snr_bands_between_a_list_of_edges():
+    from analysis.frequency import band_energies, band_masks, band_names, radial_frequency
+
+    assert band_names(0.25) == ["low", "high"]
+    names = band_names([0.125, 0.25])
+    assert names == ["r<0.125", "0.125≤r<0.25", "r≥0.25"]
+    sizes = (16, 8, 8)
+    masks = band_masks(sizes, [0.125, 0.25])
+    r = radial_frequency(sizes)
+    assert torch.equal(sum(m.long() for m in masks.values()), torch.ones(sizes, dtype=torch.long))  # a partition
+    assert torch.equal(masks["0.125≤r<0.25"], (r >= 0.125) & (r < 0.25))
+    # the one-cut-off bands are the union of the finer ones
+    assert torch.equal(band_masks(sizes, 0.25)["low"], masks["r<0.125"] | masks["0.125≤r<0.25"])
+    x = torch.randn(1, 2, *sizes, generator=torch.Generator().manual_seed(0))
+    fine, coarse = band_energies(x, "spacetime", [0.125, 0.25]), band_energies(x, "spacetime", 0.25)
+    n = {k: int(m.sum()) for k, m in masks.items()}
+    low = (fine["r<0.125"] * n["r<0.125"] + fine["0.125≤r<0.25"] * n["0.125≤r<0.25"]) / (
+        n["r<0.125"] + n["0.125≤r<0.25"])
+    assert low == pytest.approx(coarse["low"]) and fine["r≥0.25"] == pytest.approx(coarse["high"])
