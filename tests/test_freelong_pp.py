@@ -474,3 +474,19 @@ def test_snr_bands_between_a_list_of_edges():
     low = (fine["r<0.125"] * n["r<0.125"] + fine["0.125≤r<0.25"] * n["0.125≤r<0.25"]) / (
         n["r<0.125"] + n["0.125≤r<0.25"])
     assert low == pytest.approx(coarse["low"]) and fine["r≥0.25"] == pytest.approx(coarse["high"])
+
+
+def test_fusion_takes_one_forward_real_fft_per_extra_branch_and_one_inverse(monkeypatch):
+    calls = {"rfftn": 0, "irfftn": 0}
+    for name in calls:
+        real = getattr(torch.fft, name)
+
+        def counted(*a, _real=real, _name=name, **kw):
+            calls[_name] += 1
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(torch.fft, name, counted)
+    t, h, w, b = 64, 3, 4, 2
+    q, k, v = qkv(b * h * w, t=t)
+    pp(scales=[1, 2, 4]).processor()(q, k, v, bias=None, ctx=ctx(t, h, w, b))
+    assert calls == {"rfftn": 2, "irfftn": 1}
