@@ -61,8 +61,8 @@ OPEN_CHOICES = {
 
 
 def sparse_key_index(num_frames: int, fraction: float) -> torch.Tensor:
-    """``round(fraction * T)`` (at least 1) key frames, uniformly spaced from the first to the last frame."""
-    n = min(num_frames, max(1, round(fraction * num_frames)))
+    """``fraction * T`` rounded half up (at least 1) key frames, uniformly spaced from the first to the last frame."""
+    n = min(num_frames, max(1, math.floor(fraction * num_frames + 0.5)))
     if n == 1:
         return torch.tensor([(num_frames - 1) // 2])
     return torch.linspace(0, num_frames - 1, n, dtype=torch.float64).round().long()

@@ -117,6 +117,8 @@ def test_sparse_key_index_is_uniform_and_keeps_the_ends():
     assert sparse_key_index(16, 0.5).tolist() == [0, 2, 4, 6, 9, 11, 13, 15]
     assert sparse_key_index(64, 0.25).tolist() == [round(i * 63 / 15) for i in range(16)]
     assert sparse_key_index(10, 1.0).tolist() == list(range(10))
+    assert sparse_key_index(5, 0.5).tolist() == [0, 2, 4]  # 2.5 keys round up
+    assert sparse_key_index(9, 0.01).tolist() == [4]  # at least one key: the centre frame
 
 
 def test_plan_keeps_branches_up_to_the_first_that_covers_the_video():
