@@ -48,6 +48,7 @@ from freelong.attention import (
     temporal_attention_layers,
 )
 from freelong.freelong_method import SpectralBlendProcessor
+from freelong.freelong_pp import MultiBandProcessor
 from freelong.methods import Method
 
 from .common import (
@@ -146,6 +147,11 @@ def _spectral_blend_probs(proc: SpectralBlendProcessor, q, k, bias, ctx) -> dict
     if not proc.uses_global(ctx):
         return {"local": local}
     return {"global": global_probs(q, k, bias), "local": local}
+
+
+@register_attention_probs(MultiBandProcessor)
+def _multiband_probs(proc: MultiBandProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    return proc.attention_probs(q, k, bias, ctx)  # FreeLong++: one map per branch it runs
 
 
 def probs_function(proc: Any) -> ProbsFn | None:
@@ -271,6 +277,10 @@ class CaptureMethod:
 
     def for_multi_prompt(self) -> CaptureMethod:
         inner = self.method.for_multi_prompt()
+        return self if inner is self.method else CaptureMethod(inner, self.store)
+
+    def with_native_frames(self, native_frames: int | None) -> CaptureMethod:
+        inner = self.method.with_native_frames(native_frames)
         return self if inner is self.method else CaptureMethod(inner, self.store)
 
 

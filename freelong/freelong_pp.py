@@ -30,8 +30,10 @@ from .attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     attention,
+    full_bias,
     global_attention,
     local_attention,
+    local_window_mask,
 )
 from .methods import Method, register_method
 from .multiband import BAND_FILTERS, from_video_view, fuse_branches, lowpass_half, video_view
@@ -189,6 +191,39 @@ class MultiBandProcessor(TemporalAttnProcessor):
         if self.branch_mode == "sum":  # the mean: an all-pass mix, each band from every branch alike
             return (torch.stack([o.float() for o in outs]).mean(0)).to(outs[0].dtype)
         return self.fuse(outs, plan, ctx)
+
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """The ``(rows, heads, T, T)`` attention matrices of the branches this call runs (one token per frame).
+
+        Keys: ``window<w>`` for local branches, ``global`` for the global one (zero outside its key frames
+        when they are sparse). The fusion mixes branch *outputs* across frequencies, so a fusing call has
+        one map per branch and no single matrix.
+        """
+        num_frames = q.shape[-2]
+        plan = self.plan(num_frames)
+        if len(plan.windows) == 1 or not self.uses_fusion(ctx) or self.branch_mode == "local":
+            chosen, sparse = [plan.windows[0]], False
+        elif self.branch_mode == "global":
+            chosen, sparse = [plan.windows[-1]], True
+        else:
+            chosen, sparse = list(plan.windows), True
+        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+        b = full_bias(bias, num_frames, q.device)
+        logits = logits if b is None else logits + b.float()
+        out = {}
+        for w in chosen:
+            if w is not None:
+                mask = local_window_mask(num_frames, w, self.layout)
+            else:
+                mask = torch.ones(num_frames, num_frames, dtype=torch.bool)
+                if sparse and self.sparse_global_keys < 1.0:
+                    mask = torch.zeros_like(mask)
+                    mask[:, sparse_key_index(num_frames, self.sparse_global_keys)] = True
+            name = "global" if w is None else f"window{w}"
+            out[name] = torch.softmax(logits.masked_fill(~mask.to(q.device), float("-inf")), dim=-1)
+        return out
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
         """Fuse ``(rows, heads, T*S, d)`` branch outputs (narrowest first) over the video's (T, H, W) axes."""

@@ -492,3 +492,34 @@ def test_fusion_takes_one_forward_real_fft_per_extra_branch_and_one_inverse(monk
     q, k, v = qkv(b * h * w, t=t)
     pp(scales=[1, 2, 4]).processor()(q, k, v, bias=None, ctx=ctx(t, h, w, b))
     assert calls == {"rfftn": 2, "irfftn": 1}
+
+
+def test_attention_probs_are_the_branch_matrices():
+    t, h, w, b = 64, 2, 2, 1
+    q, k, v = qkv(b * h * w, t=t, seed=8)
+    proc = pp(scales=[1, 2, 4]).processor()
+    maps = proc.attention_probs(q, k, None, ctx(t, h, w, b))
+    assert set(maps) == {"window16", "window32", "global"}
+    keys = sparse_key_index(t, 0.5)
+    # each map applied to v gives its branch's output; sparse global rows are zero off the key frames
+    torch.testing.assert_close(maps["window16"] @ v, softmax_attn(q, k, v, local_window_mask(t, 16)), atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(maps["global"] @ v, softmax_attn(q, k[:, :, keys], v[:, :, keys]), atol=1e-5, rtol=0)
+    off = torch.ones(t, dtype=torch.bool)
+    off[keys] = False
+    assert float(maps["global"][..., off].abs().max()) == 0.0
+    assert set(proc.attention_probs(q, k, None, ctx(t, h, w, b, level=0))) == {"window16"}  # local-only level
+
+
+def test_attention_maps_experiment_runs_freelong_pp(compose_cfg, tmp_path, one_thread):
+    from analysis.attention_maps import run_experiment
+
+    cfg = compose_cfg("experiment=attention_maps", "analysis.lengths=[32]", "analysis.methods=[freelong_pp]",
+                      "num_inference_steps=1", "height=32", "width=32", "progress=false",
+                      f"paths.output_root={tmp_path}")
+    res = run_experiment(cfg)
+    assert res["run_dir"].is_dir()
+    saved = list((res["run_dir"] / "records").glob("*.npz"))
+    assert len(saved) == 1
+    names = set(np.load(saved[0]).files)
+    assert {"map|window16", "map|global"} <= names  # 32 frames: windows 16 and the (sparse) global branch
