@@ -523,3 +523,15 @@ def test_attention_maps_experiment_runs_freelong_pp(compose_cfg, tmp_path, one_t
     assert len(saved) == 1
     names = set(np.load(saved[0]).files)
     assert {"map|window16", "map|global"} <= names  # 32 frames: windows 16 and the (sparse) global branch
+
+
+def test_tables_label_freelong_pp_as_a_reconstruction():
+    import json
+
+    from eval.tables import _variant_labels
+
+    p = json.dumps(pp().params(), sort_keys=True)
+    q = json.dumps(pp(sparse_global_keys=1.0).params(), sort_keys=True)
+    labels = _variant_labels([("freelong_pp", p), ("freelong_pp", q), ("freelong", json.dumps({"window": 16}))])
+    assert labels[("freelong_pp", p)] == "freelong_pp [reconstruction] (sparse_global_keys=0.5)"
+    assert labels[("freelong", json.dumps({"window": 16}))] == "freelong"
