@@ -49,16 +49,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from freelong.app.records import KeyedCache, fingerprint
+from freelong.app.setup import prepare
+
 from .common import (
-    RecordCache,
     analysis_options,
     check_lengths,
     check_methods_fit,
     methods_from_config,
-    prepare,
     pyplot,
-    record_key,
-    run_metadata,
     save_figure,
     title_suffix,
     write_csv,
@@ -257,8 +256,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=snr_vs_length``: generate at every length, record SNRs, write CSV + figure."""
     import pandas as pd
 
-    from freelong.pipeline import LongVideoPipeline
-    from freelong.runner import ConfigError, make_jobs, sampling_settings
+    from freelong.app.records import make_jobs, sampling_settings
+    from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
     lengths = check_lengths(opts["lengths"])
@@ -276,8 +275,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"analysis.steps must be null (all steps) or a list of step indices, got {steps!r}")
     methods = methods_from_config(cfg, opts["methods"])
     setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
-    cache = RecordCache(setup.run_dir / "records", overwrite=cfg.overwrite)
-    meta = run_metadata(setup)
+    cache = KeyedCache(setup.run_dir / "records", overwrite=cfg.overwrite)
+    meta = setup.environment()
     sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
     jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
     log.info("snr_vs_length in %s: %d method(s) x %d length(s) x %d video(s)", setup.run_dir, len(methods),
@@ -285,11 +284,10 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     for entry in methods:
-        pipe = LongVideoPipeline(setup.backbone, entry.method, decode_chunk_size=cfg.decode_chunk_size,
-                                 progress=cfg.progress)
+        pipe = setup.pipeline(entry.method)
         for n in lengths:
             for job in jobs:
-                key = record_key({"task": "snr", "model": meta["model"], "weights": meta["weights"],
+                key = fingerprint({"task": "snr", "model": meta["model"], "weights": meta["weights"],
                                   "method": entry.method.name, "params": entry.method.params(), "frames": n,
                                   "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
                                   "steps": steps, "cutoff": opts["cutoff"], "exclude_dc": opts["exclude_dc"],

@@ -17,8 +17,10 @@ from freelong.attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     attention,
+    attention_probs_of,
     block_bias,
     global_attention,
+    global_attention_probs,
     sliding_windows,
 )
 from freelong.chunking import DEFAULT_BUDGET_MB
@@ -92,6 +94,27 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             out.index_add_(2, flat_idx, (o.float() * weights[:, None]).flatten(2, 3))
             total.index_add_(0, flat_idx, weights.repeat(idx.shape[0]))
         return (out / total[:, None]).to(v.dtype)
+
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """``{"attn": A}``, the effective ``(rows, heads, T, T)`` matrix: ``A @ v`` is this processor's output.
+
+        Row ``i`` of ``A`` is the fusion-weighted mean of the softmaxes of the windows holding frame
+        ``i`` (each zero outside its window): ``Σ_w u_w(i) softmax_w(i, ·) / Σ_w u_w(i)``.
+        """
+        num_frames = q.shape[-2]
+        if self.window >= num_frames:
+            return {"attn": global_attention_probs(q, k, bias)}
+        out = q.new_zeros(q.shape[:-1] + (num_frames,), dtype=torch.float32)
+        total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
+        weights = self._weights.to(device=q.device, dtype=torch.float32)
+        for s, e in sliding_windows(num_frames, self.window, self.stride):
+            idx = torch.arange(s, e, device=q.device)
+            wbias = bias(idx, idx) if bias is not None else None
+            out[:, :, s:e, s:e] += attention_probs_of(q[:, :, s:e], k[:, :, s:e], wbias) * weights[:, None]
+            total[s:e] += weights
+        return {"attn": out / total[:, None]}
 
     def _auto_group(self, q: torch.Tensor, num_frames: int) -> int:
         rows, heads, _, d = q.shape

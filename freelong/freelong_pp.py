@@ -30,19 +30,21 @@ from .attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     attention,
+    attention_probs_of,
     full_bias,
     global_attention,
+    global_attention_probs,
     local_attention,
-    local_window_mask,
+    local_attention_probs,
 )
+from .freelong_method import BRANCH_INPUTS, BRANCHES, combine_branches
 from .methods import Method, register_method
 from .multiband import BAND_FILTERS, from_video_view, fuse_branches, lowpass_half, video_view
 from .noise import gaussian_noise, rescheduled_noise
 from .specmix import specmix_noise
 
 NOISE_KINDS = ("specmix", "freenoise", "random")
-# Component-study modes (as FreeLong's method.branch): fuse all bands, one branch alone, or the plain mean.
-BRANCHES = ("blend", "global", "local", "sum")
+# Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
 LAYOUTS = ("adjusted", "centered")
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
                   "no official code; open choices are parameters (README, FreeLong++ section)")
@@ -170,6 +172,22 @@ class MultiBandProcessor(TemporalAttnProcessor):
             return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens)
         return global_attention(q, k, v, bias)
 
+    def runs(self, plan: BranchPlan, ctx: TemporalAttentionContext) -> tuple[list[int], bool]:
+        """Which branches of ``plan`` this call computes (indices, narrowest first) and whether it combines them.
+
+        One branch, or a call without fusion: the narrowest alone. Otherwise the branches the mode reads,
+        as FreeLong's :data:`~freelong.freelong_method.BRANCH_INPUTS` with ``local`` = the narrowest and
+        ``global`` = the widest; ``blend`` and ``sum`` also read the branches between them.
+        """
+        last = len(plan.windows) - 1
+        if last == 0 or not self.uses_fusion(ctx):
+            return [0], False
+        needs = BRANCH_INPUTS[self.branch_mode]
+        every = self.branch_mode in ("blend", "sum")
+        idx = [i for i in range(last + 1)
+               if every or (i == 0 and "local" in needs) or (i == last and "global" in needs)]
+        return idx, True
+
     def __call__(
         self,
         q: torch.Tensor,
@@ -181,16 +199,30 @@ class MultiBandProcessor(TemporalAttnProcessor):
     ) -> torch.Tensor:
         tokens = getattr(ctx, "tokens_per_frame", 1)  # S tokens per frame, frame-major (1: UNet temporal attention)
         plan = self.plan(q.shape[-2] // tokens)
-        if len(plan.windows) == 1:
+        idx, combined = self.runs(plan, ctx)
+        if not combined:
             return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens)
-        if not self.uses_fusion(ctx) or self.branch_mode == "local":
-            return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens)
-        if self.branch_mode == "global":
-            return self.branch(q, k, v, bias, plan.windows[-1], sparse=True, tokens=tokens)
-        outs = [self.branch(q, k, v, bias, w, sparse=True, tokens=tokens) for w in plan.windows]
-        if self.branch_mode == "sum":  # the mean: an all-pass mix, each band from every branch alike
-            return (torch.stack([o.float() for o in outs]).mean(0)).to(outs[0].dtype)
-        return self.fuse(outs, plan, ctx)
+        outs: list[torch.Tensor | None] = [None] * len(plan.windows)
+        for i in idx:
+            outs[i] = self.branch(q, k, v, bias, plan.windows[i], sparse=True, tokens=tokens)
+        return self.combine(outs, plan, ctx)
+
+    def combine(self, outs: list[torch.Tensor | None], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
+        """The call's output from its branch outputs (narrowest first, None = not computed), per ``branch``.
+
+        FreeLong's :func:`~freelong.freelong_method.combine_branches` with global = the widest branch, local =
+        the narrowest and ``blend(g, l)`` = the multi-band fusion of ``[l, middle..., g]``; ``low_global`` /
+        ``high_local`` fuse with every other branch zero (the widest's lowest band / the narrowest's highest
+        band). ``sum`` is the mean of *every* branch (with two, FreeLong's mean of two).
+        """
+        if self.branch_mode == "sum":
+            return torch.stack([o.float() for o in outs]).mean(0).to(outs[0].dtype)
+
+        def blend(g: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+            middle = [m if m is not None else torch.zeros_like(g) for m in outs[1:-1]]
+            return self.fuse([lo, *middle, g], plan, ctx)
+
+        return combine_branches(self.branch_mode, outs[-1], outs[0], blend)
 
     def attention_probs(
         self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
@@ -203,26 +235,18 @@ class MultiBandProcessor(TemporalAttnProcessor):
         """
         num_frames = q.shape[-2]
         plan = self.plan(num_frames)
-        if len(plan.windows) == 1 or not self.uses_fusion(ctx) or self.branch_mode == "local":
-            chosen, sparse = [plan.windows[0]], False
-        elif self.branch_mode == "global":
-            chosen, sparse = [plan.windows[-1]], True
-        else:
-            chosen, sparse = list(plan.windows), True
-        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
-        b = full_bias(bias, num_frames, q.device)
-        logits = logits if b is None else logits + b.float()
+        idx, sparse = self.runs(plan, ctx)
         out = {}
-        for w in chosen:
+        for i in idx:
+            w = plan.windows[i]
             if w is not None:
-                mask = local_window_mask(num_frames, w, self.layout)
+                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout)
+            elif sparse and self.sparse_global_keys < 1.0:
+                mask = torch.zeros(num_frames, num_frames, dtype=torch.bool)
+                mask[:, sparse_key_index(num_frames, self.sparse_global_keys)] = True
+                out["global"] = attention_probs_of(q, k, full_bias(bias, num_frames, q.device), mask=mask)
             else:
-                mask = torch.ones(num_frames, num_frames, dtype=torch.bool)
-                if sparse and self.sparse_global_keys < 1.0:
-                    mask = torch.zeros_like(mask)
-                    mask[:, sparse_key_index(num_frames, self.sparse_global_keys)] = True
-            name = "global" if w is None else f"window{w}"
-            out[name] = torch.softmax(logits.masked_fill(~mask.to(q.device), float("-inf")), dim=-1)
+                out["global"] = global_attention_probs(q, k, bias)
         return out
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
@@ -256,8 +280,10 @@ class FreeLongPP(Method):
     when there is more than one branch). ``noise``: ``specmix`` (FreeNoise base with window
     ``native_frames`` and stride ``noise_stride``, mixed with fresh noise towards the ends), ``freenoise``
     or ``random``. ``blend_steps``/``local_only_levels``/``layout``: as FreeLong (the narrowest branch
-    runs alone when fusion is off). ``branch`` (component study, like FreeLong's): ``blend`` fuses the
-    bands; ``global``/``local`` run the widest/narrowest branch alone; ``sum`` is the plain mean of all.
+    runs alone when fusion is off). ``branch`` (component study, FreeLong's modes,
+    :meth:`MultiBandProcessor.combine`): ``blend`` fuses the bands; ``global``/``local`` run the
+    widest/narrowest branch alone; ``sum`` is the plain mean of all; ``low_global``/``high_local`` keep the
+    widest branch's lowest band / the narrowest branch's highest band only.
     """
 
     scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0, 4.0])

@@ -33,19 +33,16 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from freelong.attention import CallContext, TemporalAttention  # noqa: E402
-from freelong.config import load_model_config  # noqa: E402
-from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
-from freelong.methods import Method, get_method  # noqa: E402
-from freelong.profiling import (  # noqa: E402
+from freelong.attention import CallContext, TemporalAttention
+from freelong.metadata import device_name, git_commit, package_versions
+from freelong.methods import Method, get_method
+from freelong.models.spec import load_model_config
+from freelong.profiling import (
     MB,
     LayerTimer,
     PeakRSS,

@@ -319,8 +319,9 @@ def test_compose_validate_and_run(compose_cfg, tmp_path):
 
     from hydra.errors import ConfigCompositionException
 
-    from freelong.config import validate_config
-    from freelong.runner import ConfigError, run
+    from freelong.app.config import validate_config
+    from freelong.app.runner import run
+    from freelong.errors import ConfigError
 
     cfg = compose_cfg("method=freelong_pp", "num_frames=64")
     validate_config(cfg)
@@ -391,7 +392,8 @@ def test_every_value_of_the_sweeps_composes_and_validates(compose_cfg, experimen
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from freelong.config import CONF_DIR, validate_config
+    from freelong.app.config import validate_config
+    from freelong.models.spec import CONF_DIR
 
     params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
     parser = OverridesParser.create()
@@ -409,7 +411,7 @@ def test_snr_vs_length_accepts_freelong_pp(compose_cfg, tmp_path, one_thread):
     import pandas as pd
 
     from analysis.frequency import run_experiment
-    from freelong.runner import ConfigError
+    from freelong.errors import ConfigError
 
     base = ["experiment=snr_vs_length_freelong_pp", "num_inference_steps=1", "height=32", "width=32",
             "progress=false", f"paths.output_root={tmp_path}"]
@@ -442,6 +444,16 @@ def test_benchmark_method_specs():
         method_from_spec("freelong_pp:sparse_global_keys=0")
 
 
+def _band_only(z, lp, t, h, w, b):
+    """Re IFFT3D(P * FFT3D(z)) over (T, H, W) with a shifted-layout weight P (numpy, complex, float64)."""
+    heads, d = z.shape[1], z.shape[-1]
+    vid = z.double().reshape(b, h, w, heads, t, d).permute(0, 3, 5, 4, 1, 2).numpy()  # (b, heads, d, t, h, w)
+    ax = (-3, -2, -1)
+    spec = lp * np.fft.fftshift(np.fft.fftn(vid, axes=ax), axes=ax)
+    out = np.fft.ifftn(np.fft.ifftshift(spec, axes=ax), axes=ax).real
+    return torch.from_numpy(out).permute(0, 4, 5, 1, 3, 2).reshape(b * h * w, heads, t, d).float()
+
+
 def test_branch_modes_for_the_component_study():
     t, h, w, b = 64, 3, 4, 2
     q, k, v = qkv(b * h * w, t=t, seed=4)
@@ -449,12 +461,36 @@ def test_branch_modes_for_the_component_study():
     keys = torch.tensor([round(i * 63 / 31) for i in range(32)])
     branches = [softmax_attn(q, k, v, local_window_mask(t, 16)), softmax_attn(q, k, v, local_window_mask(t, 32)),
                 softmax_attn(q, k[:, :, keys], v[:, :, keys])]
-    run = {mode: pp(branch=mode).processor()(q, k, v, bias=None, ctx=c) for mode in ("global", "local", "sum")}
+    modes = ("global", "local", "sum", "low_global", "high_local")
+    run = {mode: pp(branch=mode).processor()(q, k, v, bias=None, ctx=c) for mode in modes}
     torch.testing.assert_close(run["global"], branches[2], atol=1e-5, rtol=0)
     torch.testing.assert_close(run["local"], branches[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(run["sum"], sum(branches) / 3, atol=1e-5, rtol=0)
+    # Nyquist edges of scales [1, 2, 4]: 0.25 between the two narrowest, 0.125 between the two widest
+    lp = {e: gaussian_lowpass((t, h, w), d_s=e, d_t=e).double().numpy() for e in (0.25, 0.125)}
+    torch.testing.assert_close(run["low_global"], _band_only(branches[2], lp[0.125], t, h, w, b), atol=2e-5, rtol=0)
+    torch.testing.assert_close(run["high_local"], _band_only(branches[0], 1 - lp[0.25], t, h, w, b), atol=2e-5,
+                               rtol=0)
+    # the calls without fusion stay the narrowest branch in every mode
+    for mode in modes:
+        torch.testing.assert_close(pp(branch=mode).processor()(q, k, v, bias=None, ctx=ctx(t, h, w, b, level=0)),
+                                   branches[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"method\.branch"):
-        pp(branch="low_global")
+        pp(branch="low_local")
+
+
+@pytest.mark.parametrize("mode", ["blend", "global", "local", "sum", "low_global", "high_local"])
+def test_two_branches_are_freelong_in_every_branch_mode(mode):
+    t, h, w, b = 48, 3, 4, 2
+    q, k, v = qkv(b * h * w, t=t, seed=6)
+    c = ctx(t, h, w, b)
+    fl = SpectralBlendProcessor(window=16, d_s=0.25, d_t=0.25, filter="gaussian", branch=mode)
+    m = pp(scales=[1, 3], bands=[0.25], sparse_global_keys=1.0, filter="gaussian", branch=mode)
+    torch.testing.assert_close(m.processor()(q, k, v, bias=None, ctx=c), fl(q, k, v, bias=None, ctx=c), atol=1e-6,
+                               rtol=0)
+    # the maps reported are those of the branches FreeLong reads in this mode (its local = window16)
+    names = {"global": "global", "local": "window16"}
+    assert set(m.processor().attention_probs(q, k, None, c)) == {names[n] for n in fl.attention_probs(q, k, None, c)}
 
 
 def test_snr_bands_between_a_list_of_edges():

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from freelong.runner import ConfigError, run
+from freelong.app.runner import run
+from freelong.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml") if p.stem != "file")
@@ -25,7 +26,7 @@ def small(compose_cfg, tmp_path, *overrides):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_config_option_composes_and_validates(compose_cfg, group, option):
-    from freelong.config import validate_config
+    from freelong.app.config import validate_config
 
     cfg = compose_cfg(f"{group}={option}")
     validate_config(cfg)
@@ -118,7 +119,7 @@ def test_run_directory_records_everything_and_resumes(compose_cfg, tmp_path, cap
 
 
 def test_prompt_files(compose_cfg, tmp_path):
-    from freelong.runner import load_prompts
+    from freelong.app.setup import load_prompts
 
     txt = tmp_path / "p.txt"
     txt.write_text("# comment\na cat\n\na dog\n")
@@ -173,7 +174,7 @@ def _experiment_model(experiment: str) -> str | None:
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_validates(compose_cfg, experiment):
-    from freelong.config import validate_config
+    from freelong.app.config import validate_config
 
     model = _experiment_model(experiment)
     if model is not None and not (ROOT / "conf" / "model" / f"{model}.yaml").is_file():
