@@ -208,6 +208,10 @@ class CaptureMethod:
         inner = self.method.for_multi_prompt()
         return self if inner is self.method else CaptureMethod(inner, self.store)
 
+    def with_native_frames(self, native_frames: int | None) -> CaptureMethod:
+        inner = self.method.with_native_frames(native_frames)
+        return self if inner is self.method else CaptureMethod(inner, self.store)
+
 
 def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[str] | None:
     """Layer names from names or indices into the UNet's temporal layers (module order)."""

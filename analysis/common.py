@@ -95,7 +95,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
             raise ConfigError(f"analysis.methods entries are names or {{name, label?, params...}}, got {entry!r}")
         name = params.pop("name")
         try:
-            method = get_method(name, **params)
+            method = get_method(name, **params).with_native_frames(cfg.model.native_frames)
         except ValueError as err:
             raise ConfigError(f"analysis.methods ({label}): {err}") from None
         out.append(MethodEntry(label, method))

@@ -42,7 +42,7 @@ PAPER_TABLE1 = {
 }
 PAPER_FAMILY = "lavie"
 PAPER_NOTE = "paper: FreeLong Table 1, LaVie, 128 frames, 320x512 (backbone per LongDiff; time unit not stated)"
-METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong")
+METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
 
 
 def is_random_init(record: dict[str, Any]) -> bool:
@@ -113,12 +113,14 @@ def _variant_labels(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], st
         by_method.setdefault(method, []).append(json.loads(params))
     for method, params in keys:
         variants = by_method[method]
-        if len(variants) == 1:
-            labels[(method, params)] = method
-            continue
         p = json.loads(params)
+        # methods rebuilt from public descriptions (FreeLong++) say so wherever they are shown
+        name = f"{method} [reconstruction]" if p.get("reconstruction") else method
+        if len(variants) == 1:
+            labels[(method, params)] = name
+            continue
         differing = sorted(k for k in p if any(v.get(k) != p[k] for v in variants))
-        labels[(method, params)] = f"{method} ({', '.join(f'{k}={p[k]}' for k in differing)})"
+        labels[(method, params)] = f"{name} ({', '.join(f'{k}={p[k]}' for k in differing)})"
     return labels
 
 

@@ -4,8 +4,8 @@ A method is a dataclass of its parameters that knows how to (1) draw the initial
 (2) install a temporal-attention processor on every temporal attention layer of a UNet.
 ``method.attach(unet)`` returns a handle whose ``detach()`` puts the previous processors back.
 Methods are plugins: the registry is fed by the ``freelong.methods`` entry-point group (this package
-declares ``direct``, ``sliding_window``, ``freenoise`` from ``baselines/`` and ``freelong`` from the core in
-``pyproject.toml``; any installed distribution can add more) and by :func:`register_method` for
+declares ``direct``, ``sliding_window``, ``freenoise`` from ``baselines/`` and ``freelong``, ``freelong_pp``
+from the core in ``pyproject.toml``; any installed distribution can add more) and by :func:`register_method` for
 in-process definitions. Every registered method is available to ``get_method(name, **params)``, the Hydra
 ``method=`` group and every backbone.
 """
@@ -67,6 +67,10 @@ class Method:
                 f"method.window={window} is larger than num_frames={num_frames}; "
                 f"use a window <= num_frames (window == num_frames means plain global attention)"
             )
+
+    def with_native_frames(self, native_frames: int | None) -> Method:
+        """This method for a backbone whose native length is ``native_frames`` (FreeLong++ sizes windows by it)."""
+        return self
 
     def params(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

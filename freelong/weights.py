@@ -342,7 +342,7 @@ def load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> dict
         if not allow_pickle:
             raise WeightChecksumError(
                 f"{path}: the checkpoint contains pickled objects besides tensors, and no published SHA-256 "
-                f"vouches for it, so it is not unpickled ({str(err).splitlines()[0]})") from err
+                f"vouches for it, so it is not unpickled (torch.load with weights_only=True refused it)") from err
         return torch.load(path, map_location="cpu", weights_only=False)
 
 

@@ -52,7 +52,7 @@ from freelong.profiling import (
     track_tensor_memory,
 )
 
-METHODS = ("direct", "sliding_window", "freenoise", "freelong")
+METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
 PROMPT = "a teddy bear walking on the street, high quality"
 
 # Per family: configs that replace the model YAML's unet / vae / text_encoder sections.
@@ -176,6 +176,28 @@ class StepRunner:
         if self.device.type == "meta":
             return eps
         return self.scheduler.step(eps, self.t, latents).prev_sample
+
+
+def method_from_spec(spec: str) -> Method:
+    """``name`` or ``name:key=value:key=value`` (e.g. ``freelong_pp:sparse_global_keys=1.0``), labelled ``spec``."""
+    import yaml
+
+    name, *pairs = spec.split(":")
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --methods entry {spec!r}: expected key=value after ':', got {pair!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    try:
+        return with_label(get_method(name, **params), spec)
+    except ValueError as err:
+        raise SystemExit(f"error: --methods entry {spec!r}: {err}") from None
+
+
+def with_label(method: Method, label: str) -> Method:
+    method.name = label  # the instance's label in the tables (the class keeps its registered name)
+    return method
 
 
 def _memory_before(device: torch.device) -> float:
@@ -405,7 +427,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", default="128", help="comma-separated frame counts, e.g. 16,32,64,128,256,512")
     p.add_argument("--height", type=int, default=320)
     p.add_argument("--width", type=int, default=512)
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)})")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -466,12 +489,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         release_freed_memory_eagerly()
     frames = [int(f) for f in str(args.frames).split(",") if f.strip()]
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods = [get_method(n) for n in names]
+    methods = [method_from_spec(n) for n in names]
     chunk = {"auto": None, "off": 0}.get(args.frame_chunk)
     chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
 
     cfg = model_config(args.model, args.widths)
     backbone = build(cfg, device, dtype)
+    methods = [with_label(m.with_native_frames(backbone.native_frames), m.name) for m in methods]
     backbone.unet.frame_chunk_size = chunk
     backbone.unet.chunk_budget_mb = args.chunk_budget_mb
     runner = StepRunner(backbone, args, device)

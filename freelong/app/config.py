@@ -205,7 +205,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     check_job_device(cfg.device)  # cpu | cuda[:N] | mps | cuda:free
-    method_from_config(cfg.method).check_frames(cfg.num_frames)
+    method_from_config(cfg.method).with_native_frames(cfg.model.native_frames).check_frames(cfg.num_frames)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list and not cfg.prompts.suite:
