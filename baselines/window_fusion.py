@@ -18,6 +18,7 @@ from freelong.attention import (
     TemporalAttnProcessor,
     attention,
     block_bias,
+    frame_tokens,
     global_attention,
     sliding_windows,
 )
@@ -67,10 +68,13 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        num_frames = q.shape[-2]
+        tokens = ctx.tokens_per_frame
+        num_frames = q.shape[-2] // tokens
         if self.window >= num_frames:
             return global_attention(q, k, v, bias)
         windows = sliding_windows(num_frames, self.window, self.stride)
+        if tokens > 1:
+            return self._fuse_frame_tokens(q, k, v, bias, windows, tokens)
         starts = torch.tensor([s for s, _ in windows])
         offsets = torch.arange(self.window)
         weights = self._weights.to(device=q.device, dtype=torch.float32)
@@ -93,9 +97,30 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             total.index_add_(0, flat_idx, weights.repeat(idx.shape[0]))
         return (out / total[:, None]).to(v.dtype)
 
-    def _auto_group(self, q: torch.Tensor, num_frames: int) -> int:
+    def _fuse_frame_tokens(self, q, k, v, bias, windows, tokens: int) -> torch.Tensor:
+        """The same fusion when each frame has ``tokens`` tokens (a DiT): windows gather whole frames."""
+        if bias is not None:
+            raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+        num_frames = q.shape[-2] // tokens
+        starts = torch.tensor([s for s, _ in windows])
+        weights = self._weights.to(device=q.device, dtype=torch.float32)
+        token_weights = weights.repeat_interleave(tokens)  # (W*S,)
+        out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
+        total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
+        group = self.windows_per_call or self._auto_group(q, num_frames, tokens)
+        for g0 in range(0, len(windows), group):
+            frames = starts[g0 : g0 + group, None] + torch.arange(self.window)  # (n, W)
+            n = frames.shape[0]
+            tok = frame_tokens(frames, tokens).to(q.device)  # (n, W*S)
+            qw, kw, vw = (x[:, :, tok].flatten(1, 2) for x in (q, k, v))  # (R, heads*n, W*S, d)
+            o = attention(qw, kw, vw).unflatten(1, (-1, n))  # (R, heads, n, W*S, d)
+            out.index_add_(2, tok.reshape(-1), (o.float() * token_weights[:, None]).flatten(2, 3))
+            total.index_add_(0, frames.reshape(-1).to(q.device), weights.repeat(n))
+        return (out / total.repeat_interleave(tokens)[:, None]).to(v.dtype)
+
+    def _auto_group(self, q: torch.Tensor, num_frames: int, tokens: int = 1) -> int:
         rows, heads, _, d = q.shape
-        per_window = rows * heads * self.window * d * 4  # one window's queries (and outputs) in fp32
+        per_window = rows * heads * self.window * tokens * d * 4  # one window's queries (and outputs) in fp32
         by_budget = int(DEFAULT_BUDGET_MB * 2**20 // max(per_window, 1))
         return max(1, min(math.ceil(num_frames / self.window), by_budget))
 

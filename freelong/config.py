@@ -199,6 +199,17 @@ def method_from_config(cfg: DictConfig):
     return get_method(cfg.name, **params)
 
 
+def _latent_frames(model_cfg: DictConfig, num_frames: int) -> int:
+    """Frames the methods see: latent frames for a video VAE that compresses time (Wan: 4n+1 -> n+1)."""
+    compression = int((model_cfg.get("extra") or {}).get("temporal_compression", 1))
+    if compression == 1:
+        return num_frames
+    from .models.wan_backbone import check_wan_frames, latent_frame_count
+
+    check_wan_frames(num_frames, compression)
+    return latent_frame_count(num_frames, compression)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
     for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "fps"):
@@ -223,7 +234,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {cfg.device!r}")
-    method_from_config(cfg.method).check_frames(cfg.num_frames)
+    method = method_from_config(cfg.method)
+    method.check_frames(_latent_frames(cfg.model, cfg.num_frames))
+    method.check_model(cfg.model)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list:

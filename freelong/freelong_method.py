@@ -69,17 +69,30 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        num_frames = q.shape[-2]
+        num_frames = q.shape[-2] // ctx.tokens_per_frame
         if self.window >= num_frames:  # the local window already covers every frame
             return global_attention(q, k, v, bias)
-        local = local_attention(q, k, v, bias, self.window, self.layout)
+        local = local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
         if not self.uses_global(ctx):
             return local
         return self.blend(global_attention(q, k, v, bias), local, ctx)
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:
-        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes."""
+        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes.
+
+        With ``tokens_per_frame = H*W`` (a DiT: ``(B, heads, T*H*W, d)``, frame-major) the same video
+        is the view ``(B, heads, T, H, W, d)``.
+        """
         t, h, w = ctx.frame_shape
+        if ctx.tokens_per_frame > 1:
+            if ctx.tokens_per_frame != h * w:
+                raise ValueError(f"tokens_per_frame={ctx.tokens_per_frame} != H*W of frame_shape {ctx.frame_shape}")
+            b, heads, _, d = glob.shape
+            half = self.half_filter((t, h, w), glob.device)[None, None, :, :, :, None]  # (1,1,T,H,W',1)
+            out = blend_with_rfft_filter(
+                glob.view(b, heads, t, h, w, d), local.view(b, heads, t, h, w, d), half, dims=(2, 3, 4)
+            )
+            return out.view(b, heads, t * h * w, d)
         rows, heads, _, d = glob.shape
         b = rows // (h * w)
         half = self.half_filter((t, h, w), glob.device).permute(1, 2, 0)[None, :, :, None, :, None]  # (1,H,W',1,T,1)

@@ -64,6 +64,18 @@ class Method:
                 f"use a window <= num_frames (window == num_frames means plain global attention)"
             )
 
+    def check_model(self, model_cfg: Any) -> None:
+        """Raise ValueError if this method cannot run on the model a config describes (before loading it)."""
+
+    def rope_frequencies(
+        self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
+    ) -> torch.Tensor:
+        """The RoPE frequencies to use on ``axis`` at ``num_positions`` positions (default: unchanged).
+
+        Backbones whose positions are RoPE (Wan's 3D RoPE) call this when a method overrides it (RIFLEx).
+        """
+        return freqs
+
     def params(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -121,7 +133,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 def _load_builtin_methods() -> None:
     # FreeLong lives in this package, the baselines in the top-level ``baselines`` package.
-    from . import freelong_method  # noqa: F401
+    from . import freelong_method, riflex  # noqa: F401
 
     try:
         import baselines  # noqa: F401
