@@ -1,0 +1,152 @@
+"""Wan2.1 through diffusers (wan_tiny): parity with diffusers' WanPipeline, methods on the DiT, 4n+1 rule."""
+
+import pytest
+import torch
+
+from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong.models.diffusers_attn import WanSelfAttnAdapter, attach_wan
+from freelong.models.wan_backbone import check_wan_frames, latent_frame_count
+
+PROMPT = "a red fox runs through snow"
+
+
+@pytest.fixture(scope="module")
+def wan():
+    torch.manual_seed(0)
+    return load_backbone("wan_tiny")
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_frame_rule_names_nearest_valid_counts():
+    check_wan_frames(81)
+    check_wan_frames(321)
+    assert latent_frame_count(81) == 21 and latent_frame_count(321) == 81 and latent_frame_count(1) == 1
+    with pytest.raises(ValueError, match=r"num_frames=80 .*nearest valid: 77 or 81"):
+        check_wan_frames(80)
+    with pytest.raises(ValueError, match=r"nearest valid: 321 or 325"):
+        check_wan_frames(322)
+
+
+def test_pipeline_rejects_non_4n_plus_1_before_sampling(wan):
+    pipe = LongVideoPipeline(wan, "direct", progress=False)
+    with pytest.raises(ValueError, match="nearest valid: 21 or 25"):
+        pipe(PROMPT, num_frames=24, num_inference_steps=1)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        pipe(PROMPT, num_frames=21, height=40, width=48, num_inference_steps=1)
+
+
+def test_encode_text_equals_wan_pipeline(wan):
+    from diffusers import WanPipeline
+
+    ref = WanPipeline(**wan.components)
+    emb, _ = ref.encode_prompt([PROMPT, "x"], do_classifier_free_guidance=False, max_sequence_length=16,
+                               device=torch.device("cpu"))
+    ours = wan.encode_text([PROMPT, "x"])
+    assert torch.equal(ours, emb)
+    assert ours[1, 3:].abs().sum() == 0  # "x" + </s>: padding positions are zero
+
+
+def _latents(wan, frames=21, h=32, w=48, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, wan.latent_channels, latent_frame_count(frames), h // 8, w // 8, generator=g)
+
+
+def _ours(wan, method, latents, steps=3, frames=21, guidance=5.0):
+    pipe = LongVideoPipeline(wan, method, progress=False)
+    return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * 8, width=latents.shape[-1] * 8,
+                num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")
+
+
+def test_direct_equals_diffusers_wan_pipeline(wan):
+    from diffusers import WanPipeline
+
+    latents = _latents(wan)
+    ours = _ours(wan, "direct", latents)
+    ref = WanPipeline(**wan.components)
+    cond, uncond = wan.encode_text([PROMPT]), wan.encode_text([""])
+    theirs = ref(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=21, height=32, width=48,
+                 num_inference_steps=3, guidance_scale=5.0, latents=latents.clone(), output_type="latent").frames
+    assert rel(ours, theirs) < 1e-5
+    assert rel(ours, latents) > 0.05  # it did denoise
+
+
+def test_frame_aware_adapter_equals_diffusers_processor(wan):
+    """Global attention through our adapter == diffusers' WanAttnProcessor, on every block."""
+    x = _latents(wan)
+    t = torch.tensor([700])
+    cond = wan.encode_text([PROMPT])
+    model = wan.transformer
+    with torch.no_grad():
+        ref = model(hidden_states=x, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
+        with attach_wan(model, get_method("direct")) as handle:
+            assert len(handle.layer_names) == len(model.blocks)
+            assert all(isinstance(b.attn1.processor, WanSelfAttnAdapter) for b in model.blocks)
+            assert not any(isinstance(b.attn2.processor, WanSelfAttnAdapter) for b in model.blocks)
+            ours = model(hidden_states=x, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
+    assert torch.allclose(ours, ref, rtol=0, atol=1e-6)
+
+
+def test_detach_restores_diffusers_processors_and_rope(wan):
+    model = wan.transformer
+    before = dict(model.attn_processors)
+    rope = model.rope
+    hooks = len(model._forward_pre_hooks)
+    handle = wan.attach(get_method("riflex"))
+    assert model.rope is not rope
+    handle.detach()
+    after = model.attn_processors
+    assert before.keys() == after.keys() and all(after[k] is before[k] for k in before)
+    assert model.rope is rope and len(model._forward_pre_hooks) == hooks
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("sliding_window", {"window": 6, "stride": 2}),
+        ("freenoise", {"window": 6, "stride": 2}),
+        ("freelong", {"window": 6, "local_only_levels": []}),
+        ("riflex", {}),
+    ],
+)
+def test_methods_at_native_length_equal_direct(wan, name, params):
+    """21 frames = 6 latent frames: a window of 6 covers the video, RIFLEx's period 6..22 covers it too."""
+    latents = _latents(wan)
+    direct = _ours(wan, "direct", latents, steps=2)
+    other = _ours(wan, get_method(name, **params), latents, steps=2)
+    assert torch.equal(other, direct)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("sliding_window", {"window": 3, "stride": 1}),
+        ("freenoise", {"window": 3, "stride": 1}),
+        ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": []}),
+        ("riflex", {"k": 1}),  # period 6 latent frames < 11: the first frequency is lowered
+    ],
+)
+def test_methods_beyond_native_length_change_the_result(wan, name, params):
+    latents = _latents(wan, frames=41)
+    direct = _ours(wan, "direct", latents, steps=2, frames=41)
+    other = _ours(wan, get_method(name, **params), latents, steps=2, frames=41)
+    assert torch.isfinite(other).all()
+    # the tiny random model's RoPE is weak (RIFLEx's exact effect is tested in test_riflex.py)
+    assert rel(other, direct) > (1e-6 if name == "riflex" else 1e-4)
+
+
+def test_freenoise_reschedules_noise_over_latent_frames(wan):
+    pipe = LongVideoPipeline(wan, get_method("freenoise", window=3, stride=1), progress=False)
+    noise = pipe.prepare_latents(41, 32, 48, torch.Generator().manual_seed(0))
+    assert noise.shape == (1, 4, 11, 4, 6)
+    # every frame after the first window is one of the frames `window` earlier (shuffled copies)
+    for f in range(3, 11):
+        assert any(torch.equal(noise[:, :, f], noise[:, :, j]) for j in range(f - 3, f))
+
+
+def test_smoke_video_has_4n_plus_1_frames(wan):
+    method = get_method("freelong", window=3, noise_stride=1, local_only_levels=[])
+    video = LongVideoPipeline(wan, method, progress=False)(PROMPT, num_frames=25, num_inference_steps=1)
+    assert video.shape == (25, 32, 48, 3) and video.dtype.name == "uint8"
