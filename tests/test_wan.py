@@ -150,3 +150,52 @@ def test_smoke_video_has_4n_plus_1_frames(wan):
     method = get_method("freelong", window=3, noise_stride=1, local_only_levels=[])
     video = LongVideoPipeline(wan, method, progress=False)(PROMPT, num_frames=25, num_inference_steps=1)
     assert video.shape == (25, 32, 48, 3) and video.dtype.name == "uint8"
+
+
+def test_real_loader_reads_a_diffusers_folder(wan, tmp_path):
+    """The wan2_1 loading path (local folder, from_pretrained local_files_only) on a saved wan_tiny."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from freelong.config import load_model_config
+    from freelong.models.base import build_backbone
+
+    folder = tmp_path / "wan"
+    wan.transformer.save_pretrained(folder / "transformer")
+    wan.vae.save_pretrained(folder / "vae")
+    wan.text_encoder.save_pretrained(folder / "text_encoder")
+    wan.tokenizer.save_pretrained(folder / "tokenizer")
+    wan.make_scheduler("unipc").save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    cfg = load_model_config("wan2_1_t2v_1_3b")
+    cfg.weights.wan.path = str(folder)
+    cfg.extra.max_sequence_length = 16
+    cfg.scheduler.flow_shift = 8.0  # the model config's scheduler keys win over the folder's
+    loaded = build_backbone(cfg, weights_dir=str(tmp_path / "empty"))
+    assert not loaded.random_init and loaded.weights["wan"]["path"] == str(folder)
+    assert loaded.make_scheduler("unipc").config.flow_shift == 8.0
+    assert torch.equal(loaded.encode_text([PROMPT]), wan.encode_text([PROMPT]))
+    latents = _latents(wan)
+    loaded.scheduler_config["flow_shift"] = wan.scheduler_config["flow_shift"]
+    assert rel(_ours(loaded, "direct", latents, steps=1), _ours(wan, "direct", latents, steps=1)) < 1e-6
+    assert OmegaConf.select(cfg, "sampling.num_frames") == 81
+
+
+def test_missing_wan_folder_names_the_files_and_the_command(tmp_path):
+    from freelong.config import load_model_config
+    from freelong.models.base import build_backbone
+    from freelong.weights import MissingWeightsError
+
+    cfg = load_model_config("wan2_1_t2v_14b")
+    with pytest.raises(MissingWeightsError, match=r"(?s)transformer/config.json.*download_weights.py wan2_1_t2v_14b"):
+        build_backbone(cfg, weights_dir=str(tmp_path))
+
+
+def test_tiny_and_real_configs_share_the_scheduler():
+    from freelong.config import load_model_config
+
+    tiny, small, big = (load_model_config(n) for n in ("wan_tiny", "wan2_1_t2v_1_3b", "wan2_1_t2v_14b"))
+    assert tiny.scheduler == small.scheduler == big.scheduler
+    assert small.sampling.num_frames == 81 and (small.sampling.height, small.sampling.width) == (480, 832)
+    assert small.sampling.guidance_scale == 5.0 and small.scheduler.flow_shift == 3.0
