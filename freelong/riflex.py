@@ -14,6 +14,10 @@ period covers the new length, with the official code's 0.9 safety factor (their 
 All other frequencies and the spatial axes are unchanged, and so is every attention: the method's
 processor is plain global attention. Up to ``N_k`` latent frames nothing changes (as the official
 scripts, which edit RoPE only when ``L > N_k``).
+
+Backbones: Wan (3D RoPE; temporal part 44 of 128 channels: periods 6, 10, 15, 22, ... so ``k = 4`` for
+21 native latent frames) and LaVie (temporal rotary on 32 channels: periods 6, 11, 20, 35, ... so
+``k = 3`` for 16 frames). VideoCrafter2 has no temporal position encoding: validation rejects it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch
 from torch import nn
 
 from .methods import Method, register_method
+
+ROPE_FAMILIES = {"wan": "3D RoPE (temporal part)", "lavie": "temporal rotary embedding"}
 
 
 def rope_periods(freqs: torch.Tensor) -> list[int]:
@@ -66,18 +72,23 @@ class RIFLEx(Method):
         """RIFLEx runs at any length."""
 
     def check_model(self, model_cfg: Any) -> None:
-        extra = model_cfg.get("extra") or {}
-        if not extra.get("rope", False):
+        if model_cfg.get("family") not in ROPE_FAMILIES:
             raise ValueError(
                 f"method=riflex edits temporal RoPE frequencies, and model {model_cfg.get('name')} has no RoPE it "
-                f"can edit (supported: the wan family, e.g. model=wan2_1_t2v_1_3b)"
+                f"can edit (supported families: {', '.join(sorted(ROPE_FAMILIES))})"
             )
 
-    def attach(self, unet: nn.Module):
-        raise ValueError(
-            f"method=riflex edits temporal RoPE frequencies; {type(unet).__name__} exposes none "
-            f"(supported: the wan family)"
-        )
+    def attach(self, unet: nn.Module) -> RopeEditHandle:
+        """On a UNet: every rotary module with a ``freq_edit`` slot (LaVie's) gets this method's edit."""
+        rotaries = [m for m in unet.modules() if hasattr(m, "freq_edit")]
+        if not rotaries:
+            raise ValueError(
+                f"method=riflex edits temporal RoPE frequencies; {type(unet).__name__} has no rotary embedding "
+                f"(supported families: {', '.join(sorted(ROPE_FAMILIES))})"
+            )
+        for m in rotaries:
+            m.freq_edit = self.rope_frequencies
+        return RopeEditHandle(rotaries)
 
     def rope_frequencies(
         self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
@@ -94,4 +105,23 @@ class RIFLEx(Method):
         return out
 
 
-__all__ = ["RIFLEx", "intrinsic_index", "rope_periods"]
+class RopeEditHandle:
+    """Restores the UNet rotary modules' ``freq_edit`` slots (to None)."""
+
+    def __init__(self, modules: list[nn.Module]):
+        self._modules = modules
+        self.layer_names: list[str] = []
+
+    def detach(self) -> None:
+        for m in self._modules:
+            m.freq_edit = None
+        self._modules = []
+
+    def __enter__(self) -> RopeEditHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+__all__ = ["ROPE_FAMILIES", "RIFLEx", "RopeEditHandle", "intrinsic_index", "rope_periods"]
