@@ -75,3 +75,15 @@ def test_freelong_on_dit_tokens_is_blend_of_global_and_frame_local():
     # window >= frames: plain global attention, whatever the token count
     wide = SpectralBlendProcessor(window=9, local_only_levels=())
     assert torch.equal(wide(q, k, v, bias=None, ctx=ctx), attention(q, k, v))
+
+
+@pytest.mark.parametrize("s", [1, 4])
+def test_sliding_window_local_mode_is_per_frame_window_attention(s):
+    from freelong import get_method
+
+    t, window = 15, 5
+    q, k, v = qkv(t, s)
+    proc = get_method("sliding_window", window=window, attention="local").processor()
+    ctx = TemporalAttentionContext(frame_shape=(t, 1, s), batch=2, level=0, name="x", tokens_per_frame=s)
+    mask = local_window_mask(t, window).repeat_interleave(s, 0).repeat_interleave(s, 1)
+    assert torch.allclose(proc(q, k, v, bias=None, ctx=ctx), attention(q, k, v, mask=mask), atol=1e-5)

@@ -199,3 +199,29 @@ def test_tiny_and_real_configs_share_the_scheduler():
     assert tiny.scheduler == small.scheduler == big.scheduler
     assert small.sampling.num_frames == 81 and (small.sampling.height, small.sampling.width) == (480, 832)
     assert small.sampling.guidance_scale == 5.0 and small.scheduler.flow_shift == 3.0
+
+
+@pytest.mark.parametrize("method", ["direct", "sliding_window_wan", "freenoise_wan", "freelong_wan", "riflex"])
+def test_wan_4x_experiment_composes_each_swept_method(compose_cfg, method):
+    from freelong.config import method_from_config, validate_config
+
+    cfg = compose_cfg("experiment=wan_4x", f"method={method}")
+    validate_config(cfg)
+    assert (cfg.num_frames, cfg.height, cfg.width, cfg.guidance_scale) == (321, 480, 832, 6.0)
+    assert cfg.model.scheduler.flow_shift == 8.0 and cfg.model.name == "wan2_1_t2v_1_3b"
+    m = method_from_config(cfg.method)
+    if method != "direct" and method != "riflex":
+        assert m.window == 21  # latent frames: the native 81 video frames
+    assert "dynamic_degree" in cfg.eval.dims and "aesthetic_quality" in cfg.eval.dims
+
+
+def test_run_py_rejects_a_non_4n_plus_1_count_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "run.py", "model=wan_tiny", "num_frames=322", "hydra.run.dir=/tmp/x"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "nearest valid: 321 or 325" in out.stderr + out.stdout and "Traceback" not in out.stderr
