@@ -113,7 +113,8 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             n = frames.shape[0]
             tok = frame_tokens(frames, tokens).to(q.device)  # (n, W*S)
             qw, kw, vw = (x[:, :, tok].flatten(1, 2) for x in (q, k, v))  # (R, heads*n, W*S, d)
-            o = attention(qw, kw, vw).unflatten(1, (-1, n))  # (R, heads, n, W*S, d)
+            o = attention(qw, kw, vw)
+            o = o.reshape(o.shape[0], -1, n, *o.shape[2:])  # (R, heads, n, W*S, d)
             out.index_add_(2, tok.reshape(-1), (o.float() * token_weights[:, None]).flatten(2, 3))
             total.index_add_(0, frames.reshape(-1).to(q.device), weights.repeat(n))
         return (out / total.repeat_interleave(tokens)[:, None]).to(v.dtype)

@@ -357,7 +357,7 @@ def local_attention_frames(
             kg = k[:, :, k_tok].flatten(1, 2)
             vg = v[:, :, k_tok].flatten(1, 2)
             o = F.scaled_dot_product_attention(qg, kg, vg)  # (rows, heads*m, S, d)
-            out[:, :, q_tok] = o.view(rows, heads, m * s, -1)
+            out[:, :, q_tok] = o.reshape(rows, heads, m * s, -1)
     return out
 
 
