@@ -51,8 +51,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from freelong.attention import CallContext, TemporalAttention  # noqa: E402
 from freelong.config import load_model_config  # noqa: E402
 from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
-from freelong.models.diffusers_attn import WanSelfAttnAdapter  # noqa: E402
 from freelong.methods import Method, get_method  # noqa: E402
+from freelong.models.diffusers_attn import WanSelfAttnAdapter  # noqa: E402
 from freelong.profiling import (  # noqa: E402
     MB,
     LayerTimer,
