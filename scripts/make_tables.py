@@ -21,10 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.tables import (  # noqa: E402
+    FREELOC_NOTE,
     PAPER_FAMILY,
     PAPER_NOTE,
     aggregate,
     display_frame,
+    freeloc_table,
     load_records,
     split_tables,
     to_markdown,
@@ -80,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                              caption=f"Table 1: {title}".replace("_", r"\_"), label=f"tab:{stem}")
         atomic_write_text(out_dir / f"{stem}.tex", latex)
         print(f"\nwrote {out_dir / stem}.csv and .tex")
+    wan = freeloc_table(records)
+    if not wan.empty:  # experiment=wan_4x: FreeLOC's columns and published rows
+        print("\n### Wan2.1-T2V-1.3B, 321 frames (FreeLOC protocol)\n")
+        print(to_markdown(wan, args.digits))
+        print(f"\n{FREELOC_NOTE}")
+        atomic_write_text(out_dir / "wan_4x_freeloc.csv", wan.to_csv(index=False))
+        print(f"\nwrote {out_dir / 'wan_4x_freeloc.csv'}")
     return 0
 
 
