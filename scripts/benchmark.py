@@ -228,6 +228,9 @@ class StepRunner:
         eps = self.bb.predict_noise(latents, self.t.to(self.device), self.cond, self.uncond, self.args.guidance, call)
         if self.device.type == "meta":
             return eps
+        if hasattr(self.scheduler, "model_outputs"):  # multistep (UniPC) keeps state: a fresh one per step
+            self.scheduler = self.bb.make_scheduler(self.bb.sampling.get("sampler", "ddim"))
+            self.scheduler.set_timesteps(50)
         return self.scheduler.step(eps, self.t, latents).prev_sample
 
 
