@@ -367,6 +367,9 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"analysis.{key} must be null (all) or a list, got {val!r}")
     methods = methods_from_config(cfg, opts["methods"])
     setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
+    if not temporal_attention_layers(setup.backbone.unet):
+        raise ConfigError(f"attention maps: model {setup.backbone.name} has no temporal attention layers "
+                          f"(frame-level maps of a DiT's 3D self-attention are not supported yet)")
     try:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:

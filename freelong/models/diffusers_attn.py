@@ -193,11 +193,12 @@ def attach_wan(transformer: nn.Module, method, state: DiTCallState | None = None
 
     hook = transformer.register_forward_pre_hook(record_grid, with_kwargs=True)
     rope = None
-    if type(method).rope_frequencies is not Method.rope_frequencies:
+    edit = getattr(method, "rope_frequencies", None)  # a method, or a proxy of one (analysis capture)
+    if edit is not None and getattr(edit, "__func__", None) is not Method.rope_frequencies:
         if native_latent_frames is None:
             raise ValueError(f"{method.name} edits RoPE frequencies and needs the backbone's native latent frames")
         rope = transformer.rope
-        transformer.rope = RopeFrequencyEdit(rope, method.rope_frequencies, native_latent_frames)
+        transformer.rope = RopeFrequencyEdit(rope, edit, native_latent_frames)
     return DiTAttachHandle(transformer, previous, hook, rope)
 
 
