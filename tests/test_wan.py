@@ -225,3 +225,11 @@ def test_run_py_rejects_a_non_4n_plus_1_count_in_one_line():
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "nearest valid: 321 or 325" in out.stderr + out.stdout and "Traceback" not in out.stderr
+
+
+def test_bf16_keeps_the_vae_in_fp32_and_runs():
+    bb = load_backbone("wan_tiny", dtype=torch.bfloat16)
+    assert bb.dtype == torch.bfloat16 and next(bb.text_encoder.parameters()).dtype == torch.bfloat16
+    assert next(bb.vae.parameters()).dtype == torch.float32
+    video = LongVideoPipeline(bb, "direct", progress=False)(PROMPT, num_frames=9, num_inference_steps=1)
+    assert video.shape == (9, 32, 48, 3)

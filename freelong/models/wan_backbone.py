@@ -71,6 +71,13 @@ class WanBackbone(Backbone):
         self.temporal_compression = int(temporal_compression)
         self.call_state = DiTCallState()
 
+    def to(self, device=None, dtype=None) -> WanBackbone:
+        """Transformer and text encoder to ``dtype``; the VAE stays fp32 (diffusers' Wan recommendation)."""
+        super().to(device=device, dtype=dtype)
+        if dtype is not None and next(self.vae.parameters()).dtype != torch.float32:
+            self.vae.to(dtype=torch.float32)
+        return self
+
     # -- shape rules ------------------------------------------------------------------------------
     @property
     def transformer(self):
