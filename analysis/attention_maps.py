@@ -155,6 +155,18 @@ def probs_function(proc: Any) -> ProbsFn | None:
     return None
 
 
+def _dit_effective(proc, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    from .dit_attention import dit_frame_probs
+
+    return dit_frame_probs(proc, q, k, ctx)
+
+
+def _dit_global(proc, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+    from .dit_attention import dit_frame_probs
+
+    return dit_frame_probs(TemporalAttnProcessor(), q, k, ctx)
+
+
 class AttentionMapStore:
     """Streaming sums of per-call mean maps: overall, per layer and per step, for each branch."""
 
@@ -194,7 +206,10 @@ class AttentionMapStore:
     @torch.no_grad()
     def add(self, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
             ctx: TemporalAttentionContext) -> None:
-        fn = self._function(proc)
+        if ctx.tokens_per_frame > 1:  # a DiT: frame maps of its 3D self-attention (analysis/dit_attention.py)
+            fn = _dit_global if self.mode == "global" else _dit_effective
+        else:
+            fn = self._function(proc)
         rows, heads, t, _ = q.shape
         chunk = max(1, self.max_chunk_elems // (heads * t * t))
         sums: dict[str, torch.Tensor] = {}
@@ -269,6 +284,10 @@ class CaptureMethod:
         install_capture(unet, self.store)
         return handle
 
+    def processor(self) -> CapturingProcessor:
+        """For backbones that install ``method.processor()`` themselves (a DiT's attention adapters)."""
+        return CapturingProcessor(self.method.processor(), self.store)
+
     def for_multi_prompt(self) -> CaptureMethod:
         inner = self.method.for_multi_prompt()
         return self if inner is self.method else CaptureMethod(inner, self.store)
@@ -279,6 +298,10 @@ def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[
     if layers is None:
         return None
     names = list(temporal_attention_layers(unet))
+    if not names:  # a DiT: its 3D self-attentions
+        from .dit_attention import dit_layer_names
+
+        names = dit_layer_names(unet)
     out = []
     for layer in layers:
         if isinstance(layer, int):
@@ -367,9 +390,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"analysis.{key} must be null (all) or a list, got {val!r}")
     methods = methods_from_config(cfg, opts["methods"])
     setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
-    if not temporal_attention_layers(setup.backbone.unet):
-        raise ConfigError(f"attention maps: model {setup.backbone.name} has no temporal attention layers "
-                          f"(frame-level maps of a DiT's 3D self-attention are not supported yet)")
     try:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:

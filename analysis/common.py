@@ -64,8 +64,11 @@ def _method_yaml(name: str) -> dict[str, Any]:
         known = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
         raise ConfigError(f"analysis.methods: unknown method {name!r}; available: {', '.join(known)}")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    raw.pop("defaults", None)
-    return raw
+    base: dict[str, Any] = {}
+    for parent in raw.pop("defaults", None) or []:  # presets built on another method file (freelong_vc2, *_wan)
+        if isinstance(parent, str) and not parent.startswith("/") and parent != "_self_":
+            base.update(_method_yaml(parent))
+    return {**base, **raw}
 
 
 def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
@@ -83,7 +86,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
         elif isinstance(entry, Mapping) and "name" in entry:
             entry = dict(entry)
             label = str(entry.pop("label", "")) or None
-            params = {**_method_yaml(entry["name"]), **entry}
+            params = {**_method_yaml(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
             if label is None:
                 extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
                 label = f"{entry['name']}({extra})" if extra else entry["name"]
