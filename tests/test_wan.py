@@ -233,3 +233,43 @@ def test_bf16_keeps_the_vae_in_fp32_and_runs():
     assert next(bb.vae.parameters()).dtype == torch.float32
     video = LongVideoPipeline(bb, "direct", progress=False)(PROMPT, num_frames=9, num_inference_steps=1)
     assert video.shape == (9, 32, 48, 3)
+
+
+def test_per_frame_text_context(wan):
+    """Multi-prompt on the DiT: frame f's tokens cross-attend to context f through diffusers' own processor."""
+    from freelong.models.diffusers_attn import PerFrameCrossAttn, per_frame_text
+
+    x = _latents(wan)  # 6 latent frames = 21 video frames
+    t = torch.tensor(500)
+    a = wan.encode_text(["a fox"])
+    shared = wan.predict_noise(x, t, a, None, 1.0)
+    assert torch.equal(wan.predict_noise(x, t, a[:, None].expand(-1, 21, -1, -1), None, 1.0), shared)
+    assert torch.equal(wan.predict_noise(x, t, a[:, None].expand(-1, 6, -1, -1), None, 1.0), shared)
+    # one attn2 layer: per-frame output == diffusers' processor on that frame's tokens with that frame's context
+    attn = wan.transformer.blocks[0].attn2
+    inner = attn.processor
+    g = torch.Generator().manual_seed(3)
+    tokens, dim = 6, attn.to_q.in_features
+    hidden = torch.randn(1, 2 * tokens, dim, generator=g)
+    ctx = torch.randn(1, 2, 16, dim, generator=g)
+    with per_frame_text(wan.transformer, wan.call_state):
+        assert isinstance(attn.processor, PerFrameCrossAttn)
+        out = attn(hidden, ctx)
+    assert attn.processor is inner
+    for f in range(2):
+        ref = inner(attn, hidden[:, f * tokens:(f + 1) * tokens], ctx[:, f])
+        assert torch.allclose(out[:, f * tokens:(f + 1) * tokens], ref, atol=1e-6)
+    with pytest.raises(ValueError, match="does not fit"):
+        wan.predict_noise(x, t, a[:, None].expand(-1, 9, -1, -1), None, 1.0)
+
+
+def test_multi_prompt_video_on_wan(wan):
+    pipe = LongVideoPipeline(wan, "direct", progress=False)
+    video = pipe([{"prompt": "a fox", "frames": 12}, {"prompt": "a dog", "frames": 13}], num_frames=25,
+                 num_inference_steps=1)
+    assert video.shape == (25, 32, 48, 3)
+    inject = LongVideoPipeline(wan, get_method("freenoise", window=3, stride=1, motion_injection=True,
+                                               injection_steps=[0.0, 0.0]), progress=False)
+    with pytest.raises(ValueError, match="motion injection"):
+        inject([{"prompt": "a fox", "frames": 12}, {"prompt": "a dog", "frames": 13}], num_frames=25,
+               num_inference_steps=2)

@@ -98,6 +98,46 @@ class WanSelfAttnAdapter:
         return f"WanSelfAttnAdapter({self.processor!r})"
 
 
+class PerFrameCrossAttn:
+    """Wan cross-attention (``attn2``) with one text context per latent frame (multi-prompt videos).
+
+    With a ``(B, T', L, C)`` context, the tokens of latent frame ``f`` attend to context ``f``: the
+    ``(B, T'*S, C)`` tokens are viewed as ``T'`` batches of one frame's ``S`` tokens and handed to
+    diffusers' own processor (``inner``). A ``(B, L, C)`` context goes to ``inner`` unchanged.
+    """
+
+    def __init__(self, inner, state: DiTCallState):
+        self.inner = inner
+        self.state = state
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is None or encoder_hidden_states.ndim != 4:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        b, t, length, c = encoder_hidden_states.shape
+        tokens = hidden_states.shape[1] // t
+        out = self.inner(attn, hidden_states.reshape(b * t, tokens, -1),
+                         encoder_hidden_states.reshape(b * t, length, c), attention_mask, rotary_emb)
+        return out.reshape(b, t * tokens, -1)
+
+
+def per_frame_text(transformer: nn.Module, state: DiTCallState):
+    """Context manager: every block's ``attn2`` takes per-frame text contexts; diffusers' processors after."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def swap():
+        previous = [block.attn2.processor for block in transformer.blocks]
+        for block, proc in zip(transformer.blocks, previous):
+            block.attn2.set_processor(PerFrameCrossAttn(proc, state))
+        try:
+            yield
+        finally:
+            for block, proc in zip(transformer.blocks, previous):
+                block.attn2.set_processor(proc)
+
+    return swap()
+
+
 class RopeFrequencyEdit(nn.Module):
     """``transformer.rope`` with the temporal RoPE frequencies a method asks for.
 
@@ -204,6 +244,8 @@ def attach_wan(transformer: nn.Module, method, state: DiTCallState | None = None
 
 __all__ = [
     "DiTAttachHandle",
+    "PerFrameCrossAttn",
+    "per_frame_text",
     "DiTCallState",
     "RopeFrequencyEdit",
     "WanSelfAttnAdapter",

@@ -10,6 +10,7 @@ Differences from the SD-like UNets that :class:`WanBackbone` overrides:
 - the denoiser is called as diffusers' ``WanPipeline`` calls it (cond and uncond as two calls,
   ``timestep`` expanded over the batch); the text context is UMT5's last hidden state, trimmed to
   each prompt's length and zero-padded to ``max_sequence_length`` (512) as ``WanPipeline`` does;
+- multi-prompt videos: latent frame ``f`` cross-attends to the text of video frame ``4f``;
 - methods are installed on the 3D self-attentions through diffusers' processor API
   (:mod:`freelong.models.diffusers_attn`); latents are de-normalised with the VAE's
   ``latents_mean``/``latents_std`` before the (frame-causal, cache-chunked) decode.
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..attention import CallContext
 from ..weights import resolve_model_weights
 from .base import Backbone, register_family
-from .diffusers_attn import DiTCallState, attach_wan
+from .diffusers_attn import DiTCallState, attach_wan, per_frame_text
 from .tiny import randomize_
 
 TEMPORAL_COMPRESSION = 4
@@ -132,14 +133,30 @@ class WanBackbone(Backbone):
             self.native_frames))
 
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
-        """``eps_u + w (eps_c - eps_u)`` of the flow prediction, with two transformer calls as WanPipeline."""
-        if isinstance(cond, Mapping) or cond.ndim != 3:
-            raise ValueError(f"{self.name}: per-frame (multi-prompt) text conditioning is not supported on a DiT")
+        """``eps_u + w (eps_c - eps_u)`` of the flow prediction, with two transformer calls as WanPipeline.
+
+        A per-frame context (multi-prompt videos: ``(B, T, L, D)`` over the *video* frames, or over the
+        latent frames) gives latent frame ``f`` the context of video frame ``4f`` (the last frame it
+        covers; frame 0 alone) through :func:`~freelong.models.diffusers_attn.per_frame_text`.
+        """
+        if isinstance(cond, Mapping) or cond.ndim not in (3, 4):
+            raise ValueError(f"{self.name}: per-block-group text conditioning (FreeNoise motion injection) is not "
+                             f"supported on a DiT")
         self.call_state.call = call
         x = latents.to(self.dtype)
         timestep = t.expand(x.shape[0])
+        frames = x.shape[2]
+        if cond.ndim == 4 and cond.shape[1] != frames:
+            if cond.shape[1] != (frames - 1) * self.temporal_compression + 1:
+                raise ValueError(f"per-frame text context for {cond.shape[1]} frames does not fit {frames} latent "
+                                 f"frames")
+            cond = cond[:, :: self.temporal_compression]
 
         def run(ctx):
+            if ctx.ndim == 4:
+                with per_frame_text(self.unet, self.call_state):
+                    return self.unet(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
+                                     return_dict=False)[0]
             return self.unet(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
                              return_dict=False)[0]
 
