@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from freelong.app.records import find_results, read_jsonl
 from freelong.video_io import atomic_write_text
 
 from .common import pyplot, save_figure
@@ -97,7 +97,7 @@ def collect(sweep_dir: str | Path) -> tuple[Any, list[str]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
-    files = sorted(sweep_dir.rglob("results.jsonl"), key=_natural_key)  # job 2 before job 10
+    files = find_results([sweep_dir])  # job 2 before job 10
     if not files:
         raise FileNotFoundError(f"no results.jsonl under {sweep_dir} (is it a run or multirun directory?)")
     rows, param_keys = [], []
@@ -105,14 +105,7 @@ def collect(sweep_dir: str | Path) -> tuple[Any, list[str]]:
         job_dir = f.parent
         params = job_parameters(job_dir)
         param_keys.extend(k for k in params if k not in param_keys)
-        for line in f.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                log.warning("skipping unreadable line in %s", f)
-                continue
+        for rec in read_jsonl(f):
             flat = pd.json_normalize(rec, sep=".").iloc[0].to_dict()
             flat = {k: v for k, v in flat.items() if not k.startswith(DROP_PREFIXES)}
             rows.append({"job": str(job_dir.relative_to(sweep_dir)), **{f"param:{k}": v for k, v in params.items()},
@@ -121,10 +114,6 @@ def collect(sweep_dir: str | Path) -> tuple[Any, list[str]]:
     swept = [k for k in param_keys if k not in REPLICATE_KEYS
              and df[f"param:{k}"].astype(str).nunique(dropna=False) > 1]
     return df, swept
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def pick_metrics(df: Any, requested: Sequence[str] | None = None) -> list[str]:

@@ -96,6 +96,27 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_ndim(attn_bias, q.ndim), scale=scale)
 
 
+def attention_probs_of(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """The row-stochastic matrix :func:`attention` applies to ``v``, explicitly and in fp32.
+
+    ``softmax(q kᵀ * scale + bias)`` over keys, zero where ``mask`` is False; ``(..., Lq, Lk)``.
+    Quadratic in memory: for analysis (attention maps), never for sampling.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias.float()
+    if mask is not None:
+        logits = logits.masked_fill(~mask.to(logits.device), float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
 def _as_ndim(m: torch.Tensor, ndim: int) -> torch.Tensor:
     return m.reshape((1,) * (ndim - m.ndim) + tuple(m.shape)) if m.ndim < ndim else m
 
@@ -173,6 +194,17 @@ class TemporalAttnProcessor:
     ) -> torch.Tensor:
         return global_attention(q, k, v, bias)
 
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """The row-stochastic ``(rows, heads, T, T)`` matrices this processor applies to ``v``, by name.
+
+        Global attention: ``{"attn": softmax(q kᵀ/√d + bias)}``, so ``attn @ v`` is the output. A
+        subclass that changes ``__call__`` overrides this too (the attention-map analysis reads it);
+        rows are independent, so callers may pass row chunks of ``q`` and ``k``.
+        """
+        return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -182,6 +214,45 @@ GlobalAttnProcessor = TemporalAttnProcessor
 
 def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None) -> torch.Tensor:
     return attention(q, k, v, bias=full_bias(bias, q.shape[-2], q.device))
+
+
+def global_attention_probs(
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1
+) -> torch.Tensor:
+    """What :func:`global_attention` applies to ``v``: ``(rows, heads, T*S, T*S)`` in fp32."""
+    if tokens_per_frame > 1 and bias is not None:
+        raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    return attention_probs_of(q, k, full_bias(bias, q.shape[-2], q.device))
+
+
+def local_attention_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+) -> torch.Tensor:
+    """What :func:`local_attention` applies to ``v``: the softmax restricted to each frame's window.
+
+    With ``tokens_per_frame = S > 1`` the ``(T*S, T*S)`` mask is the frame mask with every entry
+    repeated over the ``S x S`` token pairs of its two frames (frame-major tokens, as
+    :func:`local_attention_frames`).
+    """
+    s = tokens_per_frame
+    num_frames = q.shape[-2] // s
+    if s > 1 and bias is not None:
+        raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    mask = token_mask(local_window_mask(num_frames, window, layout), s)
+    return attention_probs_of(q, k, full_bias(bias, num_frames, q.device), mask=mask)
+
+
+def token_mask(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """A ``(..., T, T)`` frame mask as the ``(..., T*S, T*S)`` mask of frame-major tokens."""
+    s = tokens_per_frame
+    if s == 1:
+        return frame_mask
+    return frame_mask.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
 
 
 def block_bias(
@@ -444,13 +515,16 @@ __all__ = [
     "TemporalAttentionContext",
     "TemporalAttnProcessor",
     "attention",
+    "attention_probs_of",
     "block_bias",
     "frame_tokens",
     "full_bias",
     "global_attention",
+    "global_attention_probs",
     "local_attention",
     "local_attention_blocks",
     "local_attention_frames",
+    "local_attention_probs",
     "local_block_plan",
     "local_block_size",
     "local_window_bounds",
@@ -458,4 +532,5 @@ __all__ = [
     "name_temporal_layers",
     "sliding_windows",
     "temporal_attention_layers",
+    "token_mask",
 ]

@@ -67,7 +67,9 @@ class LongVideoPipeline:
         self.backbone = backbone
         if method is None:
             method = "direct"
-        self.method = get_method(method) if isinstance(method, str) else method
+        method = get_method(method) if isinstance(method, str) else method
+        # Methods see latent frames: FreeLong++ is bound to the native LATENT length (Wan: 81 -> 21).
+        self.method = method.with_native_frames(backbone.latent_frames(backbone.native_frames))
         self.decode_chunk_size = decode_chunk_size
         self.progress = progress
         self.stats = GenerationStats()

@@ -40,20 +40,18 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from freelong.attention import CallContext, TemporalAttention  # noqa: E402
-from freelong.config import load_model_config  # noqa: E402
-from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
-from freelong.methods import Method, get_method  # noqa: E402
-from freelong.models.diffusers_attn import WanSelfAttnAdapter  # noqa: E402
-from freelong.profiling import (  # noqa: E402
+from freelong.app.config import method_from_config
+from freelong.attention import CallContext, TemporalAttention
+from freelong.metadata import device_name, git_commit, package_versions
+from freelong.methods import Method, get_method
+from freelong.models.diffusers_attn import WanSelfAttnAdapter
+from freelong.models.spec import CONF_DIR, load_model_config
+from freelong.profiling import (
     MB,
     LayerTimer,
     PeakRSS,
@@ -63,7 +61,7 @@ from freelong.profiling import (  # noqa: E402
     track_tensor_memory,
 )
 
-METHODS = ("direct", "sliding_window", "freenoise", "freelong")
+METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
 DIT_METHODS = (*METHODS, "riflex")
 PROMPT = "a teddy bear walking on the street, high quality"
 
@@ -113,19 +111,6 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def is_dit(backbone) -> bool:
     """A backbone whose methods sit on 3D self-attentions (Wan) rather than UNet temporal attention."""
     return hasattr(backbone, "call_state")
-
-
-def benchmark_method(name: str, family: str) -> Method:
-    """A method with its family preset (``conf/method/<name>_<family>.yaml``) when one exists."""
-    from freelong.config import CONF_DIR, method_from_config
-
-    preset = CONF_DIR / "method" / f"{name}_{family}.yaml"
-    if not preset.is_file():
-        return get_method(name)
-    base, over = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), OmegaConf.load(preset)
-    base.pop("defaults", None)
-    over.pop("defaults", None)
-    return method_from_config(OmegaConf.merge(base, over))
 
 
 @dataclass
@@ -232,6 +217,38 @@ class StepRunner:
             self.scheduler = self.bb.make_scheduler(self.bb.sampling.get("sampler", "ddim"))
             self.scheduler.set_timesteps(50)
         return self.scheduler.step(eps, self.t, latents).prev_sample
+
+
+def method_from_spec(spec: str, family: str = "") -> Method:
+    """``name`` or ``name:key=value:key=value`` (e.g. ``freelong_pp:sparse_global_keys=1.0``), labelled ``spec``.
+
+    With a family preset (``conf/method/<name>_<family>.yaml``, e.g. ``freelong_wan``) the preset's values
+    are the defaults that ``key=value`` pairs override.
+    """
+    import yaml
+
+    name, *pairs = spec.split(":")
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --methods entry {spec!r}: expected key=value after ':', got {pair!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    preset = CONF_DIR / "method" / f"{name}_{family}.yaml"
+    try:
+        if family and preset.is_file():
+            base, over = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), OmegaConf.load(preset)
+            base.pop("defaults", None)
+            over.pop("defaults", None)
+            return with_label(method_from_config(OmegaConf.merge(base, over, params)), spec)
+        return with_label(get_method(name, **params), spec)
+    except ValueError as err:
+        raise SystemExit(f"error: --methods entry {spec!r}: {err}") from None
+
+
+def with_label(method: Method, label: str) -> Method:
+    method.name = label  # the instance's label in the tables (the class keeps its registered name)
+    return method
 
 
 def _memory_before(device: torch.device) -> float:
@@ -469,7 +486,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--height", type=int, default=320)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated (default {','.join(METHODS)}; Wan: + riflex, with the *_wan presets)")
+                   help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)}; "
+                        "Wan: + riflex, with the *_wan presets)")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -535,8 +553,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(args.model, args.widths)
     default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
-    methods = [benchmark_method(n, cfg.family) for n in names]
+    methods = [method_from_spec(n, cfg.family) for n in names]
     backbone = build(cfg, device, dtype)
+    native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
+    methods = [with_label(m.with_native_frames(native), m.name) for m in methods]
     backbone.unet.frame_chunk_size = chunk
     backbone.unet.chunk_budget_mb = args.chunk_budget_mb
     runner = StepRunner(backbone, args, device)

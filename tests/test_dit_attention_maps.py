@@ -67,12 +67,16 @@ def test_analysis_method_entries_follow_preset_defaults():
     from omegaconf import OmegaConf
 
     from analysis.common import methods_from_config
+    from freelong.models.spec import load_model_config
 
-    cfg = OmegaConf.create({"method": {"name": "direct"}})
+    cfg = OmegaConf.create({"method": {"name": "direct"}, "model": load_model_config("wan_tiny")})
     entries = methods_from_config(cfg, ["freelong_vc2", {"name": "freelong_wan", "window": 5}])
     vc2, wan = (e.method for e in entries)
     assert vc2.name == "freelong" and vc2.layout == "centered"
     assert wan.name == "freelong" and wan.window == 5 and wan.noise_stride == 5 and wan.local_only_levels == []
+    # FreeLong++ is bound to the native length in LATENT frames (wan_tiny: 21 video frames -> 6)
+    (pp,) = (e.method for e in methods_from_config(cfg, ["freelong_pp"]))
+    assert pp.native_frames == 6
 
 
 def test_attention_maps_experiment_on_wan_tiny(compose_cfg, tmp_path):

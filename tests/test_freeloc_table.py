@@ -24,9 +24,10 @@ def test_freeloc_rows_beside_ours(tmp_path, capsys):
     assert main([str(run), "--out-dir", str(tmp_path / "tables")]) == 0
     out = capsys.readouterr().out
     assert "FreeLOC protocol" in out and "FreeLOC (CVPR 2026)" in out
-    from eval.tables import freeloc_table, load_records
+    from eval.tables import freeloc_table, records_frame
+    from freelong.app.records import read_results
 
-    table = freeloc_table(load_records([run])).set_index("Method")
+    table = freeloc_table(records_frame(read_results([run]))).set_index("Method")
     assert list(table.index) == ["direct", "riflex"]  # 81-frame rows are not the 4x protocol
     # subject consistency is weighted by frame pairs (VBench): (0.9*320 + 0.8*160) / 480
     assert np.isclose(table.at["direct", "SC"], (0.9 * 320 + 0.8 * 160) / 480 * 100)

@@ -158,8 +158,8 @@ def test_real_loader_reads_a_diffusers_folder(wan, tmp_path):
 
     from omegaconf import OmegaConf
 
-    from freelong.config import load_model_config
     from freelong.models.base import build_backbone
+    from freelong.models.spec import load_model_config
 
     folder = tmp_path / "wan"
     wan.transformer.save_pretrained(folder / "transformer")
@@ -183,8 +183,8 @@ def test_real_loader_reads_a_diffusers_folder(wan, tmp_path):
 
 
 def test_missing_wan_folder_names_the_files_and_the_command(tmp_path):
-    from freelong.config import load_model_config
     from freelong.models.base import build_backbone
+    from freelong.models.spec import load_model_config
     from freelong.weights import MissingWeightsError
 
     cfg = load_model_config("wan2_1_t2v_14b")
@@ -193,7 +193,7 @@ def test_missing_wan_folder_names_the_files_and_the_command(tmp_path):
 
 
 def test_tiny_and_real_configs_share_the_scheduler():
-    from freelong.config import load_model_config
+    from freelong.models.spec import load_model_config
 
     tiny, small, big = (load_model_config(n) for n in ("wan_tiny", "wan2_1_t2v_1_3b", "wan2_1_t2v_14b"))
     assert tiny.scheduler == small.scheduler == big.scheduler
@@ -203,7 +203,7 @@ def test_tiny_and_real_configs_share_the_scheduler():
 
 @pytest.mark.parametrize("method", ["direct", "sliding_window_wan", "freenoise_wan", "freelong_wan", "riflex"])
 def test_wan_4x_experiment_composes_each_swept_method(compose_cfg, method):
-    from freelong.config import method_from_config, validate_config
+    from freelong.app.config import method_from_config, validate_config
 
     cfg = compose_cfg("experiment=wan_4x", f"method={method}")
     validate_config(cfg)

@@ -35,29 +35,10 @@ from ..attention import CallContext
 from ..weights import resolve_model_weights
 from .base import Backbone, register_family
 from .diffusers_attn import DiTCallState, attach_wan, per_frame_text
+from .frames import TEMPORAL_COMPRESSION, check_wan_frames, latent_frame_count  # noqa: F401 (re-exported)
 from .tiny import randomize_
 
-TEMPORAL_COMPRESSION = 4
 SAMPLERS = ("unipc",)
-
-
-def latent_frame_count(num_frames: int, compression: int = TEMPORAL_COMPRESSION) -> int:
-    """Latent frames of a causal video VAE: ``(num_frames - 1) // compression + 1``."""
-    return (int(num_frames) - 1) // compression + 1
-
-
-def check_wan_frames(num_frames: int, compression: int = TEMPORAL_COMPRESSION) -> None:
-    """``num_frames`` must be ``compression*n + 1``; else a ValueError naming the nearest valid counts."""
-    n = int(num_frames)
-    if n >= 1 and (n - 1) % compression == 0:
-        return
-    below = max(1, (n - 1) // compression * compression + 1)
-    above = below + compression if below < n else below
-    nearest = sorted({below, above} - {n})
-    raise ValueError(
-        f"num_frames={n} is not {compression}n+1 (the Wan VAE compresses time {compression}x causally); "
-        f"nearest valid: {' or '.join(map(str, nearest))}"
-    )
 
 
 class WanBackbone(Backbone):
