@@ -11,7 +11,9 @@ from freelong.attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     global_attention,
+    global_attention_probs,
     local_attention,
+    local_attention_probs,
 )
 from freelong.methods import Method, register_method
 
@@ -32,6 +34,13 @@ class LocalWindowProcessor(TemporalAttnProcessor):
         if self.window >= ctx.num_frames(q):
             return global_attention(q, k, v, bias)
         return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
+
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
+                        ctx: TemporalAttentionContext) -> dict[str, torch.Tensor]:
+        """``{"attn": A}``: the softmax restricted to each frame's window (over tokens when ``S > 1``)."""
+        if self.window >= ctx.num_frames(q):
+            return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
+        return {"attn": local_attention_probs(q, k, bias, self.window, self.layout, ctx.tokens_per_frame)}
 
     def __repr__(self) -> str:
         return f"LocalWindowProcessor(window={self.window}, layout={self.layout})"

@@ -273,3 +273,16 @@ def test_multi_prompt_video_on_wan(wan):
     with pytest.raises(ValueError, match="motion injection"):
         inject([{"prompt": "a fox", "frames": 12}, {"prompt": "a dog", "frames": 13}], num_frames=25,
                num_inference_steps=2)
+
+
+def test_freelong_pp_is_bound_to_the_native_latent_length(wan, compose_cfg):
+    """wan_tiny's native 21 video frames are 6 latent frames: FreeLong++'s windows are 6/12/24 latent frames."""
+    from freelong.app.config import validate_config
+
+    pipe = LongVideoPipeline(wan, "freelong_pp", progress=False)
+    assert pipe.method.native_frames == 6 and pipe.method.resolved_windows(24) == [6, 12, 24]
+    validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp", "num_frames=93"))  # 24 latent frames
+    with pytest.raises(ValueError, match=r"method\.scales"):  # 25 latent > the widest (global) branch's 24
+        validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp", "num_frames=97"))
+    video = pipe(PROMPT, num_frames=25, height=32, width=48, num_inference_steps=1)  # 7 latent: 2 branches
+    assert video.shape == (25, 32, 48, 3) and bool(torch.isfinite(torch.as_tensor(video, dtype=torch.float32)).all())
