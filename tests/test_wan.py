@@ -215,13 +215,13 @@ def test_wan_4x_experiment_composes_each_swept_method(compose_cfg, method):
     assert "dynamic_degree" in cfg.eval.dims and "aesthetic_quality" in cfg.eval.dims
 
 
-def test_run_py_rejects_a_non_4n_plus_1_count_in_one_line():
+def test_run_py_rejects_a_non_4n_plus_1_count_in_one_line(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "run.py", "model=wan_tiny", "num_frames=322", "hydra.run.dir=/tmp/x"],
+    out = subprocess.run([sys.executable, "run.py", "model=wan_tiny", "num_frames=322", f"hydra.run.dir={tmp_path}"],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "nearest valid: 321 or 325" in out.stderr + out.stdout and "Traceback" not in out.stderr
@@ -282,7 +282,11 @@ def test_freelong_pp_is_bound_to_the_native_latent_length(wan, compose_cfg):
     pipe = LongVideoPipeline(wan, "freelong_pp", progress=False)
     assert pipe.method.native_frames == 6 and pipe.method.resolved_windows(24) == [6, 12, 24]
     validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp", "num_frames=93"))  # 24 latent frames
+    validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp_wan", "num_frames=93"))  # the preset too
     with pytest.raises(ValueError, match=r"method\.scales"):  # 25 latent > the widest (global) branch's 24
         validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp", "num_frames=97"))
+    with pytest.raises(ValueError, match=r"method\.scales"):
+        validate_config(compose_cfg("model=wan_tiny", "method=freelong_pp_wan", "num_frames=97"))
+    validate_config(compose_cfg("experiment=freelong_pp_wan_4x"))  # Wan2.1: 81 video = 21 latent; 321 -> 81 <= 84
     video = pipe(PROMPT, num_frames=25, height=32, width=48, num_inference_steps=1)  # 7 latent: 2 branches
     assert video.shape == (25, 32, 48, 3) and bool(torch.isfinite(torch.as_tensor(video, dtype=torch.float32)).all())
