@@ -76,7 +76,7 @@ ProbsFn = Callable[[torch.Tensor, torch.Tensor, "PositionBias | None", TemporalA
 
 
 def _global_map(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": global_attention_probs(q, k, bias)}
+    return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
 
 
 def _defined_in(cls: type, name: str) -> type | None:
@@ -88,6 +88,14 @@ def explains_itself(proc: Any) -> bool:
     ``__call__`` it runs (a subclass that changes ``__call__`` but inherits ``attention_probs`` does not)."""
     probs, call = _defined_in(type(proc), "attention_probs"), _defined_in(type(proc), "__call__")
     return probs is not None and call is not None and issubclass(probs, call)
+
+
+def frame_pooled(p: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """A ``(..., T*S, T*S)`` token map of frame-major tokens as the ``(..., T, T)`` frame map: the mass
+    the tokens of query frame ``i`` put on key frame ``j``, averaged over the query frame's tokens."""
+    s = tokens_per_frame
+    t = p.shape[-1] // s
+    return p.unflatten(-1, (t, s)).sum(-1).unflatten(-2, (t, s)).mean(-2)
 
 
 class AttentionMapStore:
@@ -130,6 +138,9 @@ class AttentionMapStore:
     def add(self, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
             ctx: TemporalAttentionContext) -> None:
         fn = self.probs_of(proc)
+        if ctx.tokens_per_frame > 1:  # a DiT's 3D self-attention: frame maps (analysis/dit_attention.py)
+            self._record(self._dit_sums(fn, proc, q, k, bias, ctx), ctx, q.shape[0] * q.shape[1])
+            return
         rows, heads, t, _ = q.shape
         chunk = max(1, self.max_chunk_elems // (heads * t * t))
         sums: dict[str, torch.Tensor] = {}
@@ -137,8 +148,37 @@ class AttentionMapStore:
             for branch, p in fn(q[r0:r0 + chunk], k[r0:r0 + chunk], bias, ctx).items():
                 s = p.sum(dim=(0, 1), dtype=torch.float64)
                 sums[branch] = sums[branch] + s if branch in sums else s
+        self._record(sums, ctx, rows * heads)
+
+    def _dit_sums(self, fn: ProbsFn, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
+                  ctx: TemporalAttentionContext) -> dict[str, torch.Tensor]:
+        """Frame-map sums over rows and heads of a DiT call. The processor's own ``attention_probs``
+        (``(T*S)^2`` token maps, pooled to frames) in chunks of rows x heads while one head's map fits
+        ``max_chunk_elems``; beyond that one query frame at a time (:func:`analysis.dit_attention.dit_frame_probs`,
+        which knows the built-in processors)."""
+        rows, heads, n, _ = q.shape
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(maps: dict[str, torch.Tensor]) -> None:
+            for branch, p in maps.items():
+                t = p.sum(dim=(0, 1), dtype=torch.float64)
+                sums[branch] = sums[branch] + t if branch in sums else t
+
+        if n * n <= self.max_chunk_elems:
+            hc = max(1, min(heads, self.max_chunk_elems // (n * n)))
+            for r0 in range(rows):
+                for h0 in range(0, heads, hc):
+                    qc, kc = q[r0:r0 + 1, h0:h0 + hc], k[r0:r0 + 1, h0:h0 + hc]
+                    add({b: frame_pooled(p, ctx.tokens_per_frame) for b, p in fn(qc, kc, bias, ctx).items()})
+            return sums
+        from .dit_attention import dit_frame_probs
+
+        add(dit_frame_probs(TemporalAttnProcessor() if fn is _global_map else proc, q, k, ctx))
+        return sums
+
+    def _record(self, sums: dict[str, torch.Tensor], ctx: TemporalAttentionContext, count: int) -> None:
         for branch, s in sums.items():
-            m = (s / (rows * heads)).cpu()
+            m = (s / count).cpu()
             self._acc(self.total, branch, m)
             self._acc(self.by_layer[branch], ctx.name, m)
             self._acc(self.by_step[branch], ctx.step_index if ctx.step_index is not None else -1, m)
@@ -204,6 +244,10 @@ class CaptureMethod:
         install_capture(unet, self.store)
         return handle
 
+    def processor(self) -> CapturingProcessor:
+        """For backbones that install ``method.processor()`` themselves (a DiT's attention adapters)."""
+        return CapturingProcessor(self.method.processor(), self.store)
+
     def for_multi_prompt(self) -> CaptureMethod:
         inner = self.method.for_multi_prompt()
         return self if inner is self.method else CaptureMethod(inner, self.store)
@@ -218,6 +262,10 @@ def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[
     if layers is None:
         return None
     names = list(temporal_attention_layers(unet))
+    if not names:  # a DiT: its 3D self-attentions
+        from .dit_attention import dit_layer_names
+
+        names = dit_layer_names(unet)
     out = []
     for layer in layers:
         if isinstance(layer, int):

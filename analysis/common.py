@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from freelong.app.setup import check_prompts_fit
 from freelong.errors import ConfigError
 from freelong.methods import Method, get_method
-from freelong.models.spec import CONF_DIR
+from freelong.models.spec import CONF_DIR, latent_frames
 from freelong.video_io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("freelong.analysis")
@@ -68,8 +68,11 @@ def _method_yaml(name: str) -> dict[str, Any]:
         known = sorted({p.stem for p in (CONF_DIR / "method").glob("*.yaml")} | set(available_methods()))
         raise ConfigError(f"analysis.methods: unknown method {name!r}; available: {', '.join(known)}")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    raw.pop("defaults", None)
-    return raw
+    base: dict[str, Any] = {}
+    for parent in raw.pop("defaults", None) or []:  # presets built on another method file (freelong_vc2, *_wan)
+        if isinstance(parent, str) and not parent.startswith("/") and parent != "_self_":
+            base.update(_method_yaml(parent))
+    return {**base, **raw}
 
 
 def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
@@ -87,7 +90,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
         elif isinstance(entry, Mapping) and "name" in entry:
             entry = dict(entry)
             label = str(entry.pop("label", "")) or None
-            params = {**_method_yaml(entry["name"]), **entry}
+            params = {**_method_yaml(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
             if label is None:
                 extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
                 label = f"{entry['name']}({extra})" if extra else entry["name"]
@@ -95,7 +98,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
             raise ConfigError(f"analysis.methods entries are names or {{name, label?, params...}}, got {entry!r}")
         name = params.pop("name")
         try:
-            method = get_method(name, **params).with_native_frames(cfg.model.native_frames)
+            method = get_method(name, **params).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
         except ValueError as err:
             raise ConfigError(f"analysis.methods ({label}): {err}") from None
         out.append(MethodEntry(label, method))

@@ -207,3 +207,41 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, sep, *body])
+
+
+# FreeLOC (CVPR 2026, official README; research/papers.md §2.3): Wan2.1-T2V-1.3B at 4x = 321 frames, 832x480,
+# sample_shift 8, guide_scale 6, VBench in percent. A separate, source-labelled reference for the Wan rows.
+FREELOC_COLUMNS = {  # dimension -> FreeLOC header
+    "subject_consistency": "SC",
+    "background_consistency": "BC",
+    "motion_smoothness": "MS",
+    "imaging_quality": "IQ",
+    "aesthetic_quality": "AQ",
+    "dynamic_degree": "DD",
+}
+FREELOC_WAN_4X = {
+    "direct": {"SC": 98.50, "BC": 97.89, "MS": 98.83, "IQ": 59.21, "AQ": 49.43, "DD": 4.32},
+    "sliding_window": {"SC": 96.15, "BC": 95.92, "MS": 98.54, "IQ": 65.64, "AQ": 54.04, "DD": 39.81},
+    "riflex": {"SC": 98.41, "BC": 97.87, "MS": 98.86, "IQ": 59.92, "AQ": 49.67, "DD": 4.45},
+    "freelong": {"SC": 97.88, "BC": 97.51, "MS": 98.91, "IQ": 63.17, "AQ": 54.56, "DD": 21.21},
+    "freenoise": {"SC": 97.31, "BC": 97.25, "MS": 98.84, "IQ": 66.32, "AQ": 56.01, "DD": 35.11},
+    "freeloc": {"SC": 98.44, "BC": 97.78, "MS": 98.97, "IQ": 67.44, "AQ": 61.21, "DD": 36.27},
+}
+FREELOC_MODEL, FREELOC_FRAMES = "wan2_1_t2v_1_3b", 321
+FREELOC_NOTE = ("reference: FreeLOC (CVPR 2026) README, Wan2.1-T2V-1.3B, 321 frames, 832x480, shift 8, guidance 6 "
+                "(its own prompt set)")
+
+
+def freeloc_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Our Wan2.1-1.3B 321-frame methods in FreeLOC's columns, with FreeLOC's published row beside each."""
+    ours = df[(df["model"] == FREELOC_MODEL) & (df["num_frames"] == FREELOC_FRAMES) & ~df["random_init"]]
+    rows = []
+    for method, group in ours.groupby("method", sort=False):
+        row = {"Method": method, **{col: _dimension_percent(group, dim) for dim, col in FREELOC_COLUMNS.items()}}
+        row["n"] = len(group)
+        ref = FREELOC_WAN_4X.get(method)
+        row["FreeLOC (SC/BC/MS/IQ/AQ/DD)"] = "/".join(f"{ref[c]:g}" for c in FREELOC_COLUMNS.values()) if ref else "—"
+        rows.append(row)
+    order = {m: i for i, m in enumerate((*METHOD_ORDER, "riflex"))}
+    rows.sort(key=lambda r: order.get(r["Method"], len(order)))
+    return pd.DataFrame(rows)

@@ -120,15 +120,16 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        num_frames = q.shape[-2]
+        num_frames = q.shape[-2] // ctx.tokens_per_frame
         if self.window >= num_frames:  # the local window already covers every frame
             glob = global_attention(q, k, v, bias)
             return glob if self.branch in ("blend", "global", "local", "sum") else self.combine(glob, glob, ctx)
         if not self.uses_global(ctx):
-            return local_attention(q, k, v, bias, self.window, self.layout)
+            return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
         needs = BRANCH_INPUTS[self.branch]
         glob = global_attention(q, k, v, bias) if "global" in needs else None
-        local = local_attention(q, k, v, bias, self.window, self.layout) if "local" in needs else None
+        local = (local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
+                 if "local" in needs else None)
         return self.combine(glob, local, ctx)
 
     def combine(self, glob: torch.Tensor | None, local: torch.Tensor | None,
@@ -145,20 +146,34 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         no single attention matrix; it reports the maps its mode reads (both for ``blend``). A call that
         runs local-only reports ``local`` only; with ``window >= T`` both branches are global attention.
         """
-        if self.window >= q.shape[-2]:
-            glob = global_attention_probs(q, k, bias)
+        s = ctx.tokens_per_frame
+        if self.window >= q.shape[-2] // s:
+            glob = global_attention_probs(q, k, bias, s)
             return {"global": glob, "local": glob}
         needs = BRANCH_INPUTS[self.branch] if self.uses_global(ctx) else ("local",)
         out = {}
         if "global" in needs:
-            out["global"] = global_attention_probs(q, k, bias)
+            out["global"] = global_attention_probs(q, k, bias, s)
         if "local" in needs:
-            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout)
+            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout, s)
         return out
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:
-        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes."""
+        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes.
+
+        With ``tokens_per_frame = H*W`` (a DiT: ``(B, heads, T*H*W, d)``, frame-major) the same video
+        is the view ``(B, heads, T, H, W, d)``.
+        """
         t, h, w = ctx.frame_shape
+        if ctx.tokens_per_frame > 1:
+            if ctx.tokens_per_frame != h * w:
+                raise ValueError(f"tokens_per_frame={ctx.tokens_per_frame} != H*W of frame_shape {ctx.frame_shape}")
+            b, heads, _, d = glob.shape
+            half = self.half_filter((t, h, w), glob.device)[None, None, :, :, :, None]  # (1,1,T,H,W',1)
+            out = blend_with_rfft_filter(
+                glob.view(b, heads, t, h, w, d), local.view(b, heads, t, h, w, d), half, dims=(2, 3, 4)
+            )
+            return out.view(b, heads, t * h * w, d)
         rows, heads, _, d = glob.shape
         b = rows // (h * w)
         half = self.half_filter((t, h, w), glob.device).permute(1, 2, 0)[None, :, :, None, :, None]  # (1,H,W',1,T,1)

@@ -36,6 +36,7 @@ from .attention import (
     global_attention_probs,
     local_attention,
     local_attention_probs,
+    token_mask,
 )
 from .freelong_method import BRANCH_INPUTS, BRANCHES, combine_branches
 from .methods import Method, register_method
@@ -164,9 +165,6 @@ class MultiBandProcessor(TemporalAttnProcessor):
     def branch(self, q, k, v, bias, window: int | None, sparse: bool, tokens: int = 1) -> torch.Tensor:
         """One branch: local attention over ``window`` frames, or global (on sparse key frames if asked)."""
         if window is not None:
-            if tokens == 1:
-                return local_attention(q, k, v, bias, window, self.layout)
-            # the tokens-per-frame contract's frame-level local attention (issue 11's helper)
             return local_attention(q, k, v, bias, window, self.layout, tokens_per_frame=tokens)
         if sparse and self.sparse_global_keys < 1.0:
             return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens)
@@ -227,26 +225,31 @@ class MultiBandProcessor(TemporalAttnProcessor):
     def attention_probs(
         self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
     ) -> dict[str, torch.Tensor]:
-        """The ``(rows, heads, T, T)`` attention matrices of the branches this call runs (one token per frame).
+        """The ``(rows, heads, T*S, T*S)`` attention matrices of the branches this call runs.
 
         Keys: ``window<w>`` for local branches, ``global`` for the global one (zero outside its key frames
-        when they are sparse). The fusion mixes branch *outputs* across frequencies, so a fusing call has
-        one map per branch and no single matrix.
+        when they are sparse). With ``S = tokens_per_frame > 1`` (a DiT) the frame masks hold for every
+        token pair of their frames. The fusion mixes branch *outputs* across frequencies, so a fusing call
+        has one map per branch and no single matrix.
         """
-        num_frames = q.shape[-2]
+        tokens = getattr(ctx, "tokens_per_frame", 1)
+        num_frames = q.shape[-2] // tokens
         plan = self.plan(num_frames)
         idx, sparse = self.runs(plan, ctx)
         out = {}
         for i in idx:
             w = plan.windows[i]
             if w is not None:
-                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout)
+                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout, tokens)
             elif sparse and self.sparse_global_keys < 1.0:
+                if bias is not None and tokens > 1:
+                    raise NotImplementedError("a frame position bias with tokens_per_frame > 1 is not supported")
                 mask = torch.zeros(num_frames, num_frames, dtype=torch.bool)
                 mask[:, sparse_key_index(num_frames, self.sparse_global_keys)] = True
-                out["global"] = attention_probs_of(q, k, full_bias(bias, num_frames, q.device), mask=mask)
+                out["global"] = attention_probs_of(q, k, full_bias(bias, num_frames, q.device),
+                                                   mask=token_mask(mask, tokens))
             else:
-                out["global"] = global_attention_probs(q, k, bias)
+                out["global"] = global_attention_probs(q, k, bias, tokens)
         return out
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:

@@ -68,6 +68,18 @@ class Method:
                 f"use a window <= num_frames (window == num_frames means plain global attention)"
             )
 
+    def check_model(self, model_cfg: Any) -> None:
+        """Raise ValueError if this method cannot run on the model a config describes (before loading it)."""
+
+    def rope_frequencies(
+        self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
+    ) -> torch.Tensor:
+        """The RoPE frequencies to use on ``axis`` at ``num_positions`` positions (default: unchanged).
+
+        Backbones whose positions are RoPE (Wan's 3D RoPE) call this when a method overrides it (RIFLEx).
+        """
+        return freqs
+
     def with_native_frames(self, native_frames: int | None) -> Method:
         """This method for a backbone whose native length is ``native_frames`` (FreeLong++ sizes windows by it)."""
         return self

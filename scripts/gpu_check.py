@@ -239,7 +239,8 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     args = argparse.Namespace(guidance=7.5, height=spec["height"], width=spec["width"], warmup=spec["warmup"],
                               repeats=spec["repeats"], clock="wall")
     runner = StepRunner(backbone, args, device)
-    methods = [get_method(m).with_native_frames(backbone.native_frames) for m in METHODS]  # freelong_pp needs it
+    native = backbone.latent_frames(backbone.native_frames)  # freelong_pp is bound to the native (latent) length
+    methods = [get_method(m).with_native_frames(native) for m in METHODS]
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
     out: dict[str, Any] = {"model": name, "family": cfg.family, "unet_parameters_m": params, "dtype": str(dtype),
                            "size": [spec["height"], spec["width"]], "steps": [], "memory": []}

@@ -25,11 +25,13 @@ from pathlib import Path
 from eval.ablation import NOTE as ABLATION_NOTE
 from eval.ablation import ablation_table, is_ablation
 from eval.tables import (
+    FREELOC_NOTE,
     PAPER_FAMILY,
     PAPER_NOTE,
     PROTOCOL_LABELS,
     aggregate,
     display_frame,
+    freeloc_table,
     records_frame,
     split_tables,
     to_markdown,
@@ -135,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                              caption=f"Table 1: {title}".replace("_", r"\_"), label=f"tab:{stem}")
         atomic_write_text(out_dir / f"{stem}.tex", latex)
         print(f"\nwrote {out_dir / stem}.csv and .tex")
+    wan = freeloc_table(records) if not long else None  # FreeLOC's numbers are standard-protocol VBench
+    if wan is not None and not wan.empty:  # experiment=wan_4x: FreeLOC's columns and published rows
+        print("\n### Wan2.1-T2V-1.3B, 321 frames (FreeLOC protocol)\n")
+        print(to_markdown(wan, args.digits))
+        print(f"\n{FREELOC_NOTE}")
+        atomic_write_text(out_dir / "wan_4x_freeloc.csv", wan.to_csv(index=False))
+        print(f"\nwrote {out_dir / 'wan_4x_freeloc.csv'}")
     return 0
 
 

@@ -365,9 +365,6 @@ def test_sparse_keys_and_fusion_with_many_tokens_per_frame():
     assert ref.shape == (b, 2, t, h, w, 8)
 
 
-@pytest.mark.skipif("tokens_per_frame" not in __import__("inspect").signature(
-    __import__("freelong.attention", fromlist=["local_attention"]).local_attention).parameters,
-    reason="needs the tokens-per-frame local attention of the generalised contract (issue 11)")
 def test_three_branches_with_many_tokens_per_frame_equal_the_token_masked_reference():
     t, h, w, b = 64, 2, 2, 1
     s = h * w

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ..models.spec import CONF_DIR, ModelConfig, SamplingConfig, load_model_config  # noqa: F401 (re-exported)
+from ..models.spec import CONF_DIR, ModelConfig, SamplingConfig, latent_frames, load_model_config  # noqa: F401
 from .sharding import check_job_device, check_shard
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -205,7 +205,10 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     check_job_device(cfg.device)  # cpu | cuda[:N] | mps | cuda:free
-    method_from_config(cfg.method).with_native_frames(cfg.model.native_frames).check_frames(cfg.num_frames)
+    # Methods see latent frames (Wan: 4n+1 video frames -> n+1); FreeLong++ is bound to the native latent length.
+    method = method_from_config(cfg.method).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
+    method.check_frames(latent_frames(cfg.model, cfg.num_frames))
+    method.check_model(cfg.model)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list and not cfg.prompts.suite:

@@ -128,6 +128,22 @@ class Backbone:
     def label(self) -> str:
         return RANDOM_INIT_LABEL if self.random_init else ""
 
+    # -- family-specific rules the pipeline asks about (SD-like UNets: the identity) ---------------
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for ``num_frames`` video frames (a video VAE that compresses time changes this)."""
+        return int(num_frames)
+
+    def check_shape(self, num_frames: int, height: int, width: int) -> None:
+        """Raise ValueError for a frame count or size this backbone cannot take (beyond the VAE factor)."""
+
+    def scheduler_step_kwargs(self, sampler: str, generator: torch.Generator, eta: float) -> dict[str, Any]:
+        """Extra keyword arguments of ``scheduler.step`` (DDIM/DDPM: the generator, DDIM's eta)."""
+        return {"generator": generator, **({"eta": eta} if sampler == "ddim" else {})}
+
+    def attach(self, method: Any):
+        """Install ``method`` on this backbone's denoiser; returns the handle whose ``detach()`` undoes it."""
+        return method.attach(self.unet)
+
     # -- the calls the pipeline makes -------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token ids padded/truncated to the text encoder's context length (77 for CLIP)."""

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..weights import REPO_ROOT, WeightConfig
+from .frames import check_wan_frames, latent_frame_count
 
 CONF_DIR = REPO_ROOT / "conf"
 SAMPLERS = ("ddim", "ddpm")
@@ -74,3 +75,17 @@ def load_model_config(name: str) -> DictConfig:
 
 
 __all__ = ["CONF_DIR", "SAMPLERS", "ModelConfig", "SamplingConfig", "available_models", "load_model_config"]
+
+
+def latent_frames(model_cfg: DictConfig | Any, num_frames: int) -> int:
+    """Frames the methods see for ``num_frames`` video frames of a model config (before building it).
+
+    A video VAE that compresses time (Wan: ``extra.temporal_compression: 4``, 4n+1 -> n+1) changes the
+    count and rejects other lengths (ValueError naming the nearest valid ones); otherwise the identity.
+    The built backbone answers the same through :meth:`~freelong.models.base.Backbone.latent_frames`.
+    """
+    compression = int((model_cfg.get("extra") or {}).get("temporal_compression", 1))
+    if compression == 1:
+        return int(num_frames)
+    check_wan_frames(num_frames, compression)
+    return latent_frame_count(num_frames, compression)
