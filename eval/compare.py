@@ -76,25 +76,29 @@ def format_table(report: dict[str, dict], native_s: dict[str, float], official_s
     return "\n".join(lines)
 
 
-def compare_main(args: Any, videos: list[Path], dims: list[str]) -> int:
-    """The ``--compare-official`` path of :func:`eval.cli.main` (its parsed ``args``)."""
+def compare_main(args: Any, videos: list[Path], dims: list[str], weights: dict[str, str]) -> int:
+    """The ``--compare-official`` path of :func:`eval.cli.main` (its parsed ``args``; ``weights`` from ``--weight``)."""
     import time
 
     from freelong.video_io import atomic_write_json
 
-    from .cli import _parse_weights
     from .models import MissingExtraError
-    from .official import OfficialBackendError, run_official
+    from .official import OfficialBackendError, check_official_dims, run_official
     from .scorer import Evaluator, vbench_json
     from .weights import EvalWeightsMissing, WeightChecksumError
 
+    try:
+        check_official_dims(dims)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.random_init:
         print("error: --compare-official compares against VBench's real weights; drop --random-init",
               file=sys.stderr)
         return 2
     try:
         t0 = time.perf_counter()
-        evaluator = Evaluator(dims, device=args.device, weights=_parse_weights(args.weight),
+        evaluator = Evaluator(dims, device=args.device, weights=weights,
                               cache_dir=args.cache_dir, batch_size=args.batch_size, precision=args.precision,
                               imaging_mode=args.imaging_mode)
         setup_s = time.perf_counter() - t0

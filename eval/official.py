@@ -117,6 +117,14 @@ def restore_paths(results: dict[str, Any], mapping: dict[str, Path]) -> dict[str
     return out
 
 
+def check_official_dims(dims: Sequence[str]) -> None:
+    """Raise ValueError for dimensions the official lane does not drive (overall_consistency: see below)."""
+    other = [d for d in dims if d not in OFFICIAL_CACHE_FILES]
+    if other:  # VBench would take each prompt from the linked file's name, which the lane numbers
+        raise ValueError(f"the official backend scores VBench's seven quality dimensions only, not {', '.join(other)} "
+                         f"(score it with the native backend)")
+
+
 def run_official(videos: Sequence[Path], dims: Sequence[str], vbench_python: str | None, device: str | None = None,
                  imaging_mode: str = "longer", cache_dir: str | None = None,
                  timeout: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
@@ -126,6 +134,7 @@ def run_official(videos: Sequence[Path], dims: Sequence[str], vbench_python: str
     """
     from .weights import vbench_cache_dir
 
+    check_official_dims(dims)
     if not vbench_python:
         raise ValueError("the official backend needs the python of a VBench environment: "
                          "--vbench-python /path/to/vbench-env/bin/python (eval.vbench_python=...)")

@@ -12,10 +12,10 @@ import torch
 from eval_synthetic import smooth_frames
 from fake_vbench import calls, fill_cache, make_fake_vbench
 
-from eval.base import ALL_DIMS
-from eval.hook import OfficialRunEvaluator, build_run_evaluator
+from eval.base import QUALITY_DIMS as ALL_DIMS  # the seven the official lane drives
 from eval.official import OfficialBackendError, run_official
-from freelong.runner import ConfigError
+from freelong.app.eval_hook import PENDING_NOTE, OfficialRunEvaluator, build_run_evaluator
+from freelong.errors import ConfigError
 from freelong.video_io import write_video
 
 
@@ -90,6 +90,10 @@ def test_incomplete_cache_is_one_error_before_vbench_starts(tmp_path):
     assert "ViT-B-32.pt" not in msg and calls(tmp_path / "env") == []
     with pytest.raises(ValueError, match="--vbench-python"):
         run_official(videos, ["temporal_flickering"], None)
+    # overall_consistency: VBench would read prompts from the lane's numbered link names; refused up front
+    with pytest.raises(ValueError, match="overall_consistency"):
+        run_official(videos, ["temporal_flickering", "overall_consistency"], str(python), cache_dir=str(cache))
+    assert calls(tmp_path / "env") == []
 
 
 def test_run_hook_queues_videos_and_scores_them_in_one_call(compose_cfg, tmp_path):
@@ -119,6 +123,10 @@ def test_run_hook_queues_videos_and_scores_them_in_one_call(compose_cfg, tmp_pat
         build_run_evaluator(bad.eval, device=torch.device("cpu"), random_init=False)
     with pytest.raises(ConfigError, match="random-init"):
         build_run_evaluator(cfg.eval, device=torch.device("cpu"), random_init=True)
+    with pytest.raises(ConfigError, match="eval.dims.*overall_consistency"):
+        build_run_evaluator(compose_cfg("eval=fast", "eval.dims=[overall_consistency]", "eval.backend=official",
+                                        f"eval.vbench_python={python}", f"eval.cache_dir={cache}").eval,
+                            device=torch.device("cpu"), random_init=False)
 
 
 def test_vbench_failure_is_recorded_for_every_video_of_the_call(tmp_path):
@@ -137,7 +145,7 @@ def test_vbench_failure_is_recorded_for_every_video_of_the_call(tmp_path):
 
 def test_runner_fills_batched_scores_into_every_record(compose_cfg, tmp_path, monkeypatch):
     """run.py with the official backend: all of the run's videos reach VBench in one process."""
-    import freelong.runner as runner
+    import freelong.app.runner as runner
 
     cache = tmp_path / "cache"
     fill_cache(cache, ["temporal_flickering"])
@@ -155,3 +163,68 @@ def test_runner_fills_batched_scores_into_every_record(compose_cfg, tmp_path, mo
     assert [c["event"] for c in log].count("process") == 1
     (evaluation,) = [c for c in log if c["event"] == "evaluate"]
     assert len(evaluation["videos"]) == 2 and all(os.path.basename(p).endswith(".mp4") for p in evaluation["videos"])
+
+
+def test_stopped_run_leaves_marked_placeholders_that_a_rerun_scores_without_regenerating(compose_cfg, tmp_path,
+                                                                                          monkeypatch):
+    """Stopped before the one VBench call: records say so; the same run again scores them, generating nothing."""
+    import freelong.app.runner as runner
+
+    cache = tmp_path / "cache"
+    fill_cache(cache, ["temporal_flickering"])
+    python = make_fake_vbench(tmp_path / "env", None,
+                              {"temporal_flickering": {"overall": 0.9, "per_video": {}, "default": 0.625}}, cache)
+    evaluator = OfficialRunEvaluator(["temporal_flickering"], str(python), None, "longer", str(cache))
+    monkeypatch.setattr(runner, "make_evaluator", lambda cfg, device, random_init: evaluator)
+    cfg = compose_cfg("num_frames=16", "num_inference_steps=1", "progress=false", "num_seeds=2",
+                      f"paths.output_root={tmp_path / 'out'}")
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluator, "finish", stopped)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg, run_dir=run_dir)
+    first = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert len(first) == 2 and calls(tmp_path / "env") == []
+    for r in first:  # clearly placeholders: flagged, explained, no values a table could pick up
+        assert r["scores"]["meta"]["pending"] is True and r["scores"]["meta"]["note"] == PENDING_NOTE
+        assert "temporal_flickering" not in r["scores"]
+    assert "--write-back" in PENDING_NOTE
+
+    monkeypatch.undo()
+    evaluator = OfficialRunEvaluator(["temporal_flickering"], str(python), None, "longer", str(cache))
+    monkeypatch.setattr(runner, "make_evaluator", lambda cfg, device, random_init: evaluator)
+    monkeypatch.setattr(runner, "generate_one", lambda *a, **k: pytest.fail("a finished video was generated again"))
+    runner.run(cfg, run_dir=run_dir)
+    second = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["created"] for r in second] == [r["created"] for r in first]
+    for r in second:
+        assert r["scores"]["temporal_flickering"] == 0.625 and "pending" not in r["scores"]["meta"]
+        assert r["scores"]["meta"]["frames"] == 16 and r["scores"]["meta"]["videos_in_call"] == 2
+    assert [c["event"] for c in calls(tmp_path / "env")].count("process") == 1
+    runner.run(cfg, run_dir=run_dir)  # nothing pending any more: no VBench process at all
+    assert [c["event"] for c in calls(tmp_path / "env")].count("process") == 1
+
+
+def test_write_back_rescores_placeholders(tmp_path):
+    """``python -m eval RUN --write-back`` treats an official placeholder as unscored (native label differs)."""
+    from eval.scorer import Evaluator
+    from freelong.app.records import RunRecords, read_records
+    from freelong.app.writeback import write_back
+
+    (video,) = _videos(tmp_path, 1)
+    run_dir = tmp_path / "run"
+    (run_dir / "videos").mkdir(parents=True)
+    os.replace(video, run_dir / "videos" / "a.mp4")
+    placeholder = OfficialRunEvaluator(["temporal_flickering"], "python", None, "longer", None).queue(
+        run_dir / "videos" / "a.mp4", 4)
+    RunRecords(run_dir).save_stem("a", {"video": "videos/a.mp4", "prompt": "a", "random_init": True,
+                                        "status": "done", "scores": placeholder})
+    evaluator = Evaluator(["temporal_flickering"], device="cpu", random_init=True)
+    report = write_back([run_dir], evaluator, progress=False)
+    assert report.scored == [f"{run_dir}/videos/a"]
+    scores = read_records(run_dir)["a"]["scores"]
+    expected = evaluator.score(run_dir / "videos" / "a.mp4").values()["temporal_flickering"]
+    assert scores["temporal_flickering"] == expected and "pending" not in scores["meta"]
