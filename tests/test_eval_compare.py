@@ -118,3 +118,16 @@ def test_real_vbench_agrees(tmp_path, capsys):
     print(captured.out)
     assert rc == 0, captured.out + captured.err
     assert Path(tmp_path / "r.compare.json").is_file()
+
+
+@pytest.mark.parametrize("extra, needle", [(["--protocol", "long"], "--protocol long"),
+                                           (["--prompt", "a cat"], "--prompt"),
+                                           (["--dims", "overall_consistency"], "overall_consistency")])
+def test_compare_official_refuses_what_vbench_cannot_match(two_videos, tmp_path, capsys, extra, needle):
+    """Prompts and protocols VBench's custom_input mode does not share: one error line, exit 2, no VBench."""
+    python = make_fake_vbench(tmp_path / "env", None, {}, tmp_path / "cache")
+    code = main([str(p) for p in two_videos] + ["--compare-official", "--vbench-python", str(python),
+                                                "--out", str(tmp_path / "o.json")] + extra)
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert calls(tmp_path / "env") == []
