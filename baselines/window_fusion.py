@@ -69,11 +69,12 @@ class WindowFusionProcessor(TemporalAttnProcessor):
     ) -> torch.Tensor:
         num_frames = q.shape[-2]
         if self.window >= num_frames:
-            return global_attention(q, k, v, bias)
+            return global_attention(q, k, v, bias, ctx.positions)
         windows = sliding_windows(num_frames, self.window, self.stride)
         starts = torch.tensor([s for s, _ in windows])
         offsets = torch.arange(self.window)
         weights = self._weights.to(device=q.device, dtype=torch.float32)
+        local = None if ctx.positions is None else [d[:, None] for d in ctx.positions(offsets.to(q.device))]
         out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
         total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
         # Windows are batched in groups so the gathered q/k/v stay about the size of the input.
@@ -83,7 +84,10 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             idx = cpu_idx.to(q.device)
             n = idx.shape[0]
             # (B', heads, n, W, d) with heads and windows merged: 4D inputs keep SDPA on its fused kernels
-            qw, kw, vw = (x[:, :, idx].flatten(1, 2) for x in (q, k, v))
+            if local is None:
+                qw, kw, vw = (x[:, :, idx].flatten(1, 2) for x in (q, k, v))
+            else:  # every window sees window-local positions 0..window-1 (heads, 1, W, d offsets)
+                qw, kw, vw = ((x[:, :, idx] + dx.to(x.dtype)).flatten(1, 2) for x, dx in zip((q, k, v), local))
             wbias = None
             if bias is not None:
                 wbias = block_bias(bias, cpu_idx, cpu_idx, q.device).flatten(0, 1)  # (heads * n, W, W)

@@ -50,6 +50,9 @@ class TemporalAttentionContext:
 
     ``frame_shape=(T, H, W)`` lets processors view the ``B*H*W`` rows as a video (FreeLong's 3D FFT);
     ``level`` is the UNet resolution level (0 = highest resolution); ``name`` is the layer's module path.
+    ``positions`` (None for LaVie/VideoCrafter2): the backbone's additive frame positions
+    (:class:`FramePositions`, AnimateDiff's sinusoidal table) for the processor to add itself, at
+    absolute frames for global attention and at window-local frames for windowed branches.
     """
 
     frame_shape: tuple[int, int, int]
@@ -59,6 +62,72 @@ class TemporalAttentionContext:
     step_index: int | None = None
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    positions: FramePositions | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Additive frame positions (contract extension 2; None everywhere except diffusers' AnimateDiff)
+# ----------------------------------------------------------------------------------------------
+class FramePositions(Protocol):
+    """Per-frame additive offsets of q, k, v: ``positions(idx) -> (dq, dk, dv)``, each ``(heads, len(idx), d)``.
+
+    AnimateDiff adds a sinusoidal table ``p`` to the hidden states before the (linear) q/k/v
+    projections, so ``q(h + p_f) = q(h) + W_q p_f``: the backbone hands q/k/v *without* positions and
+    the processor adds the offsets of whichever frame positions its branch uses.
+    """
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def add_positions(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: FramePositions, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q, k, v`` (``(..., heads, len(idx), d)``) plus the offsets of frame positions ``idx``."""
+    dq, dk, dv = positions(idx.to(q.device))
+    return q + dq.to(q.dtype), k + dk.to(k.dtype), v + dv.to(v.dtype)
+
+
+def local_attention_positions(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str,
+    positions: FramePositions,
+    budget_mb: float = 256.0,
+) -> torch.Tensor:
+    """Local attention where each query's window sees window-local positions ``0..len-1``.
+
+    Query ``i`` with window ``[s_i, e_i)`` (:func:`local_window_bounds`) gets the offsets of position
+    ``i - s_i`` and its key/value ``j`` those of ``j - s_i``, as if the window were a short video of its
+    own (what a model trained on short clips has seen). Keys differ per query, so each query's window
+    is gathered (``(rows, heads, n, L, d)`` for a chunk of ``n`` query frames, ``budget_mb`` bounded).
+    """
+    rows, heads, num_frames, d = q.shape
+    start, end = local_window_bounds(num_frames, window, layout)
+    span = int((end - start).max())
+    m = torch.arange(span)
+    k_idx = (start[:, None] + m).clamp(max=num_frames - 1)  # (T, L)
+    valid = (start[:, None] + m) < end[:, None]
+    q_pos = torch.arange(num_frames) - start
+    dq, dk, dv = positions(m.to(q.device))  # (heads, L, d)
+    per_frame = rows * heads * span * (d + v.shape[-1]) * q.element_size()
+    chunk = max(1, min(num_frames, int(budget_mb * 2**20 // max(per_frame, 1))))
+    out = q.new_empty((rows, heads, num_frames, v.shape[-1]))
+    for a in range(0, num_frames, chunk):
+        b = min(num_frames, a + chunk)
+        ki, ok = k_idx[a:b].to(q.device), valid[a:b].to(q.device)
+        qg = (q[:, :, a:b] + dq[:, q_pos[a:b].to(q.device)].to(q.dtype)).unsqueeze(-2)  # (R, H, n, 1, d)
+        kg = k[:, :, ki] + dk[:, None].to(k.dtype)  # (R, H, n, L, d)
+        vg = v[:, :, ki] + dv[:, None].to(v.dtype)
+        if bias is None:
+            mask = ok[:, None, :]  # (n, 1, L)
+        else:
+            blk = block_bias(bias, torch.arange(a, b)[:, None], k_idx[a:b], q.device)  # (heads, n, 1, L)
+            mask = blk.to(q.dtype).masked_fill(~ok[:, None, :], float("-inf"))
+        out[:, :, a:b] = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask).squeeze(-2)
+    return out
 
 
 def attention(
@@ -161,7 +230,7 @@ class TemporalAttnProcessor:
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        return global_attention(q, k, v, bias)
+        return global_attention(q, k, v, bias, ctx.positions)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -170,7 +239,13 @@ class TemporalAttnProcessor:
 GlobalAttnProcessor = TemporalAttnProcessor
 
 
-def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None) -> torch.Tensor:
+def global_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None,
+    positions: FramePositions | None = None,
+) -> torch.Tensor:
+    """Attention over all frames; with ``positions``, at absolute frame positions ``0..T-1``."""
+    if positions is not None:
+        q, k, v = add_positions(q, k, v, positions, _frame_index(q.shape[-2]))
     return attention(q, k, v, bias=full_bias(bias, q.shape[-2], q.device))
 
 
@@ -207,13 +282,18 @@ def local_attention(
     window: int,
     layout: str = "adjusted",
     block_size: int | None = None,
+    positions: FramePositions | None = None,
 ) -> torch.Tensor:
     """Attention restricted to each frame's local window (see :func:`local_window_bounds`).
+
+    With ``positions``, each window sees window-local positions (:func:`local_attention_positions`).
 
     ``block_size=None`` picks the computation: one dense SDPA call with a ``T x T`` mask for short
     videos, query blocks of :func:`local_block_size` frames (:func:`local_attention_blocks`) once that
     at least halves the work. ``0`` forces the dense path, ``n > 0`` blocks of ``n`` frames.
     """
+    if positions is not None:
+        return local_attention_positions(q, k, v, bias, window, layout, positions)
     num_frames = q.shape[-2]
     if block_size is None:
         block = min(local_block_size(window), num_frames)
@@ -360,7 +440,15 @@ class TemporalAttention(nn.Module):
 
 
 def temporal_attention_layers(model: nn.Module) -> dict[str, TemporalAttention]:
-    """All temporal attention layers of a model, keyed by module path."""
+    """All temporal attention layers of a model, keyed by module path.
+
+    A model that is not built from :class:`TemporalAttention` modules (diffusers' video UNets) lists
+    its own through a ``temporal_layers()`` method: objects with ``processor``, ``set_processor``,
+    ``level`` and ``layer_name`` like :class:`TemporalAttention`.
+    """
+    provider = getattr(model, "temporal_layers", None)
+    if callable(provider):
+        return dict(provider())
     return {name: m for name, m in model.named_modules() if isinstance(m, TemporalAttention)}
 
 
@@ -374,17 +462,20 @@ def name_temporal_layers(model: nn.Module, level_of: dict[str, int] | None = Non
 
 __all__ = [
     "CallContext",
+    "FramePositions",
     "GlobalAttnProcessor",
     "PositionBias",
     "TemporalAttention",
     "TemporalAttentionContext",
     "TemporalAttnProcessor",
+    "add_positions",
     "attention",
     "block_bias",
     "full_bias",
     "global_attention",
     "local_attention",
     "local_attention_blocks",
+    "local_attention_positions",
     "local_block_plan",
     "local_block_size",
     "local_window_bounds",

@@ -70,12 +70,13 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
         num_frames = q.shape[-2]
+        pos = ctx.positions  # additive frame positions (AnimateDiff); None for LaVie/VideoCrafter2
         if self.window >= num_frames:  # the local window already covers every frame
-            return global_attention(q, k, v, bias)
-        local = local_attention(q, k, v, bias, self.window, self.layout)
+            return global_attention(q, k, v, bias, pos)
+        local = local_attention(q, k, v, bias, self.window, self.layout, positions=pos)
         if not self.uses_global(ctx):
             return local
-        return self.blend(global_attention(q, k, v, bias), local, ctx)
+        return self.blend(global_attention(q, k, v, bias, pos), local, ctx)
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:
         """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes."""

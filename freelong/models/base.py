@@ -258,7 +258,7 @@ def register_family(family: str) -> Callable[[Callable[..., Backbone]], Callable
 
 
 def _load_families() -> None:
-    from . import lavie_backbone, videocrafter_backbone  # noqa: F401
+    from . import diffusers_unet, lavie_backbone, videocrafter_backbone  # noqa: F401
 
 
 def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None = None) -> Backbone:
