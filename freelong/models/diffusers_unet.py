@@ -132,25 +132,42 @@ def _divisor_at_most(n: int, limit: int) -> int:
 class DiffusersBackbone(Backbone):
     """A diffusers video model behind the common interface; ``components`` rebuild diffusers' pipeline."""
 
-    pipeline_class = "AnimateDiffPipeline"
-
-    def __init__(self, *args: Any, pipeline_class: str = "AnimateDiffPipeline", **kwargs: Any):
+    def __init__(self, *args: Any, pipeline_class: str = "AnimateDiffPipeline",
+                 motion_adapter_config: Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pipeline_class = pipeline_class
+        self.motion_adapter_config = dict(motion_adapter_config) if motion_adapter_config else None
 
     @property
     def components(self) -> dict[str, Any]:
-        """diffusers' pipeline components: the same modules this backbone runs (not copies)."""
-        return {"unet": self.unet.model, "vae": self.vae, "text_encoder": self.text_encoder,
-                "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("ddim")}
+        """diffusers' pipeline components: the same modules this backbone runs (not copies).
 
-    def diffusers_pipeline(self):
-        """``AnimateDiffPipeline`` / ``TextToVideoSDPipeline`` over :attr:`components` (for parity checks)."""
+        AnimateDiff's also hold ``motion_adapter``: a module of the adapter's config with
+        *uninitialised* weights (``to_empty``; the trained ones already live in the ``UNetMotionModel``,
+        and diffusers' pipeline only reads the adapter's config, e.g. ``motion_max_seq_length``).
+        """
+        parts = {"unet": self.unet.model, "vae": self.vae, "text_encoder": self.text_encoder,
+                 "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("ddim")}
+        if self.pipeline_class == "AnimateDiffPipeline":
+            parts["motion_adapter"] = self._config_only_adapter()
+        return parts
+
+    def _config_only_adapter(self):
+        cached = getattr(self, "_adapter_shell", None)
+        if cached is None or cached.device != self.device:
+            from diffusers import MotionAdapter
+
+            with torch.device("meta"):
+                shell = MotionAdapter.from_config(self.motion_adapter_config or {})
+            cached = self._adapter_shell = shell.to_empty(device=self.device).to(self.dtype).requires_grad_(False)
+        return cached
+
+    def diffusers_pipeline(self, **replace: Any):
+        """``AnimateDiffPipeline`` / ``TextToVideoSDPipeline`` over :attr:`components` (for parity checks);
+        ``replace`` swaps components (e.g. a copy of the UNet for diffusers' own FreeNoise)."""
         import diffusers
 
-        cls = getattr(diffusers, self.pipeline_class)
-        extra = {"motion_adapter": None} if self.pipeline_class == "AnimateDiffPipeline" else {}
-        pipe = cls(**self.components, **extra)
+        pipe = getattr(diffusers, self.pipeline_class)(**{**self.components, **replace})
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -228,13 +245,15 @@ def build_animatediff(cfg: DictConfig, weights_dir: str | None = None) -> Backbo
         seed = int(cfg.init_seed)
         unet_cfg, adapter_cfg = _container(cfg.unet), _container(cfg.extra.get("motion_adapter", {}))
         check_motion_adapter(unet_cfg, adapter_cfg, "model.extra.motion_adapter")
-        unet = UNetMotionModel.from_unet2d(UNet2DConditionModel(**unet_cfg), MotionAdapter(**adapter_cfg))
+        adapter = MotionAdapter(**adapter_cfg)
+        unet = UNetMotionModel.from_unet2d(UNet2DConditionModel(**unet_cfg), adapter)
         randomize_(unet, seed)
         tokenizer, text_encoder = _tiny_text(cfg, seed + 1)
         vae = randomize_(tiny_vae(_container(cfg.vae)), seed + 2)
         return DiffusersBackbone(cfg.name, DiffusersVideoUNet(unet, True, cfg.native_frames), vae, text_encoder,
                                  tokenizer, scheduler_config, latent_scale=cfg.latent_scale, random_init=True,
-                                 weights={"init_seed": seed}, pipeline_class="AnimateDiffPipeline", **common)
+                                 weights={"init_seed": seed}, pipeline_class="AnimateDiffPipeline",
+                                 motion_adapter_config=dict(adapter.config), **common)
 
     paths = resolve_model_weights(cfg, weights_dir)  # fails fast, naming every missing file
     sd, adapter_dir = paths["sd"], paths["motion_adapter"]
@@ -243,12 +262,14 @@ def build_animatediff(cfg: DictConfig, weights_dir: str | None = None) -> Backbo
     unet2d = UNet2DConditionModel.from_pretrained(sd, subfolder="unet", local_files_only=True)
     adapter = MotionAdapter.from_pretrained(adapter_dir, local_files_only=True)
     unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    adapter_config = dict(adapter.config)
     del unet2d, adapter
     vae, text_encoder, tokenizer = _sd_parts(sd)
     weights = {"sd": str(sd), "motion_adapter": identity(adapter_dir)}
     return DiffusersBackbone(cfg.name, DiffusersVideoUNet(unet, True, cfg.native_frames), vae, text_encoder,
                              tokenizer, scheduler_config, latent_scale=float(vae.config.scaling_factor),
-                             random_init=False, weights=weights, pipeline_class="AnimateDiffPipeline", **common)
+                             random_init=False, weights=weights, pipeline_class="AnimateDiffPipeline",
+                             motion_adapter_config=adapter_config, **common)
 
 
 @register_family("modelscope")

@@ -1,0 +1,119 @@
+"""Additive frame positions (ctx.positions): each branch against a loop written from the definition."""
+
+import math
+
+import pytest
+import torch
+
+from baselines.window_fusion import WindowFusionProcessor
+from freelong.attention import (
+    TemporalAttentionContext,
+    global_attention,
+    local_attention,
+    local_window_bounds,
+    sliding_windows,
+)
+from freelong.freelong_method import SpectralBlendProcessor
+
+HEADS, D = 2, 4
+
+
+class TablePositions:
+    """Offsets from an explicit per-position table ``(P, heads, d)`` for q, k and v."""
+
+    def __init__(self, n: int, seed: int = 7):
+        g = torch.Generator().manual_seed(seed)
+        self.tables = [torch.randn(n, HEADS, D, generator=g) for _ in range(3)]
+
+    def __call__(self, idx):
+        return tuple(t[idx].transpose(0, 1) for t in self.tables)
+
+
+def _qkv(t, rows=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(rows, HEADS, t, D, generator=g) for _ in range(3)]
+
+
+def _attend(qi, ks, vs):
+    """One query row ``(d,)`` against keys/values ``(n, d)``: softmax(q k / sqrt(d)) v."""
+    w = torch.softmax(ks @ qi / math.sqrt(D), dim=0)
+    return w @ vs
+
+
+def _ctx(t, positions):
+    return TemporalAttentionContext(frame_shape=(t, 1, 3), batch=1, level=1, name="x", positions=positions)
+
+
+def test_global_attention_adds_absolute_positions():
+    t = 12
+    q, k, v = _qkv(t)
+    pos = TablePositions(t)
+    dq, dk, dv = pos.tables
+    out = global_attention(q, k, v, None, pos)
+    r, h = 1, 1
+    ref = torch.stack([_attend(q[r, h, i] + dq[i, h], k[r, h] + dk[:, h], v[r, h] + dv[:, h]) for i in range(t)])
+    torch.testing.assert_close(out[r, h], ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("t,window,stride", [(24, 8, 4), (26, 16, 4), (20, 8, 3)])
+def test_window_fusion_sees_window_local_positions(t, window, stride):
+    q, k, v = _qkv(t, seed=1)
+    pos = TablePositions(window)
+    dq, dk, dv = pos.tables
+    out = WindowFusionProcessor(window, stride, "pyramid")(q, k, v, bias=None, ctx=_ctx(t, pos))
+    c = (window - 1) / 2
+    w = [window / 2 - math.floor(abs(p - c)) for p in range(window)]
+    for r, h in [(0, 0), (2, 1)]:
+        num = torch.zeros(t, D)
+        den = torch.zeros(t)
+        for s, e in sliding_windows(t, window, stride):
+            ks, vs = k[r, h, s:e] + dk[:, h], v[r, h, s:e] + dv[:, h]
+            for i in range(s, e):
+                num[i] += w[i - s] * _attend(q[r, h, i] + dq[i - s, h], ks, vs)
+                den[i] += w[i - s]
+        torch.testing.assert_close(out[r, h], num / den[:, None], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["adjusted", "centered"])
+def test_local_branch_sees_window_local_positions(layout):
+    t, window = 30, 8
+    q, k, v = _qkv(t, seed=2)
+    pos = TablePositions(window + 1)
+    dq, dk, dv = pos.tables
+    out = local_attention(q, k, v, None, window, layout, positions=pos)
+    start, end = local_window_bounds(t, window, layout)
+    for r, h in [(0, 1), (1, 0)]:
+        ref = []
+        for i in range(t):
+            s, e = int(start[i]), int(end[i])
+            ref.append(_attend(q[r, h, i] + dq[i - s, h], k[r, h, s:e] + dk[: e - s, h], v[r, h, s:e] + dv[: e - s, h]))
+        torch.testing.assert_close(out[r, h], torch.stack(ref), atol=1e-5, rtol=0)
+
+
+def test_spectral_blend_uses_absolute_global_and_window_local_local_branches():
+    t, window = 24, 8
+    q, k, v = _qkv(t, rows=1 * 1 * 3, seed=3)
+    pos = TablePositions(t)
+    proc = SpectralBlendProcessor(window=window, local_only_levels=())
+    out = proc(q, k, v, bias=None, ctx=_ctx(t, pos))
+    glob = global_attention(q, k, v, None, pos)
+    local = local_attention(q, k, v, None, window, "adjusted", positions=pos)
+    torch.testing.assert_close(out, proc.blend(glob, local, _ctx(t, pos)), atol=1e-6, rtol=0)
+    assert not torch.allclose(glob, global_attention(q, k, v, None), atol=1e-3)  # positions do change it
+
+
+@pytest.mark.parametrize("layout", ["adjusted", "centered"])
+def test_zero_positions_give_the_plain_local_and_window_branches(layout):
+    """The per-query gather path with zero offsets equals the mask/block paths used without positions."""
+    t = 40
+    q, k, v = _qkv(t, seed=4)
+
+    def zero(idx):
+        z = torch.zeros(HEADS, len(idx), D)
+        return z, z, z
+
+    torch.testing.assert_close(local_attention(q, k, v, None, 8, layout, positions=zero),
+                               local_attention(q, k, v, None, 8, layout), atol=1e-6, rtol=0)
+    proc = WindowFusionProcessor(8, 4)
+    torch.testing.assert_close(proc(q, k, v, bias=None, ctx=_ctx(t, zero)), proc(q, k, v, bias=None, ctx=_ctx(t, None)),
+                               atol=1e-6, rtol=0)
