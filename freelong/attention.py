@@ -95,38 +95,47 @@ def local_attention_positions(
     window: int,
     layout: str,
     positions: FramePositions,
+    block_size: int | None = None,
     budget_mb: float = 256.0,
 ) -> torch.Tensor:
     """Local attention where each query's window sees window-local positions ``0..len-1``.
 
     Query ``i`` with window ``[s_i, e_i)`` (:func:`local_window_bounds`) gets the offsets of position
     ``i - s_i`` and its key/value ``j`` those of ``j - s_i``, as if the window were a short video of its
-    own (what a model trained on short clips has seen). Keys differ per query, so each query's window
-    is gathered (``(rows, heads, n, L, d)`` for a chunk of ``n`` query frames, ``budget_mb`` bounded).
+    own (what a model trained on short clips has seen). The key offsets then depend on the query, so
+    the scores are formed explicitly, in the query blocks of :func:`local_block_plan`:
+    ``(q_i + dq) . k_j + (q_i + dq) . dk[j - s_i]`` (the second term from one ``(Bq, L)`` product,
+    gathered), and the value offsets enter as ``sum_j a_ij dv[j - s_i]`` (the probabilities summed per
+    window position). ``budget_mb`` bounds one group of blocks' scores.
     """
     rows, heads, num_frames, d = q.shape
     start, end = local_window_bounds(num_frames, window, layout)
-    span = int((end - start).max())
-    m = torch.arange(span)
-    k_idx = (start[:, None] + m).clamp(max=num_frames - 1)  # (T, L)
-    valid = (start[:, None] + m) < end[:, None]
-    q_pos = torch.arange(num_frames) - start
-    dq, dk, dv = positions(m.to(q.device))  # (heads, L, d)
-    per_frame = rows * heads * span * (d + v.shape[-1]) * q.element_size()
-    chunk = max(1, min(num_frames, int(budget_mb * 2**20 // max(per_frame, 1))))
+    span_l = int((end - start).max())
+    q_idx, k_idx, allowed = local_block_plan(num_frames, window, layout, block_size or local_block_size(window))
+    n, bq = q_idx.shape
+    span = k_idx.shape[1]
+    dev = q.device
+    rel = (k_idx[:, None, :] - start[q_idx][:, :, None]).clamp(0, span_l - 1).to(dev)  # (n, Bq, S)
+    q_pos = (q_idx - start[q_idx]).to(dev)
+    dq, dk, dv = (x.to(q.dtype) for x in positions(torch.arange(span_l, device=dev)))  # (heads, L, d)
+    scale = d**-0.5
+    q_dev, k_dev, allowed = q_idx.to(dev), k_idx.to(dev), allowed.to(dev)
     out = q.new_empty((rows, heads, num_frames, v.shape[-1]))
-    for a in range(0, num_frames, chunk):
-        b = min(num_frames, a + chunk)
-        ki, ok = k_idx[a:b].to(q.device), valid[a:b].to(q.device)
-        qg = (q[:, :, a:b] + dq[:, q_pos[a:b].to(q.device)].to(q.dtype)).unsqueeze(-2)  # (R, H, n, 1, d)
-        kg = k[:, :, ki] + dk[:, None].to(k.dtype)  # (R, H, n, L, d)
-        vg = v[:, :, ki] + dv[:, None].to(v.dtype)
-        if bias is None:
-            mask = ok[:, None, :]  # (n, 1, L)
-        else:
-            blk = block_bias(bias, torch.arange(a, b)[:, None], k_idx[a:b], q.device)  # (heads, n, 1, L)
-            mask = blk.to(q.dtype).masked_fill(~ok[:, None, :], float("-inf"))
-        out[:, :, a:b] = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask).squeeze(-2)
+    per_block = rows * heads * bq * (span + span_l) * 4 * 3
+    group = max(1, int(budget_mb * 2**20 // max(per_block, 1)))
+    for g0 in range(0, n, group):
+        g = slice(g0, min(n, g0 + group))
+        m = g.stop - g.start
+        qg = q[:, :, q_dev[g]] + dq[:, q_pos[g]]  # (R, H, m, Bq, d)
+        kg, vg = k[:, :, k_dev[g]], v[:, :, k_dev[g]]  # (R, H, m, S, d)
+        idx = rel[g].expand(rows, heads, m, bq, span)
+        scores = (qg @ kg.transpose(-1, -2) + torch.gather(qg @ dk.transpose(-1, -2)[:, None], -1, idx)) * scale
+        if bias is not None:
+            scores = scores + block_bias(bias, q_idx[g], k_idx[g], dev).to(scores.dtype)
+        probs = torch.softmax(scores.float().masked_fill(~allowed[g], float("-inf")), dim=-1).to(q.dtype)
+        per_pos = torch.zeros((rows, heads, m, bq, span_l), device=dev, dtype=q.dtype).scatter_add_(-1, idx, probs)
+        o = probs @ vg + per_pos @ dv[:, None]  # (R, H, m, Bq, d)
+        out[:, :, q_dev[g].reshape(-1)] = o.flatten(2, 3)  # the last block's overlap rewrites equal values
     return out
 
 

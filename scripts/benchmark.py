@@ -45,6 +45,7 @@ from freelong.attention import CallContext, TemporalAttention  # noqa: E402
 from freelong.config import load_model_config  # noqa: E402
 from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
 from freelong.methods import Method, get_method  # noqa: E402
+from freelong.models.diffusers_attention import diffusers_temporal_level  # noqa: E402
 from freelong.profiling import (  # noqa: E402
     MB,
     LayerTimer,
@@ -78,6 +79,22 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     "latent_channels": 4, "sample_size": 512},
             "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
                              "num_attention_heads": 12, "max_position_embeddings": 77},
+        },
+    },
+    # diffusers' AnimateDiff (SD1.5 layout + motion adapter) at reduced widths, random weights
+    "animatediff": {
+        "reduced": {
+            "unet": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2, "norm_num_groups": 32,
+                     "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                     "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+                     "cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64},
+            "vae": {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "norm_num_groups": 16,
+                    "latent_channels": 4, "sample_size": 512},
+            "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
+                             "num_attention_heads": 12, "max_position_embeddings": 77},
+            "extra": {"motion_adapter": {"block_out_channels": [32, 64, 128, 128], "motion_layers_per_block": 2,
+                                         "motion_num_attention_heads": 8, "motion_norm_num_groups": 32,
+                                         "motion_max_seq_length": 32, "use_motion_mid_block": True}},
         },
     },
 }
@@ -120,8 +137,8 @@ def model_config(name: str, widths: str):
     over: dict[str, Any] = {k: dict(v) for k, v in presets[widths].items()}
     over["random_init"] = True
     over["description"] = f"{cfg.name} architecture at {widths} widths, RANDOM weights (benchmark)"
-    merged = OmegaConf.merge(cfg, OmegaConf.create(over))
-    for key in ("unet", "vae", "text_encoder"):  # replace, not merge, the architecture sections
+    merged = OmegaConf.merge(cfg, OmegaConf.create({k: v for k, v in over.items() if k != "extra"}))
+    for key in ("unet", "vae", "text_encoder", "extra"):  # replace, not merge, the architecture sections
         if key in over:
             merged[key] = OmegaConf.create(over[key])
     return merged
@@ -150,7 +167,9 @@ def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch
 # Measuring
 # ----------------------------------------------------------------------------------------------
 def temporal_level(name: str, module) -> str | None:
-    return f"L{module.level}" if isinstance(module, TemporalAttention) else None
+    if isinstance(module, TemporalAttention):
+        return f"L{module.level}"
+    return diffusers_temporal_level(name, module)  # diffusers' motion-module attentions (AnimateDiff, ModelScope)
 
 
 class StepRunner:

@@ -117,3 +117,15 @@ def test_zero_positions_give_the_plain_local_and_window_branches(layout):
     proc = WindowFusionProcessor(8, 4)
     torch.testing.assert_close(proc(q, k, v, bias=None, ctx=_ctx(t, zero)), proc(q, k, v, bias=None, ctx=_ctx(t, None)),
                                atol=1e-6, rtol=0)
+
+
+def test_local_positions_blocks_and_groups_do_not_change_the_result():
+    from freelong.attention import local_attention_positions
+
+    t = 70
+    q, k, v = _qkv(t, seed=5)
+    pos = TablePositions(17)
+    ref = local_attention_positions(q, k, v, None, 16, "adjusted", pos, block_size=70)  # one block: plain
+    for block, budget in ((16, 256.0), (32, 1e-4), (7, 1e-4)):
+        out = local_attention_positions(q, k, v, None, 16, "adjusted", pos, block_size=block, budget_mb=budget)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)

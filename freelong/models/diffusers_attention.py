@@ -266,6 +266,18 @@ def block_level(name: str, num_levels: int) -> int:
     return 0
 
 
+def diffusers_temporal_level(name: str, module: nn.Module) -> str | None:
+    """``"L<level>"`` for a diffusers temporal self-attention module path (``model.`` prefix allowed), else None.
+
+    Module paths only carry the level through :func:`block_level`, which needs the level count; the
+    processor installed on a slot knows it, so this reads it from there (None while none of ours is set).
+    """
+    proc = getattr(module, "processor", None)
+    if isinstance(proc, TemporalProcessorAdapter):
+        return f"L{proc.slot.level}"
+    return None
+
+
 def find_temporal_slots(model: nn.Module, num_levels: int) -> tuple[dict[str, TemporalSlot], dict[str, nn.Module]]:
     """Every temporal self-attention (attn1/attn2 of each motion block) and every motion block, by module path."""
     slots: dict[str, TemporalSlot] = {}
@@ -296,6 +308,7 @@ __all__ = [
     "TemporalProcessorAdapter",
     "TemporalSlot",
     "block_level",
+    "diffusers_temporal_level",
     "calling",
     "find_temporal_slots",
     "sinusoid",
