@@ -43,6 +43,7 @@ from freelong.attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     full_bias,
+    local_window_bounds,
     local_window_mask,
     sliding_windows,
     temporal_attention_layers,
@@ -107,20 +108,50 @@ def masked_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ma
     return torch.softmax(logits.masked_fill(~mask.to(q.device), float("-inf")), dim=-1)
 
 
+def _absolute(q: torch.Tensor, k: torch.Tensor, positions) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k at absolute frame positions (``ctx.positions``, AnimateDiff); unchanged without positions."""
+    if positions is None:
+        return q, k
+    dq, dk, _ = positions(torch.arange(q.shape[-2], device=q.device))
+    return q + dq.to(q.dtype), k + dk.to(k.dtype)
+
+
+def local_position_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, layout: str,
+                         positions) -> torch.Tensor:
+    """FreeLong's local softmax when each query's window sees window-local positions
+    (:func:`freelong.attention.local_attention_positions`), zero outside the window."""
+    num_frames = q.shape[-2]
+    start, end = local_window_bounds(num_frames, window, layout)
+    span = int((end - start).max())
+    dq, dk, _ = (x.float() for x in positions(torch.arange(span, device=q.device)))
+    qq = q.float() + dq[:, (torch.arange(num_frames) - start).to(q.device)]
+    j = torch.arange(num_frames)
+    rel = (j[None, :] - start[:, None]).clamp(0, span - 1).to(q.device)  # (T, T) key position in i's window
+    pos_term = torch.gather(qq @ dk.transpose(-1, -2), -1,
+                            rel.expand(*qq.shape[:-1], num_frames)) * q.shape[-1] ** -0.5
+    logits = _logits(qq, k, full_bias(bias, num_frames, q.device)) + pos_term
+    mask = local_window_mask(num_frames, window, layout).to(q.device)
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
 def window_fusion_probs(
-    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, stride: int, weights: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, stride: int, weights: torch.Tensor,
+    positions=None,
 ) -> torch.Tensor:
-    """The effective matrix of window fusion: row ``i`` = Σ_w weight_w(i)·softmax_w(i, ·) / Σ_w weight_w(i)."""
+    """The effective matrix of window fusion: row ``i`` = Σ_w weight_w(i)·softmax_w(i, ·) / Σ_w weight_w(i).
+
+    With ``positions`` every window sees window-local positions, as the processor does."""
     num_frames = q.shape[-2]
     if window >= num_frames:
-        return global_probs(q, k, bias)
+        return global_probs(*_absolute(q, k, positions), bias)
     out = q.new_zeros(q.shape[:-1] + (num_frames,), dtype=torch.float32)
     total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
     w = weights.to(device=q.device, dtype=torch.float32)
     for s, e in sliding_windows(num_frames, window, stride):
         idx = torch.arange(s, e, device=q.device)
         b = bias(idx, idx) if bias is not None else None
-        p = torch.softmax(_logits(q[:, :, s:e], k[:, :, s:e], b), dim=-1)
+        qs, ks = _absolute(q[:, :, s:e], k[:, :, s:e], positions)  # window-local positions 0..e-s-1
+        p = torch.softmax(_logits(qs, ks, b), dim=-1)
         out[:, :, s:e, s:e] += p * w[:, None]
         total[s:e] += w
     return out / total[:, None]
@@ -128,24 +159,28 @@ def window_fusion_probs(
 
 @register_attention_probs(TemporalAttnProcessor)
 def _plain_probs(proc, q, k, bias, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": global_probs(q, k, bias)}
+    return {"attn": global_probs(*_absolute(q, k, ctx.positions), bias)}
 
 
 @register_attention_probs(WindowFusionProcessor)
 def _window_probs(proc: WindowFusionProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": window_fusion_probs(q, k, bias, proc.window, proc.stride, proc._weights)}
+    return {"attn": window_fusion_probs(q, k, bias, proc.window, proc.stride, proc._weights, ctx.positions)}
 
 
 @register_attention_probs(SpectralBlendProcessor)
 def _spectral_blend_probs(proc: SpectralBlendProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
     num_frames = q.shape[-2]
+    pos = ctx.positions
     if proc.window >= num_frames:  # the processor runs plain global attention
-        g = global_probs(q, k, bias)
+        g = global_probs(*_absolute(q, k, pos), bias)
         return {"global": g, "local": g}
-    local = masked_probs(q, k, bias, local_window_mask(num_frames, proc.window, proc.layout))
+    if pos is None:
+        local = masked_probs(q, k, bias, local_window_mask(num_frames, proc.window, proc.layout))
+    else:
+        local = local_position_probs(q, k, bias, proc.window, proc.layout, pos)
     if not proc.uses_global(ctx):
         return {"local": local}
-    return {"global": global_probs(q, k, bias), "local": local}
+    return {"global": global_probs(*_absolute(q, k, pos), bias), "local": local}
 
 
 def probs_function(proc: Any) -> ProbsFn | None:

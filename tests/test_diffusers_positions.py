@@ -129,3 +129,30 @@ def test_local_positions_blocks_and_groups_do_not_change_the_result():
     for block, budget in ((16, 256.0), (32, 1e-4), (7, 1e-4)):
         out = local_attention_positions(q, k, v, None, 16, "adjusted", pos, block_size=block, budget_mb=budget)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_attention_maps_use_the_positions_each_branch_sees():
+    from analysis.attention_maps import local_position_probs, window_fusion_probs
+    from baselines.window_fusion import window_weights
+
+    t, window = 20, 8
+    q, k, v = _qkv(t, seed=6)
+    pos = TablePositions(t)
+    dq, dk, dv = pos.tables
+    probs = local_position_probs(q, k, None, window, "adjusted", pos)
+    start, end = local_window_bounds(t, window, "adjusted")
+    r, h = 1, 0
+    for i in range(t):
+        s, e = int(start[i]), int(end[i])
+        ref = torch.softmax((k[r, h, s:e] + dk[: e - s, h]) @ (q[r, h, i] + dq[i - s, h]) / math.sqrt(D), dim=0)
+        torch.testing.assert_close(probs[r, h, i, s:e], ref, atol=1e-5, rtol=0)
+        assert float(probs[r, h, i].sum()) == pytest.approx(1.0, abs=1e-5)
+    # window fusion: the effective matrix applied to values carrying window-local offsets is the output
+    fused = window_fusion_probs(q, k, None, window, 4, window_weights(window), pos)
+
+    def no_value_offsets(idx):
+        a, b, c = pos(idx)
+        return a, b, torch.zeros_like(c)
+
+    out = WindowFusionProcessor(window, 4)(q, k, v, bias=None, ctx=_ctx(t, no_value_offsets))
+    torch.testing.assert_close(fused @ v, out, atol=1e-5, rtol=0)

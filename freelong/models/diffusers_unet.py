@@ -214,6 +214,19 @@ def _common(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def _join_motion_unet(unet2d: nn.Module, adapter: nn.Module) -> nn.Module:
+    """``UNetMotionModel.from_unet2d`` without diffusers' notice about a dtype cast it makes itself."""
+    from diffusers import UNetMotionModel
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        return UNetMotionModel.from_unet2d(unet2d, adapter)
+    finally:
+        dlog.set_verbosity(level)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -237,7 +250,7 @@ def _sd_parts(folder: Path):
 @register_family("animatediff")
 def build_animatediff(cfg: DictConfig, weights_dir: str | None = None) -> Backbone:
     """SD1.5 (VAE, CLIP text encoder, tokenizer, UNet) + a motion adapter → ``UNetMotionModel.from_unet2d``."""
-    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from diffusers import MotionAdapter, UNet2DConditionModel
 
     common = _common(cfg)
     scheduler_config = _container(cfg.scheduler)
@@ -246,7 +259,7 @@ def build_animatediff(cfg: DictConfig, weights_dir: str | None = None) -> Backbo
         unet_cfg, adapter_cfg = _container(cfg.unet), _container(cfg.extra.get("motion_adapter", {}))
         check_motion_adapter(unet_cfg, adapter_cfg, "model.extra.motion_adapter")
         adapter = MotionAdapter(**adapter_cfg)
-        unet = UNetMotionModel.from_unet2d(UNet2DConditionModel(**unet_cfg), adapter)
+        unet = _join_motion_unet(UNet2DConditionModel(**unet_cfg), adapter)
         randomize_(unet, seed)
         tokenizer, text_encoder = _tiny_text(cfg, seed + 1)
         vae = randomize_(tiny_vae(_container(cfg.vae)), seed + 2)
@@ -261,7 +274,7 @@ def build_animatediff(cfg: DictConfig, weights_dir: str | None = None) -> Backbo
                          f"model.weights.motion_adapter ({adapter_dir})")
     unet2d = UNet2DConditionModel.from_pretrained(sd, subfolder="unet", local_files_only=True)
     adapter = MotionAdapter.from_pretrained(adapter_dir, local_files_only=True)
-    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    unet = _join_motion_unet(unet2d, adapter)
     adapter_config = dict(adapter.config)
     del unet2d, adapter
     vae, text_encoder, tokenizer = _sd_parts(sd)
