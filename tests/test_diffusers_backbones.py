@@ -222,3 +222,5 @@ def test_multi_prompt_context_reaches_animatediff_but_not_modelscope(animatediff
         assert animatediff.unet(x, 500, per_frame).shape == x.shape
     with pytest.raises(ValueError, match="per-frame"):
         modelscope.unet(x, 500, per_frame)
+    with pytest.raises(ValueError, match="motion_injection"):
+        animatediff.unet(x, 500, {"down": per_frame, "mid": per_frame, "up": per_frame})

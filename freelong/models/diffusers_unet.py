@@ -66,6 +66,9 @@ class DiffusersVideoUNet(nn.Module):
                 call: CallContext | None = None) -> torch.Tensor:
         b, _, t = sample.shape[:3]
         ctx = encoder_hidden_states
+        if isinstance(ctx, Mapping):
+            raise ValueError(f"{type(self.model).__name__} takes one text context for all its blocks; per-block-group "
+                             f"contexts (FreeNoise's method.motion_injection=true) need a LaVie or VideoCrafter2 UNet")
         if self.per_frame_text:
             ctx = per_frame_context(ctx, b, t, sample.dtype)
         elif ctx.ndim != 3:
