@@ -204,14 +204,18 @@ def test_long_video_runs_with_feed_forward_chunks(animatediff, one_thread):
     """48 frames with a tiny chunk budget: diffusers' chunked feed-forward gives the same prediction."""
     x, ctx = _inputs(48, batch=1, seed=2)
     unet = animatediff.unet
-    with get_method("freelong", window=16).attach(unet):
-        unet.frame_chunk_size = 0
-        whole = unet(x, 500, ctx)
-        unet.frame_chunk_size, unet.chunk_budget_mb = None, 0.05
-        chunked = unet(x, 500, ctx)
-        chunks = [b._chunk_size for _, b in unet._ff_blocks()]
-    unet.frame_chunk_size, unet.chunk_budget_mb = None, None
-    assert any(c is not None for c in chunks)
+    try:
+        with get_method("freelong", window=16).attach(unet):
+            unet.frame_chunk_size = 0
+            whole = unet(x, 500, ctx)
+            unet.frame_chunk_size, unet.chunk_budget_mb = None, 0.05
+            assert unet._set_ff_chunks(torch.cat([x, x]))  # a CFG-sized batch gets chunks that divide its rows
+            chunks = [b._chunk_size for _, b in unet._ff_blocks()]
+            chunked = unet(x, 500, ctx)
+    finally:
+        unet.frame_chunk_size, unet.chunk_budget_mb = None, None
+    assert sum(c is not None for c in chunks) > len(chunks) // 2
+    assert all(b._chunk_size is None for _, b in unet._ff_blocks())  # diffusers' modules left as found
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
 

@@ -74,11 +74,16 @@ class DiffusersVideoUNet(nn.Module):
         elif ctx.ndim != 3:
             raise ValueError(f"{type(self.model).__name__} takes one text context per video (B, L, D); "
                              f"per-frame contexts (multi-prompt videos) need a per-frame backbone such as animatediff")
-        with calling(call):
-            self._set_ff_chunks(sample)
-            return self.model(sample, timestep, encoder_hidden_states=ctx.to(sample.dtype), return_dict=False)[0]
+        chunked = self._set_ff_chunks(sample)
+        try:
+            with calling(call):
+                return self.model(sample, timestep, encoder_hidden_states=ctx.to(sample.dtype), return_dict=False)[0]
+        finally:
+            if chunked:  # leave diffusers' modules as we found them (their pipeline may run them next)
+                for _, block in self._ff_blocks():
+                    block.set_chunk_feed_forward(None, 0)
 
-    def _set_ff_chunks(self, sample: torch.Tensor) -> None:
+    def _set_ff_chunks(self, sample: torch.Tensor) -> bool:
         """Feed-forward row chunks for this call's shape (none at or below the native length, or when off).
 
         A block's feed-forward sees ``(rows, seq, C)`` with ``rows = B*T`` frames (spatial blocks) or
@@ -90,22 +95,24 @@ class DiffusersVideoUNet(nn.Module):
 
         b, _, t, h, w = sample.shape
         size = self.frame_chunk_size
-        active = size != 0 and not (size is None and t <= self.native_frames)
+        if size == 0 or (size is None and t <= self.native_frames):
+            return False
         budget = ChunkPolicy(None, self.chunk_budget_mb)
         levels = len(self.model.config.block_out_channels)
+        any_chunk = False
         for name, block in self._ff_blocks():
-            chunk = None
-            if active:
-                hl, wl = _level_size(h, block_level(name, levels)), _level_size(w, block_level(name, levels))
-                temporal = _is_temporal(name)
-                rows, seq = (b * hl * wl, t) if temporal else (b * t, hl * wl)
-                width = max(m.out_features for m in block.ff.modules() if isinstance(m, nn.Linear))
-                limit = budget.frames(rows, seq * width * sample.element_size())
-                if size and not temporal:
-                    limit = min(limit, size)
-                chunk = _divisor_at_most(rows, limit)
-                chunk = chunk if chunk < rows else None
+            hl, wl = _level_size(h, block_level(name, levels)), _level_size(w, block_level(name, levels))
+            temporal = _is_temporal(name)
+            rows, seq = (b * hl * wl, t) if temporal else (b * t, hl * wl)
+            width = max(m.out_features for m in block.ff.modules() if isinstance(m, nn.Linear))
+            limit = budget.frames(rows, seq * width * sample.element_size())
+            if size and not temporal:
+                limit = min(limit, size)
+            chunk = _divisor_at_most(rows, limit)
+            chunk = chunk if chunk < rows else None
             block.set_chunk_feed_forward(chunk, 0)
+            any_chunk = any_chunk or chunk is not None
+        return any_chunk
 
     def _ff_blocks(self) -> list[tuple[str, nn.Module]]:
         if not hasattr(self, "_ff_cache"):
