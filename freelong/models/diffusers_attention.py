@@ -221,6 +221,10 @@ class TemporalProcessorAdapter:
     """
 
     def __init__(self, processor: TemporalAttnProcessor, slot: TemporalSlot):
+        attn = slot.attn
+        extras = [n for n in ("spatial_norm", "group_norm", "norm_q", "norm_k") if getattr(attn, n, None) is not None]
+        if extras:  # AttnProcessor2_0 steps this adapter does not reproduce
+            raise NotImplementedError(f"{slot.layer_name}: temporal attention with {', '.join(extras)} is unsupported")
         self.processor = processor
         self.slot = slot
 
