@@ -104,9 +104,10 @@ def local_attention_positions(
     ``i - s_i`` and its key/value ``j`` those of ``j - s_i``, as if the window were a short video of its
     own (what a model trained on short clips has seen). The key offsets then depend on the query, so
     the scores are formed explicitly, in the query blocks of :func:`local_block_plan`:
-    ``(q_i + dq) . k_j + (q_i + dq) . dk[j - s_i]`` (the second term from one ``(Bq, L)`` product,
-    gathered), and the value offsets enter as ``sum_j a_ij dv[j - s_i]`` (the probabilities summed per
-    window position). ``budget_mb`` bounds one group of blocks' scores.
+    ``(q_i + dq) . k_j + (q_i + dq) . dk[j - s_i]`` (the offsets ``dk[j - s_i]`` are shared by all rows, so
+    the second term is one batched product per (head, query) pair with the rows as its matrix dimension),
+    and the value offsets enter as ``sum_j a_ij dv[j - s_i]`` the same way. ``budget_mb`` bounds one
+    group of blocks' scores.
     """
     rows, heads, num_frames, d = q.shape
     start, end = local_window_bounds(num_frames, window, layout)
@@ -125,16 +126,16 @@ def local_attention_positions(
     group = max(1, int(budget_mb * 2**20 // max(per_block, 1)))
     for g0 in range(0, n, group):
         g = slice(g0, min(n, g0 + group))
-        m = g.stop - g.start
-        qg = q[:, :, q_dev[g]] + dq[:, q_pos[g]]  # (R, H, m, Bq, d)
+        qg = q[:, :, q_dev[g]] + dq[:, q_pos[g]]  # (R, H, m, Bq, d): m blocks of Bq queries
         kg, vg = k[:, :, k_dev[g]], v[:, :, k_dev[g]]  # (R, H, m, S, d)
-        idx = rel[g].expand(rows, heads, m, bq, span)
-        scores = (qg @ kg.transpose(-1, -2) + torch.gather(qg @ dk.transpose(-1, -2)[:, None], -1, idx)) * scale
+        # each (query, key) pair's key/value offsets: (H, m, Bq, S, d), no factor R (rows share them)
+        dk_g, dv_g = dk[:, rel[g]], dv[:, rel[g]]
+        pos_scores = (qg.permute(1, 2, 3, 0, 4) @ dk_g.transpose(-1, -2)).permute(3, 0, 1, 2, 4)
+        scores = (qg @ kg.transpose(-1, -2) + pos_scores) * scale
         if bias is not None:
             scores = scores + block_bias(bias, q_idx[g], k_idx[g], dev).to(scores.dtype)
         probs = torch.softmax(scores.float().masked_fill(~allowed[g], float("-inf")), dim=-1).to(q.dtype)
-        per_pos = torch.zeros((rows, heads, m, bq, span_l), device=dev, dtype=q.dtype).scatter_add_(-1, idx, probs)
-        o = probs @ vg + per_pos @ dv[:, None]  # (R, H, m, Bq, d)
+        o = probs @ vg + (probs.permute(1, 2, 3, 0, 4) @ dv_g).permute(3, 0, 1, 2, 4)  # (R, H, m, Bq, d)
         out[:, :, q_dev[g].reshape(-1)] = o.flatten(2, 3)  # the last block's overlap rewrites equal values
     return out
 

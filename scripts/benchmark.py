@@ -81,19 +81,20 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                              "num_attention_heads": 12, "max_position_embeddings": 77},
         },
     },
-    # diffusers' AnimateDiff (SD1.5 layout + motion adapter) at reduced widths, random weights
+    # diffusers' AnimateDiff (SD1.5 layout + motion adapter) at reduced widths, random weights; heads keep
+    # the real head dims (32 here, 40 in SD1.5/the adapters) so attention costs scale like the real model's
     "animatediff": {
         "reduced": {
             "unet": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2, "norm_num_groups": 32,
                      "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
                      "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-                     "cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64},
+                     "cross_attention_dim": 768, "attention_head_dim": [1, 2, 4, 4], "sample_size": 64},
             "vae": {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "norm_num_groups": 16,
                     "latent_channels": 4, "sample_size": 512},
             "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
                              "num_attention_heads": 12, "max_position_embeddings": 77},
             "extra": {"motion_adapter": {"block_out_channels": [32, 64, 128, 128], "motion_layers_per_block": 2,
-                                         "motion_num_attention_heads": 8, "motion_norm_num_groups": 32,
+                                         "motion_num_attention_heads": [1, 2, 4, 4], "motion_norm_num_groups": 32,
                                          "motion_max_seq_length": 32, "use_motion_mid_block": True}},
         },
     },
