@@ -26,6 +26,8 @@ from freelong.attention import sliding_windows
 
 from .window_fusion import window_weights
 
+BLOCK_FAMILIES = ("animatediff", "modelscope")  # model families whose UNets list their motion blocks
+
 
 class BlockFusionHandle:
     """Restores the blocks' own forward. Also usable as a context manager."""

@@ -63,6 +63,14 @@ class FreeNoise(Method):
     def processor(self) -> WindowFusionProcessor:
         return WindowFusionProcessor(self.window, self.stride, self.weighting)
 
+    def check_model(self, model_cfg) -> None:
+        from .block_fusion import BLOCK_FAMILIES
+
+        if self.fusion == "block" and model_cfg.get("family") not in BLOCK_FAMILIES:
+            raise ValueError(f"method.fusion=block needs a diffusers motion-module backbone (families "
+                             f"{', '.join(BLOCK_FAMILIES)}), not model {model_cfg.get('name')}; "
+                             f"use method.fusion=attention")
+
     def attach(self, unet):
         if self.fusion == "block":
             from .block_fusion import attach_block_fusion

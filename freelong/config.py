@@ -223,7 +223,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {cfg.device!r}")
-    method_from_config(cfg.method).check_frames(cfg.num_frames)
+    method = method_from_config(cfg.method)
+    method.check_frames(cfg.num_frames)
+    method.check_model(cfg.model)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list:

@@ -64,6 +64,9 @@ class Method:
                 f"use a window <= num_frames (window == num_frames means plain global attention)"
             )
 
+    def check_model(self, model_cfg: Any) -> None:
+        """Raise ValueError if this method cannot run on the model a config describes (before loading it)."""
+
     def params(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

@@ -150,11 +150,17 @@ def test_families_are_registered_and_listed_as_entry_points():
     (["model=animatediff", "method=freenoise", "num_frames=8"], "method.window"),
     (["model=zeroscope", "method=freelong", "height=324"], "height"),
     (["model=animatediff", "method=sliding_window", "method.window=24", "num_frames=16"], "method.window"),
+    (["model=lavie_tiny", "method=freenoise", "method.fusion=block"], "method.fusion=block"),
 ])
 def test_bad_input_fails_at_validation_naming_the_key(compose_cfg, overrides, key):
     cfg = compose_cfg(*overrides)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate_config(cfg)
+
+
+def test_block_fusion_validates_on_diffusers_models(compose_cfg):
+    for model in ("animatediff_tiny", "modelscope_tiny", "zeroscope"):
+        validate_config(compose_cfg(f"model={model}", "method=freenoise", "method.fusion=block", "num_frames=32"))
 
 
 def test_paper_a5_experiments_compose(compose_cfg):
