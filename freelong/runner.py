@@ -216,7 +216,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     # weights (cheap path lookups), then the evaluation networks, then the backbone itself.
     resolve_model_weights(cfg.model, cfg.paths.weights_dir)
     evaluator = make_evaluator(cfg, device, bool(cfg.model.random_init))
-    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
+    try:  # a family's config checks (e.g. a motion adapter that does not fit its base UNet) run first
+        backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if backbone.random_init:
         log.warning("%s — model '%s'", backbone.label(), backbone.name)
     backbone.to(device, dtype)

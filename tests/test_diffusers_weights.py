@@ -2,6 +2,9 @@
 configs, registries and the checks that fail before any weight is read."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -170,3 +173,14 @@ def test_paper_a5_experiments_compose(compose_cfg):
         validate_config(cfg)
         assert (cfg.model.name, cfg.num_frames, cfg.method.name) == (model, frames, "freelong")
         assert json.loads(json.dumps(OmegaConf.to_container(cfg.model.weights, resolve=True)))
+
+
+def test_mismatched_adapter_is_one_clear_line_from_run_py(tmp_path):
+    _sd_and_adapter(tmp_path / "w", {"block_out_channels": [32, 64, 64], "motion_layers_per_block": 1})
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "model=animatediff", "num_frames=16",
+                           "height=64", "width=64", "num_inference_steps=1", f"paths.weights_dir={tmp_path / 'w'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "model.weights.motion_adapter" in proc.stderr and "does not match the base UNet" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
