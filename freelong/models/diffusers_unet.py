@@ -169,7 +169,10 @@ class DiffusersBackbone(Backbone):
 
             with torch.device("meta"):
                 shell = MotionAdapter.from_config(self.motion_adapter_config or {})
-            cached = self._adapter_shell = shell.to_empty(device=self.device).to(self.dtype).requires_grad_(False)
+            shell = shell.to_empty(device=self.device).requires_grad_(False)
+            if self.dtype != next(shell.parameters()).dtype:  # diffusers warns on every dtype= cast
+                shell = shell.to(dtype=self.dtype)
+            cached = self._adapter_shell = shell
         return cached
 
     def diffusers_pipeline(self, **replace: Any):
