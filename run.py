@@ -6,34 +6,11 @@ Examples::
     python run.py method=freelong model=lavie       # the real thing (needs weights, see README)
     python run.py -m method=direct,freelong method.window=8,16 model=lavie_tiny
     python run.py experiment=snr_vs_length          # an analysis (analysis.task) instead of generation
+
+The app itself is :mod:`freelong.app.main` (also installed as the ``freelong-run`` console script).
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from freelong.config import register_configs
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from freelong.runner import ConfigError, run
-    from freelong.weights import MissingWeightsError
-
-    try:
-        if cfg.analysis.get("task"):  # experiment=snr_vs_length / attention_maps: an analysis, not plain generation
-            from analysis import run_task
-
-            run_task(cfg)
-        else:
-            run(cfg)
-    except (ConfigError, MissingWeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
+from freelong.app.main import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from freelong.app.records import find_results, generated_records, read_results
 from freelong.video_io import atomic_write_text
 
 from .common import pyplot, save_figure
@@ -38,7 +38,7 @@ from .common import pyplot, save_figure
 log = logging.getLogger("freelong.analysis")
 
 COST_METRICS = ("wall_time_s", "timings.median_step_s", "peak_memory_mb")
-REPLICATE_KEYS = ("seed",)  # averaged over, never a plotted parameter
+REPLICATE_KEYS = ("seed", "shard", "num_shards")  # averaged over, never a plotted parameter
 DROP_PREFIXES = ("versions.",)
 IGNORED_OVERRIDES = ("experiment", "hydra.")
 DEFAULT_HEATMAP = ("method.d_s", "method.d_t")
@@ -97,34 +97,25 @@ def collect(sweep_dir: str | Path) -> tuple[Any, list[str]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
-    files = sorted(sweep_dir.rglob("results.jsonl"), key=_natural_key)  # job 2 before job 10
+    files = find_results([sweep_dir])  # job 2 before job 10
     if not files:
         raise FileNotFoundError(f"no results.jsonl under {sweep_dir} (is it a run or multirun directory?)")
-    rows, param_keys = [], []
-    for f in files:
-        job_dir = f.parent
-        params = job_parameters(job_dir)
+    rows, param_keys, params_of = [], [], {}
+    for f in files:  # every job's parameters, also of a job with no video yet
+        params_of[str(f.parent)] = params = job_parameters(f.parent)
         param_keys.extend(k for k in params if k not in param_keys)
-        for line in f.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                log.warning("skipping unreadable line in %s", f)
-                continue
-            flat = pd.json_normalize(rec, sep=".").iloc[0].to_dict()
-            flat = {k: v for k, v in flat.items() if not k.startswith(DROP_PREFIXES)}
-            rows.append({"job": str(job_dir.relative_to(sweep_dir)), **{f"param:{k}": v for k, v in params.items()},
-                         **flat})
+    # failed records left out, each job_key once (shards of one sweep, or a run copied twice)
+    for rec in generated_records(read_results(files)):
+        job_dir = rec.pop("run_dir")
+        params = params_of[job_dir]
+        flat = pd.json_normalize(rec, sep=".").iloc[0].to_dict()
+        flat = {k: v for k, v in flat.items() if not k.startswith(DROP_PREFIXES)}
+        rows.append({"job": str(Path(job_dir).relative_to(sweep_dir)), **{f"param:{k}": v for k, v in params.items()},
+                     **flat})
     df = pd.DataFrame(rows)
-    swept = [k for k in param_keys if k not in REPLICATE_KEYS
+    swept = [k for k in param_keys if k not in REPLICATE_KEYS and f"param:{k}" in df
              and df[f"param:{k}"].astype(str).nunique(dropna=False) > 1]
     return df, swept
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def pick_metrics(df: Any, requested: Sequence[str] | None = None) -> list[str]:

@@ -9,14 +9,15 @@ the full ``(rows, heads, T, T)`` tensor is never held. Calls are averaged with e
 
 What "the probabilities" are (``mode``):
 
-* ``effective`` (default): the row-stochastic matrix the method actually applies to ``V``, per
-  processor type (:func:`register_attention_probs`):
-  global attention → ``softmax(q kᵀ/√d + bias)``; sliding window / FreeNoise window fusion → the
-  fusion-weighted mean of the windows' softmaxes (``A_eff @ V`` equals the processor output);
+* ``effective`` (default): the row-stochastic matrices the method actually applies to ``V``, as each
+  processor reports them (``processor.attention_probs(q, k, bias, ctx)``, so a new method brings its
+  own): global attention → ``softmax(q kᵀ/√d + bias)``; sliding window / FreeNoise window fusion →
+  the fusion-weighted mean of the windows' softmaxes (``A_eff @ V`` equals the processor output);
   FreeLong → its two branches, ``global`` and ``local`` (the masked softmax), as separate maps: the
   spectral blend mixes the branches' *outputs* across space and time, so it has no single
   attention matrix. FreeLong's global map averages only the calls that blend (not level 0, not
-  after ``blend_steps``). Unknown processor types fall back to the global map (logged).
+  after ``blend_steps``). A processor whose ``__call__`` is not described by an ``attention_probs``
+  of its own falls back to the global map (logged).
 * ``global``: for every method, the plain global softmax of the layer's q and k — the paper's view.
 
 ``python run.py experiment=attention_maps`` writes ``attention_maps.{png,pdf}`` (rows: lengths,
@@ -37,18 +38,15 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from baselines.window_fusion import WindowFusionProcessor
+from freelong.app.records import fingerprint
+from freelong.app.setup import prepare
 from freelong.attention import (
     PositionBias,
     TemporalAttentionContext,
     TemporalAttnProcessor,
-    full_bias,
-    local_window_bounds,
-    local_window_mask,
-    sliding_windows,
+    global_attention_probs,
     temporal_attention_layers,
 )
-from freelong.freelong_method import SpectralBlendProcessor
 from freelong.methods import Method
 
 from .common import (
@@ -56,10 +54,7 @@ from .common import (
     check_lengths,
     check_methods_fit,
     methods_from_config,
-    prepare,
     pyplot,
-    record_key,
-    run_metadata,
     save_figure,
     title_suffix,
     write_csv,
@@ -76,118 +71,31 @@ DEFAULTS: dict[str, Any] = {
     "mode": "effective",
 }
 
-ProbsFn = Callable[[Any, torch.Tensor, torch.Tensor, "PositionBias | None", TemporalAttentionContext],
+ProbsFn = Callable[[torch.Tensor, torch.Tensor, "PositionBias | None", TemporalAttentionContext],
                    dict[str, torch.Tensor]]
-_PROBS: dict[type, ProbsFn] = {}
 
 
-def register_attention_probs(cls: type) -> Callable[[ProbsFn], ProbsFn]:
-    """Register how a processor type's attention probabilities are computed (``fn(proc, q, k, bias, ctx)``
-    → ``{branch: (rows, heads, T, T)}``, row-wise so it can run on row chunks)."""
-
-    def deco(fn: ProbsFn) -> ProbsFn:
-        _PROBS[cls] = fn
-        return fn
-
-    return deco
+def _global_map(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx) -> dict[str, torch.Tensor]:
+    return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
 
 
-def _logits(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return scores if bias is None else scores + bias.float()
+def _defined_in(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
-def global_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None) -> torch.Tensor:
-    """``softmax(q kᵀ/√d + bias)`` over all frames, ``(rows, heads, T, T)`` in fp32."""
-    return torch.softmax(_logits(q, k, full_bias(bias, q.shape[-2], q.device)), dim=-1)
+def explains_itself(proc: Any) -> bool:
+    """Whether ``proc.attention_probs`` describes ``proc.__call__``: defined at or below the class whose
+    ``__call__`` it runs (a subclass that changes ``__call__`` but inherits ``attention_probs`` does not)."""
+    probs, call = _defined_in(type(proc), "attention_probs"), _defined_in(type(proc), "__call__")
+    return probs is not None and call is not None and issubclass(probs, call)
 
 
-def masked_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, mask: torch.Tensor) -> torch.Tensor:
-    """The softmax restricted to ``mask`` (True = may attend), zero elsewhere."""
-    logits = _logits(q, k, full_bias(bias, q.shape[-2], q.device))
-    return torch.softmax(logits.masked_fill(~mask.to(q.device), float("-inf")), dim=-1)
-
-
-def _absolute(q: torch.Tensor, k: torch.Tensor, positions) -> tuple[torch.Tensor, torch.Tensor]:
-    """q and k at absolute frame positions (``ctx.positions``, AnimateDiff); unchanged without positions."""
-    if positions is None:
-        return q, k
-    dq, dk, _ = positions(torch.arange(q.shape[-2], device=q.device))
-    return q + dq.to(q.dtype), k + dk.to(k.dtype)
-
-
-def local_position_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, layout: str,
-                         positions) -> torch.Tensor:
-    """FreeLong's local softmax when each query's window sees window-local positions
-    (:func:`freelong.attention.local_attention_positions`), zero outside the window."""
-    num_frames = q.shape[-2]
-    start, end = local_window_bounds(num_frames, window, layout)
-    span = int((end - start).max())
-    dq, dk, _ = (x.float() for x in positions(torch.arange(span, device=q.device)))
-    qq = q.float() + dq[:, (torch.arange(num_frames) - start).to(q.device)]
-    j = torch.arange(num_frames)
-    rel = (j[None, :] - start[:, None]).clamp(0, span - 1).to(q.device)  # (T, T) key position in i's window
-    pos_term = torch.gather(qq @ dk.transpose(-1, -2), -1,
-                            rel.expand(*qq.shape[:-1], num_frames)) * q.shape[-1] ** -0.5
-    logits = _logits(qq, k, full_bias(bias, num_frames, q.device)) + pos_term
-    mask = local_window_mask(num_frames, window, layout).to(q.device)
-    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
-
-
-def window_fusion_probs(
-    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, stride: int, weights: torch.Tensor,
-    positions=None,
-) -> torch.Tensor:
-    """The effective matrix of window fusion: row ``i`` = Σ_w weight_w(i)·softmax_w(i, ·) / Σ_w weight_w(i).
-
-    With ``positions`` every window sees window-local positions, as the processor does."""
-    num_frames = q.shape[-2]
-    if window >= num_frames:
-        return global_probs(*_absolute(q, k, positions), bias)
-    out = q.new_zeros(q.shape[:-1] + (num_frames,), dtype=torch.float32)
-    total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
-    w = weights.to(device=q.device, dtype=torch.float32)
-    for s, e in sliding_windows(num_frames, window, stride):
-        idx = torch.arange(s, e, device=q.device)
-        b = bias(idx, idx) if bias is not None else None
-        qs, ks = _absolute(q[:, :, s:e], k[:, :, s:e], positions)  # window-local positions 0..e-s-1
-        p = torch.softmax(_logits(qs, ks, b), dim=-1)
-        out[:, :, s:e, s:e] += p * w[:, None]
-        total[s:e] += w
-    return out / total[:, None]
-
-
-@register_attention_probs(TemporalAttnProcessor)
-def _plain_probs(proc, q, k, bias, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": global_probs(*_absolute(q, k, ctx.positions), bias)}
-
-
-@register_attention_probs(WindowFusionProcessor)
-def _window_probs(proc: WindowFusionProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": window_fusion_probs(q, k, bias, proc.window, proc.stride, proc._weights, ctx.positions)}
-
-
-@register_attention_probs(SpectralBlendProcessor)
-def _spectral_blend_probs(proc: SpectralBlendProcessor, q, k, bias, ctx) -> dict[str, torch.Tensor]:
-    num_frames = q.shape[-2]
-    pos = ctx.positions
-    if proc.window >= num_frames:  # the processor runs plain global attention
-        g = global_probs(*_absolute(q, k, pos), bias)
-        return {"global": g, "local": g}
-    if pos is None:
-        local = masked_probs(q, k, bias, local_window_mask(num_frames, proc.window, proc.layout))
-    else:
-        local = local_position_probs(q, k, bias, proc.window, proc.layout, pos)
-    if not proc.uses_global(ctx):
-        return {"local": local}
-    return {"global": global_probs(*_absolute(q, k, pos), bias), "local": local}
-
-
-def probs_function(proc: Any) -> ProbsFn | None:
-    for cls in type(proc).__mro__:
-        if cls in _PROBS:
-            return _PROBS[cls]
-    return None
+def frame_pooled(p: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """A ``(..., T*S, T*S)`` token map of frame-major tokens as the ``(..., T, T)`` frame map: the mass
+    the tokens of query frame ``i`` put on key frame ``j``, averaged over the query frame's tokens."""
+    s = tokens_per_frame
+    t = p.shape[-1] // s
+    return p.unflatten(-1, (t, s)).sum(-1).unflatten(-2, (t, s)).mean(-2)
 
 
 class AttentionMapStore:
@@ -214,31 +122,63 @@ class AttentionMapStore:
         i, n = ctx.step_index, ctx.num_steps or 0
         return i in self.steps or (i - n) in self.steps
 
-    def _function(self, proc: Any) -> ProbsFn:
+    def probs_of(self, proc: Any) -> ProbsFn:
+        """``fn(q, k, bias, ctx) -> {branch: (rows, heads, T, T)}`` for a processor, per ``mode``."""
         if self.mode == "global":
-            return _plain_probs
-        fn = probs_function(proc)
-        if fn is None:
+            return _global_map
+        if not explains_itself(proc):
             if type(proc) not in self._warned:
-                log.warning("no attention-probability rule for %s; capturing its global attention map",
-                            type(proc).__name__)
+                log.warning("%s does not define attention_probs for its __call__; capturing its global "
+                            "attention map", type(proc).__name__)
                 self._warned.add(type(proc))
-            return _plain_probs
-        return fn
+            return _global_map
+        return proc.attention_probs
 
     @torch.no_grad()
     def add(self, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
             ctx: TemporalAttentionContext) -> None:
-        fn = self._function(proc)
+        fn = self.probs_of(proc)
+        if ctx.tokens_per_frame > 1:  # a DiT's 3D self-attention: frame maps (analysis/dit_attention.py)
+            self._record(self._dit_sums(fn, proc, q, k, bias, ctx), ctx, q.shape[0] * q.shape[1])
+            return
         rows, heads, t, _ = q.shape
         chunk = max(1, self.max_chunk_elems // (heads * t * t))
         sums: dict[str, torch.Tensor] = {}
         for r0 in range(0, rows, chunk):
-            for branch, p in fn(proc, q[r0:r0 + chunk], k[r0:r0 + chunk], bias, ctx).items():
+            for branch, p in fn(q[r0:r0 + chunk], k[r0:r0 + chunk], bias, ctx).items():
                 s = p.sum(dim=(0, 1), dtype=torch.float64)
                 sums[branch] = sums[branch] + s if branch in sums else s
+        self._record(sums, ctx, rows * heads)
+
+    def _dit_sums(self, fn: ProbsFn, proc: Any, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
+                  ctx: TemporalAttentionContext) -> dict[str, torch.Tensor]:
+        """Frame-map sums over rows and heads of a DiT call. The processor's own ``attention_probs``
+        (``(T*S)^2`` token maps, pooled to frames) in chunks of rows x heads while one head's map fits
+        ``max_chunk_elems``; beyond that one query frame at a time (:func:`analysis.dit_attention.dit_frame_probs`,
+        which knows the built-in processors)."""
+        rows, heads, n, _ = q.shape
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(maps: dict[str, torch.Tensor]) -> None:
+            for branch, p in maps.items():
+                t = p.sum(dim=(0, 1), dtype=torch.float64)
+                sums[branch] = sums[branch] + t if branch in sums else t
+
+        if n * n <= self.max_chunk_elems:
+            hc = max(1, min(heads, self.max_chunk_elems // (n * n)))
+            for r0 in range(rows):
+                for h0 in range(0, heads, hc):
+                    qc, kc = q[r0:r0 + 1, h0:h0 + hc], k[r0:r0 + 1, h0:h0 + hc]
+                    add({b: frame_pooled(p, ctx.tokens_per_frame) for b, p in fn(qc, kc, bias, ctx).items()})
+            return sums
+        from .dit_attention import dit_frame_probs
+
+        add(dit_frame_probs(TemporalAttnProcessor() if fn is _global_map else proc, q, k, ctx))
+        return sums
+
+    def _record(self, sums: dict[str, torch.Tensor], ctx: TemporalAttentionContext, count: int) -> None:
         for branch, s in sums.items():
-            m = (s / (rows * heads)).cpu()
+            m = (s / count).cpu()
             self._acc(self.total, branch, m)
             self._acc(self.by_layer[branch], ctx.name, m)
             self._acc(self.by_step[branch], ctx.step_index if ctx.step_index is not None else -1, m)
@@ -304,8 +244,16 @@ class CaptureMethod:
         install_capture(unet, self.store)
         return handle
 
+    def processor(self) -> CapturingProcessor:
+        """For backbones that install ``method.processor()`` themselves (a DiT's attention adapters)."""
+        return CapturingProcessor(self.method.processor(), self.store)
+
     def for_multi_prompt(self) -> CaptureMethod:
         inner = self.method.for_multi_prompt()
+        return self if inner is self.method else CaptureMethod(inner, self.store)
+
+    def with_native_frames(self, native_frames: int | None) -> CaptureMethod:
+        inner = self.method.with_native_frames(native_frames)
         return self if inner is self.method else CaptureMethod(inner, self.store)
 
 
@@ -314,6 +262,10 @@ def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[
     if layers is None:
         return None
     names = list(temporal_attention_layers(unet))
+    if not names:  # a DiT: its 3D self-attentions
+        from .dit_attention import dit_layer_names
+
+        names = dit_layer_names(unet)
     out = []
     for layer in layers:
         if isinstance(layer, int):
@@ -389,8 +341,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=attention_maps``: capture maps at every length and method, draw one figure."""
     import pandas as pd
 
-    from freelong.pipeline import LongVideoPipeline
-    from freelong.runner import ConfigError, make_jobs, sampling_settings
+    from freelong.app.records import make_jobs, sampling_settings
+    from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
     lengths = check_lengths(opts["lengths"])
@@ -406,7 +358,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    meta = run_metadata(setup)
+    meta = setup.environment()
     sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
     jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
     cache_dir = setup.run_dir / "records"
@@ -417,7 +369,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     for entry in methods:
         for n in lengths:
             for job in jobs:
-                key = record_key({"task": "attention", "model": meta["model"], "weights": meta["weights"],
+                key = fingerprint({"task": "attention", "model": meta["model"], "weights": meta["weights"],
                                   "method": entry.method.name, "params": entry.method.params(), "frames": n,
                                   "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
                                   "layers": layers, "steps": opts["steps"], "mode": opts["mode"],
@@ -426,8 +378,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                 saved = None if cfg.overwrite else _load_npz(path)
                 if saved is None:
                     store = AttentionMapStore(layers, opts["steps"], opts["mode"])
-                    pipe = LongVideoPipeline(setup.backbone, CaptureMethod(entry.method, store),
-                                             decode_chunk_size=cfg.decode_chunk_size, progress=cfg.progress)
+                    pipe = setup.pipeline(CaptureMethod(entry.method, store))
                     pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
                          job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
                          output_type="latent")
@@ -470,13 +421,10 @@ __all__ = [
     "AttentionMapStore",
     "CaptureMethod",
     "CapturingProcessor",
-    "global_probs",
+    "explains_itself",
     "install_capture",
     "locality_summary",
-    "masked_probs",
     "plot_attention_maps",
-    "register_attention_probs",
     "resolve_layers",
     "run_experiment",
-    "window_fusion_probs",
 ]

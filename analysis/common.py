@@ -3,28 +3,28 @@
 An analysis experiment is a Hydra config with ``analysis.task`` set (``run.py`` dispatches on it);
 its options live under ``analysis.*``. ``analysis.methods`` lists the methods to compare, each a
 name (its ``conf/method/<name>.yaml``; the method selected with ``method=`` keeps the command
-line's ``method.*`` overrides) or a dict ``{name, label?, <parameters>}``. Per-video results are
-cached in ``<run dir>/records/<key>.json`` so a re-run of the same directory resumes.
+line's ``method.*`` overrides) or a dict ``{name, label?, <parameters>}``. The run itself is set up by the
+app exactly as generation is (:func:`freelong.app.setup.prepare`: every generation setting honoured) and
+per-video results are cached through the record store (:class:`freelong.app.records.KeyedCache`,
+``<run dir>/records/<key>.json``) so a re-run of the same directory resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from freelong.config import CONF_DIR, validate_config
+from freelong.app.setup import check_prompts_fit
+from freelong.errors import ConfigError
 from freelong.methods import Method, get_method
-from freelong.runner import ConfigError, check_prompts_fit, load_prompts, output_dir
-from freelong.video_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from freelong.models.spec import CONF_DIR, latent_frames
+from freelong.video_io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("freelong.analysis")
 
@@ -59,13 +59,20 @@ class MethodEntry:
 
 
 def _method_yaml(name: str) -> dict[str, Any]:
+    from freelong.methods import available_methods
+
     path = CONF_DIR / "method" / f"{name}.yaml"
+    if not path.is_file() and name in available_methods():  # a plugin method: its dataclass defaults
+        return {"name": name}
     if not path.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+        known = sorted({p.stem for p in (CONF_DIR / "method").glob("*.yaml")} | set(available_methods()))
         raise ConfigError(f"analysis.methods: unknown method {name!r}; available: {', '.join(known)}")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    raw.pop("defaults", None)
-    return raw
+    base: dict[str, Any] = {}
+    for parent in raw.pop("defaults", None) or []:  # presets built on another method file (freelong_vc2, *_wan)
+        if isinstance(parent, str) and not parent.startswith("/") and parent != "_self_":
+            base.update(_method_yaml(parent))
+    return {**base, **raw}
 
 
 def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
@@ -83,7 +90,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
         elif isinstance(entry, Mapping) and "name" in entry:
             entry = dict(entry)
             label = str(entry.pop("label", "")) or None
-            params = {**_method_yaml(entry["name"]), **entry}
+            params = {**_method_yaml(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
             if label is None:
                 extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
                 label = f"{entry['name']}({extra})" if extra else entry["name"]
@@ -91,7 +98,7 @@ def methods_from_config(cfg: DictConfig, entries: Any) -> list[MethodEntry]:
             raise ConfigError(f"analysis.methods entries are names or {{name, label?, params...}}, got {entry!r}")
         name = params.pop("name")
         try:
-            method = get_method(name, **params)
+            method = get_method(name, **params).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
         except ValueError as err:
             raise ConfigError(f"analysis.methods ({label}): {err}") from None
         out.append(MethodEntry(label, method))
@@ -112,78 +119,6 @@ def check_methods_fit(methods: list[MethodEntry], lengths: list[int], prompts: l
                 m.method.check_frames(n)
             except ValueError as err:
                 raise ConfigError(f"analysis.methods ({m.label}) at {n} frames: {err}") from None
-
-
-@dataclass
-class Setup:
-    run_dir: Path
-    backbone: Any
-    device: torch.device
-    dtype: torch.dtype
-    prompts: list[Any]
-
-
-def prepare(cfg: DictConfig, check: Callable[[list[Any]], None] | None = None) -> Setup:
-    """Validate (``check(prompts)`` runs before anything heavy), make the run dir, build the backbone."""
-    from freelong.metadata import resolve_device
-    from freelong.models.base import build_backbone
-
-    try:
-        validate_config(cfg)
-        prompts = load_prompts(cfg.prompts)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    if check is not None:
-        check(prompts)
-    run_dir = output_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
-    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
-    if backbone.random_init:
-        log.warning("%s — model '%s'", backbone.label(), backbone.name)
-    backbone.to(device, dtype)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    return Setup(run_dir, backbone, device, dtype, prompts)
-
-
-def run_metadata(setup: Setup) -> dict[str, Any]:
-    from freelong.metadata import device_name, git_commit, package_versions
-
-    return {
-        **setup.backbone.info(),
-        "device": str(setup.device),
-        "device_name": device_name(setup.device),
-        "dtype": str(setup.dtype).replace("torch.", ""),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-    }
-
-
-def record_key(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class RecordCache:
-    """One JSON file per finished unit of work, so an interrupted experiment resumes."""
-
-    def __init__(self, root: Path, overwrite: bool = False):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.overwrite = overwrite
-
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
-
-    def get(self, key: str) -> Any | None:
-        if self.overwrite or not self.path(key).is_file():
-            return None
-        try:
-            return json.loads(self.path(key).read_text())
-        except ValueError:
-            return None
-
-    def put(self, key: str, value: Any) -> None:
-        atomic_write_json(self.path(key), value)
 
 
 def title_suffix(backbone: Any) -> str:

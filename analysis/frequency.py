@@ -17,7 +17,9 @@ the domain's axes, with ``k_a`` the signed integer frequency of axis ``a`` (``N_
 ``r = 1`` is the Nyquist frequency (``π`` in the paper's units) along an axis.
 
 **Bands.** The paper's split: low = ``r < cutoff`` (``0.25``, i.e. below 0.25π), high =
-``r ≥ cutoff``. Diagonal bins of the 2D/3D domains whose radius exceeds 1 (every axis below its
+``r ≥ cutoff``. ``analysis.cutoff`` may also be a list of increasing edges ``[e1, ..., eK]`` for K+1
+bands ``r < e1``, ``e1 ≤ r < e2``, ..., ``r ≥ eK`` (e.g. FreeLong++'s band edges ``[0.125, 0.25]``, so
+the figure shows each branch's band). Diagonal bins of the 2D/3D domains whose radius exceeds 1 (every axis below its
 Nyquist, the norm above) count as high, so low + high cover every bin (Parseval holds per band
 sum). The zero-frequency (DC) bin belongs to the low band unless ``exclude_dc`` is set.
 
@@ -47,16 +49,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from freelong.app.records import KeyedCache, fingerprint
+from freelong.app.setup import prepare
+
 from .common import (
-    RecordCache,
     analysis_options,
     check_lengths,
     check_methods_fit,
     methods_from_config,
-    prepare,
     pyplot,
-    record_key,
-    run_metadata,
     save_figure,
     title_suffix,
     write_csv,
@@ -90,25 +91,44 @@ def radial_frequency(sizes: Sequence[int], device: torch.device | str = "cpu") -
     return r2.sqrt()
 
 
+def band_names(cutoff: float | Sequence[float]) -> list[str]:
+    """``low``/``high`` for one cut-off; ``r<e1``, ``e1≤r<e2``, ..., ``r≥eK`` for a list of edges."""
+    edges = _edges(cutoff)
+    if not isinstance(cutoff, Sequence):
+        return list(BANDS)
+    lows = [f"r<{edges[0]:g}"] + [f"{a:g}≤r<{b:g}" for a, b in zip(edges, edges[1:])]
+    return lows + [f"r≥{edges[-1]:g}"]
+
+
+def _edges(cutoff: float | Sequence[float]) -> tuple[float, ...]:
+    edges = tuple(float(c) for c in cutoff) if isinstance(cutoff, Sequence) else (float(cutoff),)
+    if not edges or edges[0] <= 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"cutoff must be > 0 (or a list of increasing edges > 0), got {cutoff}")
+    return edges
+
+
 @lru_cache(maxsize=64)
-def _band_masks(sizes: tuple[int, ...], cutoff: float, exclude_dc: bool, device: str) -> dict[str, torch.Tensor]:
+def _band_masks(sizes: tuple[int, ...], edges: tuple[float, ...], names: tuple[str, ...], exclude_dc: bool,
+                device: str) -> dict[str, torch.Tensor]:
     r = radial_frequency(sizes, device)
-    low = r < cutoff
-    high = ~low
+    bounds = (-math.inf, *edges, math.inf)
+    masks = {name: (r >= lo) & (r < hi) for name, lo, hi in zip(names, bounds, bounds[1:])}
     if exclude_dc:
-        low = low & (r > 0)
-    return {"low": low, "high": high}
+        masks[names[0]] = masks[names[0]] & (r > 0)
+    return masks
 
 
-def band_masks(sizes: Sequence[int], cutoff: float = 0.25, exclude_dc: bool = False) -> dict[str, torch.Tensor]:
-    """Boolean masks (unshifted DFT layout) of the low (``r < cutoff``) and high (``r >= cutoff``) bands."""
-    if not (0.0 < cutoff):
-        raise ValueError(f"cutoff must be > 0, got {cutoff}")
-    return _band_masks(tuple(int(s) for s in sizes), float(cutoff), bool(exclude_dc), "cpu")
+def band_masks(
+    sizes: Sequence[int], cutoff: float | Sequence[float] = 0.25, exclude_dc: bool = False
+) -> dict[str, torch.Tensor]:
+    """Boolean masks (unshifted DFT layout) of the low (``r < cutoff``) and high (``r >= cutoff``) bands,
+    or of the bands between a list of edges (:func:`band_names`)."""
+    edges = _edges(cutoff)
+    return _band_masks(tuple(int(s) for s in sizes), edges, tuple(band_names(cutoff)), bool(exclude_dc), "cpu")
 
 
 def band_energies(
-    z: torch.Tensor, domain: str, cutoff: float = 0.25, exclude_dc: bool = False
+    z: torch.Tensor, domain: str, cutoff: float | Sequence[float] = 0.25, exclude_dc: bool = False
 ) -> dict[str, float]:
     """Mean ``|F z|²`` per band for a ``(B, C, T, H, W)`` tensor (see the module docstring).
 
@@ -134,7 +154,7 @@ def band_snr(
     x_t: torch.Tensor,
     eps: torch.Tensor,
     alpha_bar: float,
-    cutoff: float = 0.25,
+    cutoff: float | Sequence[float] = 0.25,
     exclude_dc: bool = False,
     domains: Sequence[str] = tuple(DOMAINS),
 ) -> list[dict[str, Any]]:
@@ -148,7 +168,7 @@ def band_snr(
     for domain in domains:
         es = band_energies(signal, domain, cutoff, exclude_dc)
         en = band_energies(noise, domain, cutoff, exclude_dc)
-        for band in BANDS:
+        for band in es:
             snr = es[band] / en[band] if en[band] > 0 else math.nan
             rows.append({"domain": domain, "band": band, "signal_energy": es[band], "noise_energy": en[band],
                          "snr": snr})
@@ -158,7 +178,8 @@ def band_snr(
 class SNRRecorder:
     """A ``LongVideoPipeline`` step callback that keeps only the per-band SNR of the chosen steps."""
 
-    def __init__(self, steps: Sequence[int] | None = None, cutoff: float = 0.25, exclude_dc: bool = False):
+    def __init__(self, steps: Sequence[int] | None = None, cutoff: float | Sequence[float] = 0.25,
+                 exclude_dc: bool = False):
         self.steps = None if steps is None else {int(s) for s in steps}
         self.cutoff = cutoff
         self.exclude_dc = exclude_dc
@@ -202,12 +223,13 @@ def plot_relative_snr(rel: Any, reference_length: int, title_extra: str = ""):
     plt = pyplot()
     methods = list(dict.fromkeys(rel["method"]))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = {"low": "-", "high": "--"}
+    bands = list(dict.fromkeys(rel["band"]))
+    styles = {"low": "-", "high": "--"} if set(bands) <= set(BANDS) else dict(zip(bands, ["-", "--", ":", "-."] * 4))
     fig, axes = plt.subplots(1, len(DOMAINS), figsize=(4.6 * len(DOMAINS), 3.8), sharey=True, squeeze=False)
     lengths = sorted(rel["length"].unique())
     for ax, domain in zip(axes[0], DOMAINS):
         for mi, method in enumerate(methods):
-            for band in BANDS:
+            for band in bands:
                 d = rel[(rel["method"] == method) & (rel["domain"] == domain) & (rel["band"] == band)]
                 if d.empty:
                     continue
@@ -224,7 +246,8 @@ def plot_relative_snr(rel: Any, reference_length: int, title_extra: str = ""):
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.02 - 0.06 *
                math.ceil(len(labels) / 4)), frameon=False)
-    fig.suptitle(f"Per-band SNR vs video length (low: r < cutoff, high: r ≥ cutoff){title_extra}", fontsize=10)
+    split = "low: r < cutoff, high: r ≥ cutoff" if set(bands) <= set(BANDS) else "bands of the normalised radius r"
+    fig.suptitle(f"Per-band SNR vs video length ({split}){title_extra}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -233,23 +256,27 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=snr_vs_length``: generate at every length, record SNRs, write CSV + figure."""
     import pandas as pd
 
-    from freelong.pipeline import LongVideoPipeline
-    from freelong.runner import ConfigError, make_jobs, sampling_settings
+    from freelong.app.records import make_jobs, sampling_settings
+    from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
     lengths = check_lengths(opts["lengths"])
     reference = int(opts["reference_length"] or lengths[0])
     if reference not in lengths:
         raise ConfigError(f"analysis.reference_length={reference} is not in analysis.lengths={lengths}")
-    if not (0 < float(opts["cutoff"]) < 1):
-        raise ConfigError(f"analysis.cutoff must be in (0, 1), got {opts['cutoff']}")
+    cutoff = opts["cutoff"]
+    edges = list(cutoff) if isinstance(cutoff, Sequence) and not isinstance(cutoff, str) else [cutoff]
+    if (not edges or not all(isinstance(e, (int, float)) and 0 < e < 1 for e in edges)
+            or any(b <= a for a, b in zip(edges, edges[1:]))):
+        raise ConfigError(f"analysis.cutoff must be in (0, 1) or a list of increasing edges in (0, 1), got {cutoff}")
+    cutoff = [float(e) for e in edges] if isinstance(cutoff, Sequence) else float(cutoff)
     steps = opts["steps"]
     if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, int) for s in steps)):
         raise ConfigError(f"analysis.steps must be null (all steps) or a list of step indices, got {steps!r}")
     methods = methods_from_config(cfg, opts["methods"])
     setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
-    cache = RecordCache(setup.run_dir / "records", overwrite=cfg.overwrite)
-    meta = run_metadata(setup)
+    cache = KeyedCache(setup.run_dir / "records", overwrite=cfg.overwrite)
+    meta = setup.environment()
     sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
     jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
     log.info("snr_vs_length in %s: %d method(s) x %d length(s) x %d video(s)", setup.run_dir, len(methods),
@@ -257,18 +284,17 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     for entry in methods:
-        pipe = LongVideoPipeline(setup.backbone, entry.method, decode_chunk_size=cfg.decode_chunk_size,
-                                 progress=cfg.progress)
+        pipe = setup.pipeline(entry.method)
         for n in lengths:
             for job in jobs:
-                key = record_key({"task": "snr", "model": meta["model"], "weights": meta["weights"],
+                key = fingerprint({"task": "snr", "model": meta["model"], "weights": meta["weights"],
                                   "method": entry.method.name, "params": entry.method.params(), "frames": n,
                                   "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
                                   "steps": steps, "cutoff": opts["cutoff"], "exclude_dc": opts["exclude_dc"],
                                   "dtype": str(setup.dtype)})
                 cached = cache.get(key)
                 if cached is None:
-                    recorder = SNRRecorder(steps, float(opts["cutoff"]), bool(opts["exclude_dc"]))
+                    recorder = SNRRecorder(steps, cutoff, bool(opts["exclude_dc"]))
                     pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
                          job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
                          callback=recorder, output_type="latent")

@@ -4,24 +4,73 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from freelong.attention import (
+    PositionBias,
+    TemporalAttentionContext,
+    TemporalAttnProcessor,
+    global_attention,
+    global_attention_probs,
+    local_attention,
+    local_attention_probs,
+)
 from freelong.methods import Method, register_method
 
 from .window_fusion import WindowFusionProcessor
+
+ATTENTION_MODES = ("fusion", "local")
+
+
+class LocalWindowProcessor(TemporalAttnProcessor):
+    """Each frame's tokens attend to the tokens of the ``window`` frames around it (FreeLong's local branch)."""
+
+    def __init__(self, window: int = 16, layout: str = "adjusted"):
+        self.window = window
+        self.layout = layout
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
+        if self.window >= ctx.num_frames(q):
+            return global_attention(q, k, v, bias, ctx.positions)
+        return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                               positions=ctx.positions)
+
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
+                        ctx: TemporalAttentionContext) -> dict[str, torch.Tensor]:
+        """``{"attn": A}``: the softmax restricted to each frame's window (over tokens when ``S > 1``)."""
+        s, pos = ctx.tokens_per_frame, ctx.positions
+        if self.window >= ctx.num_frames(q):
+            return {"attn": global_attention_probs(q, k, bias, s, pos)}
+        return {"attn": local_attention_probs(q, k, bias, self.window, self.layout, s, pos)}
+
+    def __repr__(self) -> str:
+        return f"LocalWindowProcessor(window={self.window}, layout={self.layout})"
 
 
 @register_method("sliding_window")
 @dataclass
 class SlidingWindow(Method):
-    """Windows of ``window`` frames every ``stride`` frames, overlapping outputs averaged."""
+    """Windows of ``window`` frames every ``stride`` frames, overlapping outputs averaged (``attention=fusion``).
+
+    ``attention=local``: every frame attends to its own window of ``window`` frames instead (``stride``
+    unused; the edge-adjusted window of :func:`freelong.attention.local_window_bounds`), so the attention
+    costs ``O(T * window)`` — the sliding-window baseline of the DiT long-video papers.
+    """
 
     window: int = 16
     stride: int = 4
+    attention: str = "fusion"
 
     def validate(self) -> None:
         if self.window < 1:
             raise ValueError(f"method.window must be >= 1, got {self.window}")
         if not (1 <= self.stride <= self.window):
             raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"method.attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
 
-    def processor(self) -> WindowFusionProcessor:
+    def processor(self) -> TemporalAttnProcessor:
+        if self.attention == "local":
+            return LocalWindowProcessor(self.window)
         return WindowFusionProcessor(self.window, self.stride, "flat")

@@ -17,8 +17,11 @@ from freelong.attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     attention,
+    attention_probs_of,
     block_bias,
+    frame_tokens,
     global_attention,
+    global_attention_probs,
     sliding_windows,
 )
 from freelong.chunking import DEFAULT_BUDGET_MB
@@ -67,10 +70,15 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        num_frames = q.shape[-2]
+        tokens = ctx.tokens_per_frame
+        num_frames = q.shape[-2] // tokens
         if self.window >= num_frames:
             return global_attention(q, k, v, bias, ctx.positions)
         windows = sliding_windows(num_frames, self.window, self.stride)
+        if tokens > 1:
+            if ctx.positions is not None:
+                raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
+            return self._fuse_frame_tokens(q, k, v, bias, windows, tokens)
         starts = torch.tensor([s for s, _ in windows])
         offsets = torch.arange(self.window)
         weights = self._weights.to(device=q.device, dtype=torch.float32)
@@ -97,9 +105,68 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             total.index_add_(0, flat_idx, weights.repeat(idx.shape[0]))
         return (out / total[:, None]).to(v.dtype)
 
-    def _auto_group(self, q: torch.Tensor, num_frames: int) -> int:
+    def _fuse_frame_tokens(self, q, k, v, bias, windows, tokens: int) -> torch.Tensor:
+        """The same fusion when each frame has ``tokens`` tokens (a DiT): windows gather whole frames."""
+        if bias is not None:
+            raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+        num_frames = q.shape[-2] // tokens
+        starts = torch.tensor([s for s, _ in windows])
+        weights = self._weights.to(device=q.device, dtype=torch.float32)
+        token_weights = weights.repeat_interleave(tokens)  # (W*S,)
+        out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
+        total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
+        group = self.windows_per_call or self._auto_group(q, num_frames, tokens)
+        for g0 in range(0, len(windows), group):
+            frames = starts[g0 : g0 + group, None] + torch.arange(self.window)  # (n, W)
+            n = frames.shape[0]
+            tok = frame_tokens(frames, tokens).to(q.device)  # (n, W*S)
+            qw, kw, vw = (x[:, :, tok].flatten(1, 2) for x in (q, k, v))  # (R, heads*n, W*S, d)
+            o = attention(qw, kw, vw)
+            o = o.reshape(o.shape[0], -1, n, *o.shape[2:])  # (R, heads, n, W*S, d)
+            out.index_add_(2, tok.reshape(-1), (o.float() * token_weights[:, None]).flatten(2, 3))
+            total.index_add_(0, frames.reshape(-1).to(q.device), weights.repeat(n))
+        return (out / total.repeat_interleave(tokens)[:, None]).to(v.dtype)
+
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """``{"attn": A}``, the effective ``(rows, heads, T, T)`` matrix: ``A @ v`` is this processor's output.
+
+        Row ``i`` of ``A`` is the fusion-weighted mean of the softmaxes of the windows holding frame
+        ``i`` (each zero outside its window): ``Σ_w u_w(i) softmax_w(i, ·) / Σ_w u_w(i)``. With
+        ``tokens_per_frame = S > 1`` (a DiT) the matrix is over the ``T*S`` frame-major tokens and a
+        window holds whole frames; a token's weight is its frame's. With ``ctx.positions`` each window's
+        softmax sees window-local positions (the output then also adds each window's value offsets).
+        """
+        tokens = ctx.tokens_per_frame
+        num_frames = q.shape[-2] // tokens
+        pos = ctx.positions
+        if self.window >= num_frames:
+            return {"attn": global_attention_probs(q, k, bias, tokens, pos)}
+        if pos is not None and tokens > 1:
+            raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
+        if tokens > 1 and bias is not None:
+            raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+        out = q.new_zeros(q.shape[:-1] + (q.shape[-2],), dtype=torch.float32)
+        total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
+        weights = self._weights.to(device=q.device, dtype=torch.float32)
+        token_weights = weights.repeat_interleave(tokens)
+        for s, e in sliding_windows(num_frames, self.window, self.stride):
+            idx = torch.arange(s, e, device=q.device)
+            wbias = bias(idx, idx) if bias is not None else None
+            t0, t1 = s * tokens, e * tokens
+            qs, ks = q[:, :, t0:t1], k[:, :, t0:t1]
+            if pos is not None:  # window-local positions 0..e-s-1, as in __call__
+                dq, dk, _ = pos(torch.arange(e - s, device=q.device))
+                qs, ks = qs + dq.to(qs.dtype), ks + dk.to(ks.dtype)
+            probs = attention_probs_of(qs, ks, wbias)
+            out[:, :, t0:t1, t0:t1] += probs * token_weights[:, None]
+            total[s:e] += weights
+        return {"attn": out / total.repeat_interleave(tokens)[:, None]}
+
+    def _auto_group(self, q: torch.Tensor, num_frames: int, tokens: int = 1) -> int:
         rows, heads, _, d = q.shape
-        per_window = rows * heads * self.window * d * 4  # one window's queries (and outputs) in fp32
+        per_window = rows * heads * self.window * tokens * d * 4  # one window's queries (and outputs) in fp32
         by_budget = int(DEFAULT_BUDGET_MB * 2**20 // max(per_window, 1))
         return max(1, min(math.ceil(num_frames / self.window), by_budget))
 

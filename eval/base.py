@@ -29,8 +29,11 @@ DIMENSION_MODULES = {
     "imaging_quality": "eval.imaging_quality",
     "aesthetic_quality": "eval.aesthetic_quality",
     "dynamic_degree": "eval.dynamic_degree",
+    "overall_consistency": "eval.overall_consistency",
 }
 ALL_DIMS = tuple(DIMENSION_MODULES)
+# VBench's seven quality dimensions (eval=vbench); overall_consistency is a semantic one (needs prompts).
+QUALITY_DIMS = ALL_DIMS[:7]
 # The paper's Table 1 columns, in its order.
 TABLE1_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "temporal_flickering",
                "imaging_quality")
@@ -42,8 +45,9 @@ ALIASES = {
     "background": "background_consistency", "back": "background_consistency",
     "motion": "motion_smoothness", "flicker": "temporal_flickering", "flickering": "temporal_flickering",
     "imaging": "imaging_quality", "aesthetic": "aesthetic_quality", "dynamic": "dynamic_degree",
+    "overall": "overall_consistency",
 }
-GROUPS = {"fast": FAST_DIMS, "vbench": ALL_DIMS, "all": ALL_DIMS, "table1": TABLE1_DIMS}
+GROUPS = {"fast": FAST_DIMS, "vbench": QUALITY_DIMS, "all": ALL_DIMS, "table1": TABLE1_DIMS}
 
 _REGISTRY: dict[str, type[Dimension]] = {}
 

@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (this package) or official (the vbench package, via --vbench-python)")
     p.add_argument("--vbench-python", default=None, help="python of an environment with vbench installed (official)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--write-back", action="store_true",
+                   help="the paths are run/sweep dirs: score their videos into their records "
+                        "(freelong/app/writeback.py)")
+    p.add_argument("--protocol", choices=["standard", "long"], default="standard",
+                   help="standard: VBench, each video one clip (videos under 5 s); long: VBench-Long (scenes, "
+                        "2 s / 10 s clips, fused; videos of 5 s or more)")
+    p.add_argument("--prompt", default=None, help="prompt of every video (overall_consistency; default: file name)")
+    p.add_argument("--prompt-file", default=None, help='JSON {"video file": "prompt", ...} covering every video')
+    from .long_eval import add_long_arguments
+
+    add_long_arguments(p)
     return p
 
 
@@ -83,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.write_back:
+        from freelong.app.writeback import main_write_back  # writes run records: app code (lazy; cli is an entry)
+
+        return main_write_back(args, _parse_weights(args.weight))
     videos = find_videos(args.videos)
     if not videos:
         print(f"error: no .mp4/.gif videos found in {' '.join(args.videos)}", file=sys.stderr)
@@ -92,7 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
 
-    if args.backend == "official":
+    try:
+        from .prompts import resolve_prompts
+
+        prompts = resolve_prompts(videos, args.prompt, args.prompt_file)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.protocol == "long":
+        from .long_eval import run_long_cli
+
+        code, results, rows, meta = run_long_cli(args, dims, videos, prompts, _parse_weights(args.weight))
+        if code:
+            return code
+    elif args.backend == "official":
         from .official import run_official
 
         try:
@@ -118,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.random_init:
             logging.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
-        scores = evaluator.score_many(videos, progress=not args.no_progress)
+        scores = evaluator.score_many(videos, progress=not args.no_progress, prompts=prompts)
         results = vbench_json(dims, scores)
         rows = per_video_rows(dims, scores, evaluator.label)
-        meta = {**evaluator.describe(), "backend": "native", "versions": package_versions(),
+        meta = {**evaluator.describe(), "backend": "native", "protocol": "standard", "versions": package_versions(),
                 "seconds_per_dim": {d: sum(s.seconds.get(d, 0.0) for s in scores) for d in dims}}
 
     failed = [r for r in rows if r.get("error")]

@@ -248,9 +248,9 @@ class MUSIQ(nn.Module):
 
 def load_musiq_state(path: str, model: MUSIQ) -> MUSIQ:
     """Load a pyiqa MUSIQ checkpoint (plain state dict, optional ``params`` / ``module.`` wrapping) strictly."""
-    from .weights import EVAL_WEIGHTS, KNOWN_SHA256, check_sha256, torch_load
+    from .weights import EVAL_WEIGHTS, check_sha256, is_vouched, torch_load
 
-    published = Path(path).name in KNOWN_SHA256
+    published = is_vouched(EVAL_WEIGHTS["musiq_spaq"], Path(path))
     if published:  # a file vouched for by its published digest may be unpickled in full
         check_sha256(EVAL_WEIGHTS["musiq_spaq"], Path(path))
     state = torch_load(path, allow_pickle=published)

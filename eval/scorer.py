@@ -129,24 +129,31 @@ class Evaluator:
             out.seconds[dim] = time.perf_counter() - t0
         return out
 
-    def score(self, path: str | Path, frames: np.ndarray | None = None, fps: float | None = None) -> VideoScores:
-        """Decode ``path`` once (or use ``frames``) and score it; a decoding error is recorded, not raised."""
+    def score(self, path: str | Path, frames: np.ndarray | None = None, fps: float | None = None,
+              prompt: str | None = None) -> VideoScores:
+        """Decode ``path`` once (or use ``frames``) and score it; a decoding error is recorded, not raised.
+
+        ``prompt`` is for text-video dimensions (overall_consistency); None: VBench's prompt from the file name.
+        """
         try:
             video = Video(Path(path), frames, fps) if frames is not None else load_video(path)
         except Exception as err:
             log.warning("eval: cannot read %s: %s", path, err)
             return VideoScores(Path(path), error=f"{type(err).__name__}: {err}")
+        video.prompt = prompt
         return self.score_video(video)
 
-    def score_many(self, paths: Iterable[str | Path], progress: bool = True) -> list[VideoScores]:
+    def score_many(self, paths: Iterable[str | Path], progress: bool = True,
+                   prompts: dict[Path, str] | None = None) -> list[VideoScores]:
         paths = list(paths)
+        prompts = prompts or {}
         try:
             from tqdm.auto import tqdm
 
             iterator = tqdm(paths, desc="eval", unit="video", disable=not progress)
         except ImportError:  # pragma: no cover
             iterator = paths
-        return [self.score(p) for p in iterator]
+        return [self.score(p, prompt=prompts.get(Path(p))) for p in iterator]
 
     def overall(self, scores: Sequence[VideoScores]) -> dict[str, float | None]:
         return overall_scores(self.dims, scores)

@@ -34,11 +34,12 @@ class VideoDecodeError(RuntimeError):
 
 @dataclass
 class Video:
-    """Decoded frames ``(T, H, W, 3)`` uint8 RGB, the file they came from, and its frame rate."""
+    """Decoded frames ``(T, H, W, 3)`` uint8 RGB, the file they came from, its frame rate (and prompt, if known)."""
 
     path: Path
     frames: np.ndarray
     fps: float | None = None
+    prompt: str | None = None  # text-video dimensions (overall_consistency); None: from the file name
 
     @property
     def num_frames(self) -> int:

@@ -49,9 +49,15 @@ class TemporalAttentionContext:
     """What a processor knows about the call it serves.
 
     ``frame_shape=(T, H, W)`` lets processors view the ``B*H*W`` rows as a video (FreeLong's 3D FFT);
-    ``level`` is the UNet resolution level (0 = highest resolution); ``name`` is the layer's module path.
-    ``positions`` (None for LaVie/VideoCrafter2): the backbone's additive frame positions
-    (:class:`FramePositions`, AnimateDiff's sinusoidal table) for the processor to add itself, at
+    ``level`` is the UNet resolution level (0 = highest resolution; a DiT's block index); ``name`` is
+    the layer's module path.
+
+    ``tokens_per_frame`` (``S``): q/k/v hold ``T*S`` tokens per row, frame-major (all ``S`` tokens of
+    frame 0, then frame 1, ...). UNet temporal attention: rows ``B*H*W``, ``S = 1``. A DiT's 3D
+    self-attention: rows ``B``, ``S = H*W``. Windows and local masks are always over *frames*.
+
+    ``positions`` (None except for diffusers' AnimateDiff, where ``S = 1``): the backbone's additive frame
+    positions (:class:`FramePositions`, a sinusoidal table) for the processor to add itself, at
     absolute frames for global attention and at window-local frames for windowed branches.
     """
 
@@ -62,7 +68,12 @@ class TemporalAttentionContext:
     step_index: int | None = None
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_per_frame: int = 1
     positions: FramePositions | None = None
+
+    def num_frames(self, q: torch.Tensor) -> int:
+        """Frames in a ``(rows, heads, T*S, d)`` tensor."""
+        return q.shape[-2] // self.tokens_per_frame
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,6 +176,27 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_ndim(attn_bias, q.ndim), scale=scale)
 
 
+def attention_probs_of(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """The row-stochastic matrix :func:`attention` applies to ``v``, explicitly and in fp32.
+
+    ``softmax(q kᵀ * scale + bias)`` over keys, zero where ``mask`` is False; ``(..., Lq, Lk)``.
+    Quadratic in memory: for analysis (attention maps), never for sampling.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias.float()
+    if mask is not None:
+        logits = logits.masked_fill(~mask.to(logits.device), float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
 def _as_ndim(m: torch.Tensor, ndim: int) -> torch.Tensor:
     return m.reshape((1,) * (ndim - m.ndim) + tuple(m.shape)) if m.ndim < ndim else m
 
@@ -242,6 +274,17 @@ class TemporalAttnProcessor:
     ) -> torch.Tensor:
         return global_attention(q, k, v, bias, ctx.positions)
 
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """The row-stochastic ``(rows, heads, T, T)`` matrices this processor applies to ``v``, by name.
+
+        Global attention: ``{"attn": softmax(q kᵀ/√d + bias)}``, so ``attn @ v`` is the output. A
+        subclass that changes ``__call__`` overrides this too (the attention-map analysis reads it);
+        rows are independent, so callers may pass row chunks of ``q`` and ``k``.
+        """
+        return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame, ctx.positions)}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -257,6 +300,85 @@ def global_attention(
     if positions is not None:
         q, k, v = add_positions(q, k, v, positions, _frame_index(q.shape[-2]))
     return attention(q, k, v, bias=full_bias(bias, q.shape[-2], q.device))
+
+
+def global_attention_probs(
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
+) -> torch.Tensor:
+    """What :func:`global_attention` applies to ``v``: ``(rows, heads, T*S, T*S)`` in fp32.
+
+    With ``positions`` (``S = 1``) q and k carry the offsets of absolute frames ``0..T-1``; the output is
+    then this matrix applied to ``v`` plus its offsets at the same frames.
+    """
+    if tokens_per_frame > 1 and bias is not None:
+        raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    if positions is not None:
+        _no_tokens(tokens_per_frame)
+        dq, dk, _ = positions(_frame_index(q.shape[-2], q.device))
+        q, k = q + dq.to(q.dtype), k + dk.to(k.dtype)
+    return attention_probs_of(q, k, full_bias(bias, q.shape[-2], q.device))
+
+
+def _no_tokens(tokens_per_frame: int) -> None:
+    if tokens_per_frame > 1:
+        raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
+
+
+def local_attention_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
+) -> torch.Tensor:
+    """What :func:`local_attention` applies to ``v``: the softmax restricted to each frame's window.
+
+    With ``tokens_per_frame = S > 1`` the ``(T*S, T*S)`` mask is the frame mask with every entry
+    repeated over the ``S x S`` token pairs of its two frames (frame-major tokens, as
+    :func:`local_attention_frames`). With ``positions`` query ``i`` and key ``j`` carry the offsets of
+    window-local positions ``i - s_i`` and ``j - s_i`` (:func:`local_attention_positions`); row ``i`` of
+    the output is then row ``i`` of this matrix applied to ``v_j + dv[j - s_i]``.
+    """
+    if positions is not None:
+        _no_tokens(tokens_per_frame)
+        return _local_position_probs(q, k, bias, window, layout, positions)
+    s = tokens_per_frame
+    num_frames = q.shape[-2] // s
+    if s > 1 and bias is not None:
+        raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    mask = token_mask(local_window_mask(num_frames, window, layout), s)
+    return attention_probs_of(q, k, full_bias(bias, num_frames, q.device), mask=mask)
+
+
+def _local_position_probs(
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, layout: str, positions: FramePositions
+) -> torch.Tensor:
+    num_frames = q.shape[-2]
+    start, end = local_window_bounds(num_frames, window, layout)
+    span = int((end - start).max())
+    dq, dk, _ = (x.float() for x in positions(torch.arange(span, device=q.device)))
+    qq = q.float() + dq[:, (torch.arange(num_frames) - start).to(q.device)]
+    rel = (torch.arange(num_frames)[None, :] - start[:, None]).clamp(0, span - 1).to(q.device)  # key j in i's window
+    rows_heads = qq.shape[:-2]
+    pos_logits = torch.gather(qq @ dk.transpose(-1, -2), -1, rel.expand(*rows_heads, num_frames, num_frames))
+    logits = torch.matmul(qq, k.float().transpose(-1, -2)) + pos_logits
+    logits = logits * q.shape[-1] ** -0.5
+    b = full_bias(bias, num_frames, q.device)
+    if b is not None:
+        logits = logits + b.float()
+    mask = local_window_mask(num_frames, window, layout).to(q.device)
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def token_mask(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """A ``(..., T, T)`` frame mask as the ``(..., T*S, T*S)`` mask of frame-major tokens."""
+    s = tokens_per_frame
+    if s == 1:
+        return frame_mask
+    return frame_mask.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
 
 
 def block_bias(
@@ -292,6 +414,7 @@ def local_attention(
     window: int,
     layout: str = "adjusted",
     block_size: int | None = None,
+    tokens_per_frame: int = 1,
     positions: FramePositions | None = None,
 ) -> torch.Tensor:
     """Attention restricted to each frame's local window (see :func:`local_window_bounds`).
@@ -301,9 +424,13 @@ def local_attention(
     ``block_size=None`` picks the computation: one dense SDPA call with a ``T x T`` mask for short
     videos, query blocks of :func:`local_block_size` frames (:func:`local_attention_blocks`) once that
     at least halves the work. ``0`` forces the dense path, ``n > 0`` blocks of ``n`` frames.
+    With ``tokens_per_frame > 1`` (a DiT) it is :func:`local_attention_frames` (no mask at all).
     """
     if positions is not None:
+        _no_tokens(tokens_per_frame)
         return local_attention_positions(q, k, v, bias, window, layout, positions)
+    if tokens_per_frame > 1:
+        return local_attention_frames(q, k, v, bias, window, layout, tokens_per_frame)
     num_frames = q.shape[-2]
     if block_size is None:
         block = min(local_block_size(window), num_frames)
@@ -384,6 +511,56 @@ def local_attention_blocks(
             out[:, :, s0 : s0 + regular * bq] = o[:, :, :regular].flatten(2, 3)
         if g.stop == n:
             out[:, :, num_frames - bq :] = o[:, :, m - 1]
+    return out
+
+
+def frame_tokens(frames: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """Token indices of frames in a frame-major layout: ``(..., n)`` frames → ``(..., n*S)`` tokens."""
+    s = tokens_per_frame
+    return (frames[..., None] * s + torch.arange(s, device=frames.device)).flatten(-2)
+
+
+def local_attention_frames(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+) -> torch.Tensor:
+    """Local attention over frames for ``(rows, heads, T*S, d)`` tokens, frame-major, without a mask.
+
+    Every token of query frame ``i`` attends to all tokens of the key frames ``[start_i, end_i)``
+    (:func:`local_window_bounds`). Query frames whose key spans have the same length are batched
+    together with their own gathered key span (a block-sparse pattern of frame blocks), so each SDPA
+    call is unmasked, the cost is ``O(T*S * window*S)`` and no ``T*S x T*S`` mask exists. Groups hold
+    about ``T / span`` query frames, so the gathered keys stay about the size of ``k``.
+    """
+    if bias is not None:
+        raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    rows, heads, n_tok, d = q.shape
+    s = tokens_per_frame
+    num_frames = n_tok // s
+    if num_frames * s != n_tok:
+        raise ValueError(f"{n_tok} tokens are not {s} tokens per frame")
+    start, end = local_window_bounds(num_frames, window, layout)
+    length = end - start
+    out = q.new_empty((rows, heads, n_tok, v.shape[-1]))
+    dev = q.device
+    for span in sorted(set(length.tolist())):
+        frames = (length == span).nonzero().flatten()
+        per_call = max(1, num_frames // span)
+        for g0 in range(0, len(frames), per_call):
+            fq = frames[g0 : g0 + per_call]  # (m,) query frames sharing the key-span length
+            m = len(fq)
+            q_tok = frame_tokens(fq, s).to(dev)  # (m*S,)
+            k_tok = frame_tokens(start[fq, None] + torch.arange(span), s).to(dev)  # (m, span*S)
+            qg = q[:, :, q_tok].view(rows, heads, m, s, d).flatten(1, 2)
+            kg = k[:, :, k_tok].flatten(1, 2)
+            vg = v[:, :, k_tok].flatten(1, 2)
+            o = F.scaled_dot_product_attention(qg, kg, vg)  # (rows, heads*m, S, d)
+            out[:, :, q_tok] = o.reshape(rows, heads, m * s, -1)
     return out
 
 
@@ -480,12 +657,17 @@ __all__ = [
     "TemporalAttnProcessor",
     "add_positions",
     "attention",
+    "attention_probs_of",
     "block_bias",
+    "frame_tokens",
     "full_bias",
     "global_attention",
+    "global_attention_probs",
     "local_attention",
     "local_attention_blocks",
+    "local_attention_frames",
     "local_attention_positions",
+    "local_attention_probs",
     "local_block_plan",
     "local_block_size",
     "local_window_bounds",
@@ -493,4 +675,5 @@ __all__ = [
     "name_temporal_layers",
     "sliding_windows",
     "temporal_attention_layers",
+    "token_mask",
 ]

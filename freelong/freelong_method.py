@@ -7,11 +7,15 @@ frequencies from the global branch (long-range consistency), high frequencies fr
 branch (detail and motion). Attention outputs are blended before the output projection; the
 projection is affine per token, so this equals blending the projected outputs (and, with the
 residual added on both streams, VideoCrafter2's ``combine(x + A, x + A_local)``).
+
+``branch`` selects how the two branches are combined, for the paper's component study (Fig. 6);
+see :func:`combine_branches`. ``blend`` (the default) is FreeLong.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +25,9 @@ from .attention import (
     TemporalAttentionContext,
     TemporalAttnProcessor,
     global_attention,
+    global_attention_probs,
     local_attention,
+    local_attention_probs,
 )
 from .methods import Method, register_method
 from .noise import gaussian_noise, rescheduled_noise
@@ -29,6 +35,47 @@ from .spectral import FILTERS, blend_with_rfft_filter, cached_rfft_filter
 
 NOISE_KINDS = ("freenoise", "random")
 LAYOUTS = ("adjusted", "centered")
+BRANCHES = ("blend", "global", "local", "sum", "low_global", "high_local")
+# Which branches each mode reads (the others are not computed).
+BRANCH_INPUTS = {"blend": ("global", "local"), "global": ("global",), "local": ("local",),
+                 "sum": ("global", "local"), "low_global": ("global",), "high_local": ("local",)}
+
+
+def combine_branches(
+    mode: str,
+    glob: torch.Tensor | None,
+    local: torch.Tensor | None,
+    blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Combine the global and local branch outputs as ``mode`` says (FreeLong's Fig. 6 ablation).
+
+    With ``L`` the 3D (T, H, W) low-pass of the spectral filter and ``blend(g, l) = L(g) + (1 - L)(l)``:
+
+    * ``blend``: ``L(global) + (1 - L)(local)``, FreeLong.
+    * ``global`` / ``local``: one branch unchanged.
+    * ``sum``: ``(global + local) / 2``, the *mean*, not the literal sum. Each branch is a convex
+      combination of value rows (row-stochastic attention), and so is their mean, so it keeps the scale
+      of one attention output. The literal sum doubles what reaches the output projection and the
+      residual stream, a scale error that degrades any backbone by itself and would confound what the
+      paper's comparison is about (an all-frequency mix carries the global branch's degraded high
+      frequencies). The mean is the all-pass counterpart of the blend: ``P = 1/2`` at every frequency.
+    * ``low_global``: ``L(global)`` = ``blend(global, 0)``; ``high_local``: ``(1 - L)(local)`` =
+      ``blend(0, local)``. Both go through ``blend`` so they follow whatever layout it handles, and
+      ``low_global + high_local`` equals ``blend`` up to fp32 rounding (the filter is linear).
+    """
+    if mode == "blend":
+        return blend(glob, local)
+    if mode == "global":
+        return glob
+    if mode == "local":
+        return local
+    if mode == "sum":
+        return ((glob.float() + local.float()) / 2).to(local.dtype)
+    if mode == "low_global":
+        return blend(glob, torch.zeros_like(glob))
+    if mode == "high_local":
+        return blend(torch.zeros_like(local), local)
+    raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {mode!r}")
 
 
 class SpectralBlendProcessor(TemporalAttnProcessor):
@@ -43,7 +90,11 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         blend_steps: int | None = None,
         local_only_levels: tuple[int, ...] = (0,),
         layout: str = "adjusted",
+        branch: str = "blend",
     ):
+        if branch not in BRANCHES:
+            raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {branch!r}")
+        self.branch = branch
         self.window = window
         self.d_s = d_s
         self.d_t = d_t
@@ -69,18 +120,63 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        num_frames = q.shape[-2]
-        pos = ctx.positions  # additive frame positions (AnimateDiff); None for LaVie/VideoCrafter2
+        num_frames = q.shape[-2] // ctx.tokens_per_frame
+        pos = ctx.positions  # additive frame positions (AnimateDiff); None elsewhere
         if self.window >= num_frames:  # the local window already covers every frame
-            return global_attention(q, k, v, bias, pos)
-        local = local_attention(q, k, v, bias, self.window, self.layout, positions=pos)
+            glob = global_attention(q, k, v, bias, pos)
+            return glob if self.branch in ("blend", "global", "local", "sum") else self.combine(glob, glob, ctx)
         if not self.uses_global(ctx):
-            return local
-        return self.blend(global_attention(q, k, v, bias, pos), local, ctx)
+            return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                                   positions=pos)
+        needs = BRANCH_INPUTS[self.branch]
+        glob = global_attention(q, k, v, bias, pos) if "global" in needs else None
+        local = (local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                                 positions=pos) if "local" in needs else None)
+        return self.combine(glob, local, ctx)
+
+    def combine(self, glob: torch.Tensor | None, local: torch.Tensor | None,
+                ctx: TemporalAttentionContext) -> torch.Tensor:
+        """The call's output from its branch outputs, per ``self.branch`` (:func:`combine_branches`)."""
+        return combine_branches(self.branch, glob, local, lambda g, lo: self.blend(g, lo, ctx))
+
+    def attention_probs(
+        self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
+    ) -> dict[str, torch.Tensor]:
+        """The branch maps this call uses: ``global`` (all frames) and/or ``local`` (the window softmax).
+
+        The spectral blend mixes the branches' *outputs* across space and time, so a blending call has
+        no single attention matrix; it reports the maps its mode reads (both for ``blend``). A call that
+        runs local-only reports ``local`` only; with ``window >= T`` both branches are global attention.
+        With ``ctx.positions`` the maps add the offsets each branch sees (absolute / window-local).
+        """
+        s, pos = ctx.tokens_per_frame, ctx.positions
+        if self.window >= q.shape[-2] // s:
+            glob = global_attention_probs(q, k, bias, s, pos)
+            return {"global": glob, "local": glob}
+        needs = BRANCH_INPUTS[self.branch] if self.uses_global(ctx) else ("local",)
+        out = {}
+        if "global" in needs:
+            out["global"] = global_attention_probs(q, k, bias, s, pos)
+        if "local" in needs:
+            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout, s, pos)
+        return out
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:
-        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes."""
+        """Blend ``(B*H*W, heads, T, d)`` branch outputs over the video's (T, H, W) axes.
+
+        With ``tokens_per_frame = H*W`` (a DiT: ``(B, heads, T*H*W, d)``, frame-major) the same video
+        is the view ``(B, heads, T, H, W, d)``.
+        """
         t, h, w = ctx.frame_shape
+        if ctx.tokens_per_frame > 1:
+            if ctx.tokens_per_frame != h * w:
+                raise ValueError(f"tokens_per_frame={ctx.tokens_per_frame} != H*W of frame_shape {ctx.frame_shape}")
+            b, heads, _, d = glob.shape
+            half = self.half_filter((t, h, w), glob.device)[None, None, :, :, :, None]  # (1,1,T,H,W',1)
+            out = blend_with_rfft_filter(
+                glob.view(b, heads, t, h, w, d), local.view(b, heads, t, h, w, d), half, dims=(2, 3, 4)
+            )
+            return out.view(b, heads, t * h * w, d)
         rows, heads, _, d = glob.shape
         b = rows // (h * w)
         half = self.half_filter((t, h, w), glob.device).permute(1, 2, 0)[None, :, :, None, :, None]  # (1,H,W',1,T,1)
@@ -96,7 +192,8 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
     def __repr__(self) -> str:
         return (
             f"SpectralBlendProcessor(window={self.window}, d_s={self.d_s}, d_t={self.d_t}, filter={self.filter}, "
-            f"blend_steps={self.blend_steps}, local_only_levels={list(self.local_only_levels)}, layout={self.layout})"
+            f"blend_steps={self.blend_steps}, local_only_levels={list(self.local_only_levels)}, layout={self.layout}, "
+            f"branch={self.branch})"
         )
 
 
@@ -111,6 +208,9 @@ class FreeLong(Method):
     level; ``[]`` blends at every level. ``noise='freenoise'`` uses FreeNoise's shuffled noise with
     window ``window`` and stride ``noise_stride`` (the paper, single prompt); ``'random'`` is i.i.d.
     ``multi_prompt_noise`` replaces ``noise`` for multi-prompt videos (the paper: ``'random'``).
+    ``branch`` (Fig. 6 ablation, :func:`combine_branches`) changes the combination wherever FreeLong
+    blends; the calls it runs local-only (``local_only_levels``, steps after ``blend_steps``) stay local in
+    every mode, so the variants differ only in how the branches are combined.
     """
 
     window: int = 16
@@ -123,6 +223,7 @@ class FreeLong(Method):
     noise_stride: int = 4
     layout: str = "adjusted"
     multi_prompt_noise: str = "random"
+    branch: str = "blend"
 
     def validate(self) -> None:
         if self.window < 1:
@@ -147,6 +248,8 @@ class FreeLong(Method):
             raise ValueError(f"method.noise_stride must be in [1, window={self.window}], got {self.noise_stride}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.branch not in BRANCHES:
+            raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {self.branch!r}")
 
     def processor(self) -> SpectralBlendProcessor:
         return SpectralBlendProcessor(
@@ -157,6 +260,7 @@ class FreeLong(Method):
             blend_steps=self.blend_steps,
             local_only_levels=tuple(int(lv) for lv in self.local_only_levels),
             layout=self.layout,
+            branch=self.branch,
         )
 
     def for_multi_prompt(self) -> FreeLong:

@@ -61,8 +61,39 @@ def device_name(device: torch.device) -> str:
     return f"{cpu_model()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
 
 
+def available_devices() -> list[str]:
+    """The devices this machine has, as ``device=`` accepts them."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`~freelong.errors.DeviceUnavailableError` (one line) unless ``device`` exists here."""
+    from .errors import DeviceUnavailableError
+
+    name = str(device)
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceUnavailableError(f"device must be auto, cpu, cuda[:N] or mps, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceUnavailableError(f"device must be auto, cpu, cuda[:N] or mps, got {name!r}")
+    here = available_devices()
+    ok = dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available()
+                              and (dev.index or 0) < torch.cuda.device_count()) or (dev.type == "mps" and "mps" in here)
+    if not ok:
+        raise DeviceUnavailableError(f"device={name} is not available on this machine; available: {', '.join(here)}")
+
+
 def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     """``auto`` picks CUDA when present; ``auto`` dtype is fp16 on CUDA and fp32 elsewhere."""
+    check_device(device)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     if dtype == "auto":

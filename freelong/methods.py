@@ -3,8 +3,11 @@
 A method is a dataclass of its parameters that knows how to (1) draw the initial noise and
 (2) install a temporal-attention processor on every temporal attention layer of a UNet.
 ``method.attach(unet)`` returns a handle whose ``detach()`` puts the previous processors back.
-New methods register themselves with :func:`register_method` and become available to
-``get_method(name, **params)``, the Hydra ``method=`` group, and every backbone.
+Methods are plugins: the registry is fed by the ``freelong.methods`` entry-point group (this package
+declares ``direct``, ``sliding_window``, ``freenoise`` from ``baselines/`` and ``freelong``, ``freelong_pp``
+from the core in ``pyproject.toml``; any installed distribution can add more) and by :func:`register_method` for
+in-process definitions. Every registered method is available to ``get_method(name, **params)``, the Hydra
+``method=`` group and every backbone.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 from torch import nn
 
 from .attention import TemporalAttnProcessor, temporal_attention_layers
+from .registry import Registry
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("freelong.methods", "method")
 
 
 class AttachHandle:
@@ -67,6 +71,19 @@ class Method:
     def check_model(self, model_cfg: Any) -> None:
         """Raise ValueError if this method cannot run on the model a config describes (before loading it)."""
 
+    def rope_frequencies(
+        self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
+    ) -> torch.Tensor:
+        """The RoPE frequencies to use on ``axis`` at ``num_positions`` positions (default: unchanged).
+
+        Backbones whose positions are RoPE (Wan's 3D RoPE) call this when a method overrides it (RIFLEx).
+        """
+        return freqs
+
+    def with_native_frames(self, native_frames: int | None) -> Method:
+        """This method for a backbone whose native length is ``native_frames`` (FreeLong++ sizes windows by it)."""
+        return self
+
     def params(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -112,36 +129,27 @@ def _plain(v: Any) -> Any:
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
+
     def deco(cls: type[Method]) -> type[Method]:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__qualname__}")
+        METHODS.register(name, cls)
         cls.name = name
-        _METHODS[name] = cls
         return cls
 
     return deco
 
 
-def _load_builtin_methods() -> None:
-    # FreeLong lives in this package, the baselines in the top-level ``baselines`` package.
-    from . import freelong_method  # noqa: F401
-
-    try:
-        import baselines  # noqa: F401
-    except ImportError as err:  # pragma: no cover - only if the package is broken
-        raise ImportError(f"could not import the baselines package: {err}") from err
-
-
 def available_methods() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    _load_builtin_methods()
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    """The class registered as ``name``; ValueError listing the available methods."""
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"method {name!r} resolves to {cls!r}, not a freelong.methods.Method subclass")
+    cls.name = name
+    return cls
 
 
 def get_method(name: str, **params: Any) -> Method:

@@ -67,7 +67,9 @@ class LongVideoPipeline:
         self.backbone = backbone
         if method is None:
             method = "direct"
-        self.method = get_method(method) if isinstance(method, str) else method
+        method = get_method(method) if isinstance(method, str) else method
+        # Methods see latent frames: FreeLong++ is bound to the native LATENT length (Wan: 81 -> 21).
+        self.method = method.with_native_frames(backbone.latent_frames(backbone.native_frames))
         self.decode_chunk_size = decode_chunk_size
         self.progress = progress
         self.stats = GenerationStats()
@@ -82,7 +84,8 @@ class LongVideoPipeline:
             raise ValueError(f"height and width must be positive multiples of {factor}, got {height}x{width}")
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
-        self.method.check_frames(num_frames)
+        self.backbone.check_shape(num_frames, height, width)
+        self.method.check_frames(self.backbone.latent_frames(num_frames))
 
     def method_for(self, prompt: Any) -> Method:
         """The method a prompt runs with: ``method.for_multi_prompt()`` for a multi-segment prompt
@@ -110,7 +113,8 @@ class LongVideoPipeline:
         self, num_frames: int, height: int, width: int, generator: torch.Generator, method: Method | None = None
     ) -> torch.Tensor:
         factor = self.backbone.vae_scale_factor
-        shape = (1, self.backbone.latent_channels, num_frames, height // factor, width // factor)
+        frames = self.backbone.latent_frames(num_frames)
+        shape = (1, self.backbone.latent_channels, frames, height // factor, width // factor)
         return (method or self.method).init_noise(shape, generator=generator, dtype=torch.float32)
 
     # -- the call -----------------------------------------------------------------------------------
@@ -168,13 +172,11 @@ class LongVideoPipeline:
         if latents is None:
             latents = self.prepare_latents(num_frames, height, width, generator, method)
         latents = (latents * scheduler.init_noise_sigma).to(bb.device, torch.float32)
-        step_kwargs: dict[str, Any] = {"generator": generator}
-        if sampler == "ddim":
-            step_kwargs["eta"] = eta
+        step_kwargs: dict[str, Any] = bb.scheduler_step_kwargs(sampler, generator, eta)
 
         # 4-6. denoise with the method attached
         t0 = time.perf_counter()
-        handle = method.attach(bb.unet)
+        handle = bb.attach(method)
         try:
             timesteps = scheduler.timesteps
             bar = tqdm(timesteps, desc=f"{method.name} {num_frames}f", disable=not self.progress, leave=False)

@@ -43,10 +43,23 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, quality: int = 9) -> None:
-    """Write uint8 ``(T, H, W, 3)`` frames as H.264 mp4 (imageio-ffmpeg), atomically.
+BROWSER_MP4_PARAMS = ["-movflags", "+faststart"]  # moov atom first: browsers start playing before the end
 
-    ``quality`` follows imageio's 0-10 scale; 9 is LaVie's setting. A ``.gif`` path writes a GIF.
+
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """Pad an odd height or width by repeating the last row/column: yuv420p H.264 needs even sizes."""
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if not (pad_h or pad_w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, quality: int = 9) -> None:
+    """Write uint8 ``(T, H, W, 3)`` frames as an mp4 every browser plays (imageio-ffmpeg), atomically.
+
+    H.264, yuv420p, even width and height (an odd size is padded by one repeated row/column) and
+    ``+faststart``. ``quality`` follows imageio's 0-10 scale; 9 is LaVie's setting. A ``.gif`` path
+    writes a GIF (any size).
     """
     import imageio.v2 as imageio
 
@@ -61,8 +74,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, quali
         if path.suffix.lower() == ".gif":
             imageio.mimwrite(tmp, list(frames), duration=1000 / fps, loop=0)
         else:
-            imageio.mimwrite(tmp, list(frames), fps=fps, quality=quality, codec="libx264",
-                             pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+            imageio.mimwrite(tmp, list(even_frames(frames)), fps=fps, quality=quality, codec="libx264",
+                             pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+                             output_params=BROWSER_MP4_PARAMS)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

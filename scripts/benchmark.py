@@ -6,6 +6,8 @@
     python scripts/benchmark.py --device meta --model lavie --random-weights --frames 128,512   # memory + FLOPs only
     python scripts/benchmark.py --sampling-steps 4 --json bench.json
     python scripts/benchmark.py --threads 1 --clock cpu --repeats 3   # ratios on a busy, shared CPU
+    python scripts/benchmark.py --model wan2_1_t2v_1_3b --device meta --frames 81,321 --height 480 --width 832
+    python scripts/benchmark.py --model wan2_1_t2v_1_3b --widths reduced --frames 81,321   # Wan on CPU
 
 One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
 scheduler update, at the first of 50 DDIM timesteps, with the method attached exactly as
@@ -16,6 +18,11 @@ level (forward hooks) and everything else; and peak memory — CUDA ``max_memory
 GPU, peak resident set size on CPU (reset per run through ``/proc/self/clear_refs``), and on the
 ``meta`` device (nothing is computed) the peak bytes of live tensors, which is what a GPU would
 allocate for activations with the fused attention kernels.
+
+Wan (a DiT): frame counts are video frames (4n+1; the methods see n+1 latent frames), one step is two
+transformer calls (cond, uncond) and a UniPC update, methods come with their Wan presets
+(``conf/method/<name>_wan.yaml``: windows of 21 latent frames) and ``riflex`` joins the default list;
+the split times the 3D self-attentions (``attn1``).
 
 Models: timings do not depend on the weights, so random weights are the default (nothing to
 download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
@@ -33,20 +40,19 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from freelong.attention import CallContext, TemporalAttention  # noqa: E402
-from freelong.config import load_model_config  # noqa: E402
-from freelong.metadata import device_name, git_commit, package_versions  # noqa: E402
-from freelong.methods import Method, get_method  # noqa: E402
-from freelong.models.diffusers_attention import diffusers_temporal_level  # noqa: E402
-from freelong.profiling import (  # noqa: E402
+from freelong.app.config import method_from_config
+from freelong.attention import CallContext, TemporalAttention
+from freelong.metadata import device_name, git_commit, package_versions
+from freelong.methods import Method, get_method
+from freelong.models.diffusers_attention import diffusers_temporal_level
+from freelong.models.diffusers_attn import WanSelfAttnAdapter
+from freelong.models.spec import CONF_DIR, load_model_config
+from freelong.profiling import (
     MB,
     LayerTimer,
     PeakRSS,
@@ -56,7 +62,8 @@ from freelong.profiling import (  # noqa: E402
     track_tensor_memory,
 )
 
-METHODS = ("direct", "sliding_window", "freenoise", "freelong")
+METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
+DIT_METHODS = (*METHODS, "riflex")
 PROMPT = "a teddy bear walking on the street, high quality"
 
 # Per family: configs that replace the model YAML's unet / vae / text_encoder sections.
@@ -98,7 +105,30 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                                          "motion_max_seq_length": 32, "use_motion_mid_block": True}},
         },
     },
+    # Wan2.1-T2V-1.3B: "full" = the real transformer and VAE (the text encoder never runs on meta and is
+    # kept small); "reduced" = head dim 128 (the real RoPE split 44/42/42), 2 heads, 2 blocks.
+    "wan": {
+        "full": {
+            "unet": {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+                     "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
+                     "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6},
+            "vae": {"base_dim": 96, "z_dim": 16},
+            "text_encoder": {"d_model": 4096, "d_kv": 64, "d_ff": 256, "num_layers": 1, "num_heads": 64},
+        },
+        "reduced": {
+            "unet": {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 128, "in_channels": 16,
+                     "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 512, "num_layers": 2,
+                     "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6},
+            "vae": {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1},
+            "text_encoder": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 1, "num_heads": 4},
+        },
+    },
 }
+
+
+def is_dit(backbone) -> bool:
+    """A backbone whose methods sit on 3D self-attentions (Wan) rather than UNet temporal attention."""
+    return hasattr(backbone, "call_state")
 
 
 @dataclass
@@ -157,8 +187,10 @@ def build(cfg, device: torch.device, dtype: torch.dtype):
 
 def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     if device.type == "meta":
-        dim = int(backbone.unet.config["cross_attention_dim"])
-        cond = torch.zeros(1, 77, dim, device=device, dtype=backbone.dtype)
+        ucfg = backbone.unet.config
+        dim = int(ucfg["cross_attention_dim"] if "cross_attention_dim" in ucfg else ucfg["text_dim"])
+        length = getattr(backbone, "max_sequence_length", 77)
+        cond = torch.zeros(1, length, dim, device=device, dtype=backbone.dtype)
         return cond, (cond.clone() if guidance > 1 else None)
     cond = backbone.encode_text([PROMPT])
     return cond, (backbone.encode_text([""]) if guidance > 1 else None)
@@ -168,6 +200,8 @@ def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch
 # Measuring
 # ----------------------------------------------------------------------------------------------
 def temporal_level(name: str, module) -> str | None:
+    if isinstance(getattr(module, "processor", None), WanSelfAttnAdapter):
+        return "attn1"  # a DiT's 3D self-attentions, all blocks together
     if isinstance(module, TemporalAttention):
         return f"L{module.level}"
     return diffusers_temporal_level(name, module)  # diffusers' motion-module attentions (AnimateDiff, ModelScope)
@@ -180,14 +214,15 @@ class StepRunner:
         self.bb = backbone
         self.args = args
         self.device = device
-        self.scheduler = backbone.make_scheduler("ddim")
+        self.scheduler = backbone.make_scheduler(backbone.sampling.get("sampler", "ddim"))
         self.scheduler.set_timesteps(50)
         self.t = self.scheduler.timesteps[0]
         self.cond, self.uncond = text_context(backbone, device, args.guidance)
 
     def latents(self, method: Method, frames: int) -> torch.Tensor:
         factor = self.bb.vae_scale_factor
-        shape = (1, self.bb.latent_channels, frames, self.args.height // factor, self.args.width // factor)
+        shape = (1, self.bb.latent_channels, self.bb.latent_frames(frames), self.args.height // factor,
+                 self.args.width // factor)
         if self.device.type == "meta":
             return torch.zeros(shape, device="meta")
         return method.init_noise(shape, torch.Generator().manual_seed(0)).to(self.device)
@@ -198,7 +233,42 @@ class StepRunner:
         eps = self.bb.predict_noise(latents, self.t.to(self.device), self.cond, self.uncond, self.args.guidance, call)
         if self.device.type == "meta":
             return eps
+        if hasattr(self.scheduler, "model_outputs"):  # multistep (UniPC) keeps state: a fresh one per step
+            self.scheduler = self.bb.make_scheduler(self.bb.sampling.get("sampler", "ddim"))
+            self.scheduler.set_timesteps(50)
         return self.scheduler.step(eps, self.t, latents).prev_sample
+
+
+def method_from_spec(spec: str, family: str = "") -> Method:
+    """``name`` or ``name:key=value:key=value`` (e.g. ``freelong_pp:sparse_global_keys=1.0``), labelled ``spec``.
+
+    With a family preset (``conf/method/<name>_<family>.yaml``, e.g. ``freelong_wan``) the preset's values
+    are the defaults that ``key=value`` pairs override.
+    """
+    import yaml
+
+    name, *pairs = spec.split(":")
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --methods entry {spec!r}: expected key=value after ':', got {pair!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    preset = CONF_DIR / "method" / f"{name}_{family}.yaml"
+    try:
+        if family and preset.is_file():
+            base, over = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), OmegaConf.load(preset)
+            base.pop("defaults", None)
+            over.pop("defaults", None)
+            return with_label(method_from_config(OmegaConf.merge(base, over, params)), spec)
+        return with_label(get_method(name, **params), spec)
+    except ValueError as err:
+        raise SystemExit(f"error: --methods entry {spec!r}: {err}") from None
+
+
+def with_label(method: Method, label: str) -> Method:
+    method.name = label  # the instance's label in the tables (the class keeps its registered name)
+    return method
 
 
 def _memory_before(device: torch.device) -> float:
@@ -225,7 +295,8 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     runnable = []
     for m in methods:
         try:
-            m.check_frames(frames)
+            bb.check_shape(frames, runner.args.height, runner.args.width)
+            m.check_frames(bb.latent_frames(frames))
             runnable.append(m)
         except ValueError as err:
             results[m.name].note = f"skipped: {err}"
@@ -236,7 +307,7 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
             res = results[m.name]
             lat = runner.latents(m, frames)
             base = module_bytes(bb.unet) + lat.numel() * 4 + 2 * runner.cond.numel() * runner.cond.element_size()
-            with m.attach(bb.unet), track_tensor_memory() as tracker, FlopCounterMode(display=False) as flops:
+            with bb.attach(m), track_tensor_memory() as tracker, FlopCounterMode(display=False) as flops:
                 runner.step(lat)
             res.act_mb = tracker.peak_mb
             res.peak_mb = base / MB + tracker.peak_mb
@@ -257,7 +328,7 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     def measure(m: Method, memory: bool, timed: bool, hooks: bool) -> None:
         res = results[m.name]
         before = _memory_before(device) if memory else None
-        with m.attach(bb.unet):
+        with bb.attach(m):
             timer = LayerTimer(bb.unet, temporal_level, device) if hooks else None
             synchronize(device)
             c0, t0 = time.process_time(), time.perf_counter()
@@ -318,7 +389,7 @@ def run_sampling(backbone, methods: list[Method], frames: int, args, device: tor
     rows = []
     for m in methods:
         try:
-            m.check_frames(frames)
+            m.check_frames(backbone.latent_frames(frames))
         except ValueError as err:
             rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
             continue
@@ -338,6 +409,12 @@ def meta_decode_estimate(backbone, frames: int, args) -> dict[str, Any]:
     factor = backbone.vae_scale_factor
     h, w = args.height // factor, args.width // factor
     vae_dtype = next(backbone.vae.parameters()).dtype
+    if is_dit(backbone):  # AutoencoderKLWan: one latent frame per step with its causal cache; 2 frames show it
+        z = torch.zeros(1, backbone.latent_channels, 2, h, w, device="meta", dtype=vae_dtype)
+        with torch.no_grad(), track_tensor_memory() as tracker:
+            backbone.vae.decode(z)
+        return {"frames_per_call": "1 latent frame (causal cache)", "act_mb": tracker.peak_mb,
+                "peak_mb": tracker.peak_mb + module_bytes(backbone.vae) / MB}
     chunk = backbone.decode_chunk_size(frames, h, w, vae_dtype)
     z = torch.zeros(chunk, backbone.latent_channels, h, w, device="meta", dtype=vae_dtype)
     with torch.no_grad(), track_tensor_memory() as tracker:
@@ -428,7 +505,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", default="128", help="comma-separated frame counts, e.g. 16,32,64,128,256,512")
     p.add_argument("--height", type=int, default=320)
     p.add_argument("--width", type=int, default=512)
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)}; "
+                        "Wan: + riflex, with the *_wan presets)")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -488,13 +567,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cpu":
         release_freed_memory_eagerly()
     frames = [int(f) for f in str(args.frames).split(",") if f.strip()]
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods = [get_method(n) for n in names]
     chunk = {"auto": None, "off": 0}.get(args.frame_chunk)
     chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
 
     cfg = model_config(args.model, args.widths)
+    default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
+    names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
+    methods = [method_from_spec(n, cfg.family) for n in names]
     backbone = build(cfg, device, dtype)
+    native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
+    methods = [with_label(m.with_native_frames(native), m.name) for m in methods]
     backbone.unet.frame_chunk_size = chunk
     backbone.unet.chunk_budget_mb = args.chunk_budget_mb
     runner = StepRunner(backbone, args, device)

@@ -12,15 +12,12 @@ same place the loader looks, so the two never disagree. The weights folder defau
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from omegaconf import OmegaConf
 
-from omegaconf import OmegaConf  # noqa: E402
-
-from freelong.config import load_model_config  # noqa: E402
-from freelong.weights import WeightSpec, default_weights_dir, download  # noqa: E402
+from freelong.models.spec import load_model_config
+from freelong.weights import default_weights_dir, download, model_weight_specs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model} uses random weights built in-process; nothing to download.")
         return 0
     wdir = Path(args.weights_dir).expanduser() if args.weights_dir else default_weights_dir()
-    for name, spec_cfg in cfg.weights.items():
-        spec = WeightSpec.from_config(name, OmegaConf.to_container(spec_cfg, resolve=True))
+    for spec in model_weight_specs(cfg):
+        name = spec.name
         what = spec.filename if spec.kind == "file" else f"{len(spec.allow_patterns) or 'all'} pattern(s)"
         print(f"{name}: {spec.repo_id} [{what}] -> {wdir / spec.local[0]}")
         if not args.list:
-            path = download(spec, wdir)
+            path = download(spec, wdir / spec.local[0])
             print(f"  done: {path}")
     return 0
 

@@ -32,7 +32,7 @@ def compose_cfg():
     """``compose_cfg(*overrides)`` → the app's config, composed exactly as ``run.py`` composes it."""
     from hydra import compose, initialize_config_dir
 
-    from freelong.config import CONF_DIR, register_configs
+    from freelong.app.config import CONF_DIR, register_configs
 
     register_configs()
 

@@ -12,11 +12,16 @@ from analysis.attention_maps import (
     CapturingProcessor,
     install_capture,
     locality_summary,
-    window_fusion_probs,
 )
-from baselines.window_fusion import WindowFusionProcessor
 from freelong import get_method
-from freelong.attention import CallContext, TemporalAttentionContext, temporal_attention_layers
+from freelong.attention import (
+    CallContext,
+    TemporalAttentionContext,
+    TemporalAttnProcessor,
+    global_attention,
+    global_attention_probs,
+    temporal_attention_layers,
+)
 from freelong.freelong_method import SpectralBlendProcessor
 
 
@@ -71,15 +76,46 @@ def _ctx(t, rows=6, level=1, step=0):
                                     num_steps=4)
 
 
-@pytest.mark.parametrize("window,stride,weighting", [(8, 4, "pyramid"), (8, 3, "flat"), (10, 4, "pyramid")])
-def test_window_fusion_effective_matrix_reproduces_the_processor(window, stride, weighting):
+class _HalfwayProcessor(TemporalAttnProcessor):
+    """A third-party processor: output = (global + uniform average over frames) / 2, and it says so."""
+
+    def __call__(self, q, k, v, *, bias, ctx):
+        return (global_attention(q, k, v, bias) + v.mean(dim=-2, keepdim=True).expand_as(v)) / 2
+
+    def attention_probs(self, q, k, bias, ctx):
+        t = q.shape[-2]
+        return {"attn": (global_attention_probs(q, k, bias) + 1.0 / t) / 2}
+
+
+class _SilentProcessor(TemporalAttnProcessor):
+    """Changes __call__ but inherits the base class's attention_probs: the store must not trust it."""
+
+    def __call__(self, q, k, v, *, bias, ctx):
+        return v
+
+
+def test_the_store_captures_what_each_processor_says_it_applies(caplog):
     q, k, v = _qkv()
     bias = _bias()
-    proc = WindowFusionProcessor(window, stride, weighting)
-    out = proc(q, k, v, bias=bias, ctx=_ctx(24))
-    a = window_fusion_probs(q, k, bias, window, stride, proc._weights)
-    assert torch.allclose(a @ v, out, atol=1e-5)
-    assert torch.allclose(a.sum(-1), torch.ones(a.shape[:-1]), atol=1e-5)
+    store = AttentionMapStore()
+    custom = _HalfwayProcessor()
+    maps = store.probs_of(custom)(q, k, bias, _ctx(24))
+    assert torch.allclose(maps["attn"] @ v, custom(q, k, v, bias=bias, ctx=_ctx(24)), atol=1e-5)
+    store.add(custom, q, k, bias, _ctx(24))
+    ref = ((torch.softmax(_reference_logits(q, k, bias).double(), -1) + 1 / 24) / 2).mean(dim=(0, 1))
+    assert np.allclose(store.maps()["attn"], ref.numpy(), atol=1e-6)
+    with caplog.at_level("WARNING", logger="freelong.analysis"):
+        silent = store.probs_of(_SilentProcessor())(q, k, bias, _ctx(24))
+    assert "_SilentProcessor does not define attention_probs" in caplog.text
+    assert torch.allclose(silent["attn"], torch.softmax(_reference_logits(q, k, bias), -1), atol=1e-6)
+    glob = AttentionMapStore(mode="global").probs_of(custom)(q, k, bias, _ctx(24))
+    assert torch.allclose(glob["attn"], torch.softmax(_reference_logits(q, k, bias), -1), atol=1e-6)
+
+
+def _reference_logits(q, k, bias):
+    t = q.shape[-2]
+    idx = torch.arange(t)
+    return torch.einsum("rhid,rhjd->rhij", q, k) / q.shape[-1] ** 0.5 + bias(idx, idx)
 
 
 def test_freelong_branches_reproduce_its_global_and_local_attention():
@@ -89,12 +125,12 @@ def test_freelong_branches_reproduce_its_global_and_local_attention():
     bias = _bias()
     proc = SpectralBlendProcessor(window=8, local_only_levels=(0,))
     store = AttentionMapStore()
-    fn = store._function(proc)
-    maps = fn(proc, q, k, bias, _ctx(24, level=1))
+    fn = store.probs_of(proc)
+    maps = fn(q, k, bias, _ctx(24, level=1))
     assert set(maps) == {"global", "local"}
     assert torch.allclose(maps["global"] @ v, global_attention(q, k, v, bias), atol=1e-5)
     assert torch.allclose(maps["local"] @ v, local_attention(q, k, v, bias, 8), atol=1e-5)
-    assert set(fn(proc, q, k, bias, _ctx(24, level=0))) == {"local"}  # a local-only level
+    assert set(fn(q, k, bias, _ctx(24, level=0))) == {"local"}  # a local-only level
     store.add(proc, q, k, bias, _ctx(24, level=0))
     store.add(proc, q, k, bias, _ctx(24, level=1))
     means = store.maps()

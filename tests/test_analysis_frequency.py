@@ -126,7 +126,7 @@ def test_snr_vs_length_experiment_on_the_tiny_model(compose_cfg, tmp_path):
 
 def test_bad_analysis_options_fail_before_any_model_is_built(compose_cfg, tmp_path):
     from analysis.frequency import run_experiment
-    from freelong.runner import ConfigError
+    from freelong.errors import ConfigError
 
     base = ("experiment=snr_vs_length", f"paths.output_root={tmp_path}")
     with pytest.raises(ConfigError, match="at 8 frames: method.window=16"):

@@ -72,7 +72,7 @@ def test_components_are_the_modules_the_backbone_runs(animatediff, modelscope):
 
 
 def test_animatediff_scheduler_is_the_documented_one():
-    from freelong.config import load_model_config
+    from freelong.models.spec import load_model_config
 
     for name in ("animatediff", "animatediff_tiny"):
         s = load_model_config(name).scheduler

@@ -5,15 +5,20 @@ import math
 import pytest
 import torch
 
+from baselines.sliding_window import LocalWindowProcessor
 from baselines.window_fusion import WindowFusionProcessor
 from freelong.attention import (
     TemporalAttentionContext,
+    TemporalAttnProcessor,
     global_attention,
+    global_attention_probs,
     local_attention,
+    local_attention_probs,
     local_window_bounds,
     sliding_windows,
 )
 from freelong.freelong_method import SpectralBlendProcessor
+from freelong.freelong_pp import MultiBandProcessor
 
 HEADS, D = 2, 4
 
@@ -131,15 +136,24 @@ def test_local_positions_blocks_and_groups_do_not_change_the_result():
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
-def test_attention_maps_use_the_positions_each_branch_sees():
-    from analysis.attention_maps import local_position_probs, window_fusion_probs
-    from baselines.window_fusion import window_weights
+class NoValueOffsets:
+    """``pos`` with zero value offsets: then each processor's output is exactly its maps applied to ``v``."""
 
+    def __init__(self, pos):
+        self.pos = pos
+
+    def __call__(self, idx):
+        a, b, c = self.pos(idx)
+        return a, b, torch.zeros_like(c)
+
+
+def test_local_probs_use_window_local_positions():
+    """The local map's entries from the definition: window-local offsets on q and k, zero outside."""
     t, window = 20, 8
-    q, k, v = _qkv(t, seed=6)
+    q, k, _ = _qkv(t, seed=6)
     pos = TablePositions(t)
-    dq, dk, dv = pos.tables
-    probs = local_position_probs(q, k, None, window, "adjusted", pos)
+    dq, dk, _ = pos.tables
+    probs = local_attention_probs(q, k, None, window, "adjusted", positions=pos)
     start, end = local_window_bounds(t, window, "adjusted")
     r, h = 1, 0
     for i in range(t):
@@ -147,12 +161,81 @@ def test_attention_maps_use_the_positions_each_branch_sees():
         ref = torch.softmax((k[r, h, s:e] + dk[: e - s, h]) @ (q[r, h, i] + dq[i - s, h]) / math.sqrt(D), dim=0)
         torch.testing.assert_close(probs[r, h, i, s:e], ref, atol=1e-5, rtol=0)
         assert float(probs[r, h, i].sum()) == pytest.approx(1.0, abs=1e-5)
-    # window fusion: the effective matrix applied to values carrying window-local offsets is the output
-    fused = window_fusion_probs(q, k, None, window, 4, window_weights(window), pos)
+        assert float(probs[r, h, i, :s].abs().sum() + probs[r, h, i, e:].abs().sum()) == 0.0
+    # global: absolute offsets; applied to v plus its absolute offsets it is global attention's output
+    g = global_attention_probs(q, k, None, positions=pos)
+    _, _, v = _qkv(t, seed=6)
+    torch.testing.assert_close(g @ (v + dv_abs(pos, t)), global_attention(q, k, v, None, pos), atol=1e-5, rtol=0)
 
-    def no_value_offsets(idx):
-        a, b, c = pos(idx)
-        return a, b, torch.zeros_like(c)
 
-    out = WindowFusionProcessor(window, 4)(q, k, v, bias=None, ctx=_ctx(t, no_value_offsets))
-    torch.testing.assert_close(fused @ v, out, atol=1e-5, rtol=0)
+def dv_abs(pos, t):
+    return pos(torch.arange(t))[2][None]
+
+
+def _single_map_processors(window):
+    return [
+        TemporalAttnProcessor(),
+        WindowFusionProcessor(window, 4, "pyramid"),
+        LocalWindowProcessor(window),
+        SpectralBlendProcessor(window=window, local_only_levels=(), branch="global"),
+        SpectralBlendProcessor(window=window, local_only_levels=(), branch="local"),
+        SpectralBlendProcessor(window=window, local_only_levels=(1,)),  # level 1: local only
+        MultiBandProcessor((window, 64), (0.25,), (0.25,), local_only_levels=(), branch="global"),
+        MultiBandProcessor((window, 64), (0.25,), (0.25,), local_only_levels=(), branch="local"),
+    ]
+
+
+@pytest.mark.parametrize("t", [20, 6])
+def test_processor_maps_reproduce_outputs_with_positions(t):
+    """Every processor whose call applies one matrix: ``probs @ v == output`` with positions on q/k
+    (value offsets zero, so the maps alone carry the positions); ``t=6 <= window``: the global path."""
+    window = 8
+    q, k, v = _qkv(t, seed=8)
+    pos = NoValueOffsets(TablePositions(t))
+    ctx = _ctx(t, pos)
+    for proc in _single_map_processors(window):
+        maps = proc.attention_probs(q, k, None, ctx)
+        out = proc(q, k, v, bias=None, ctx=ctx)
+        used = [m for name, m in maps.items() if name in ("attn", "global", "local") or name.startswith("window")]
+        if isinstance(proc, MultiBandProcessor) and proc.branch_mode == "global" and t > window:
+            used = [maps["global"]]
+        torch.testing.assert_close(used[0] @ v, out, atol=1e-5, rtol=0, msg=lambda m, p=proc: f"{p}: {m}")
+        # and the positions matter: without them the map differs
+        plain = proc.attention_probs(q, k, None, _ctx(t, None))
+        assert not torch.allclose(next(iter(plain.values())), used[0], atol=1e-3), proc
+
+
+def test_spectral_blend_maps_are_its_branches_with_positions():
+    t, window = 24, 8
+    q, k, v = _qkv(t, rows=3, seed=9)
+    pos = NoValueOffsets(TablePositions(t))
+    proc = SpectralBlendProcessor(window=window, local_only_levels=())
+    maps = proc.attention_probs(q, k, None, _ctx(t, pos))
+    torch.testing.assert_close(maps["global"] @ v, global_attention(q, k, v, None, pos), atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps["local"] @ v, local_attention(q, k, v, None, window, positions=pos),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(proc(q, k, v, bias=None, ctx=_ctx(t, pos)),
+                               proc.blend(maps["global"] @ v, maps["local"] @ v, _ctx(t, pos)), atol=1e-5, rtol=0)
+
+
+def test_window_fusion_map_with_value_offsets():
+    """With value offsets the output adds each window's weighted value offsets: ``A @ v + Σ_w ...``."""
+    t, window = 20, 8
+    q, k, v = _qkv(t, seed=10)
+    pos = TablePositions(t)
+    proc = WindowFusionProcessor(window, 4)
+    a = proc.attention_probs(q, k, None, _ctx(t, pos))["attn"]
+    out = proc(q, k, v, bias=None, ctx=_ctx(t, pos))
+    w = proc._weights.float()
+    dv = pos.tables[2]  # (P, heads, d)
+    extra = torch.zeros_like(out)
+    den = torch.zeros(t)
+    for s, e in sliding_windows(t, window, 4):
+        for i in range(s, e):
+            den[i] += w[i - s]
+    for s, e in sliding_windows(t, window, 4):
+        for i in range(s, e):
+            # row i of window (s, e): its softmax (the window's share of A, un-normalised) applied to dv[0..L)
+            p = proc.attention_probs(q[:, :, s:e], k[:, :, s:e], None, _ctx(e - s, pos))["attn"][:, :, i - s]
+            extra[:, :, i] += w[i - s] / den[i] * (p[:, :, None] @ dv[: e - s].transpose(0, 1)).squeeze(2)
+    torch.testing.assert_close(a @ v + extra, out, atol=1e-5, rtol=0)

@@ -11,9 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 from freelong import MissingWeightsError, load_backbone
-from freelong.config import REPO_ROOT, load_model_config, validate_config
+from freelong.app.config import validate_config
 from freelong.models.diffusers_unet import check_motion_adapter
+from freelong.models.spec import load_model_config
 from freelong.models.tiny import randomize_, tiny_text_encoder, tiny_tokenizer, tiny_vae
+from freelong.weights import REPO_ROOT
 
 
 def _c(node):
@@ -137,16 +139,16 @@ def test_download_script_reads_the_yaml(capsys):
 
 
 def test_families_are_registered_and_listed_as_entry_points():
-    from freelong.models.base import _FAMILIES, _load_families
+    from freelong.models.base import FAMILIES
 
-    _load_families()
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     eps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["freelong.backbones"]
     for family in ("animatediff", "modelscope"):
         module, func = eps[family].split(":")
-        assert getattr(__import__(module, fromlist=[func]), func) is _FAMILIES[family]
+        assert FAMILIES.get(family) is getattr(__import__(module, fromlist=[func]), func)
     for name in ("animatediff", "animatediff_tiny", "modelscope", "modelscope_tiny", "zeroscope"):
         assert load_model_config(name).family in eps
+        assert load_model_config(name).family in FAMILIES.names()  # the installed metadata sees them too
 
 
 @pytest.mark.parametrize("overrides,key", [

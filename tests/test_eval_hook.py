@@ -12,10 +12,11 @@ import pytest
 import torch
 from eval_synthetic import smooth_frames
 
-from eval.hook import build_run_evaluator
 from eval.official import run_official
 from eval.weights import EvalWeightsMissing
-from freelong.runner import ConfigError, run
+from freelong.app.eval_hook import build_run_evaluator
+from freelong.app.runner import run
+from freelong.errors import ConfigError
 from freelong.video_io import write_video
 
 

@@ -61,7 +61,7 @@ def test_missing_weights_error_lists_everything_and_the_fetch_command(caches):
 
 def test_sha256_prefix_is_checked(caches, tmp_path):
     w = EVAL_WEIGHTS["musiq_spaq"]
-    bad = caches / w.vbench_path
+    bad = caches / w.vbench[0]
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not the MUSIQ checkpoint")
     with pytest.raises(WeightChecksumError, match="does not match the published 358bb6af"):

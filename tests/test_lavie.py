@@ -20,7 +20,7 @@ from freelong.models.lavie import (
 )
 from freelong.models.tiny import randomize_
 
-KEYS = Path("/work/shared/research/keys/lavie_unet_keys.txt")
+KEYS = Path(__file__).parent / "data" / "lavie_unet_keys.txt"  # research/keys/, committed with the tests
 TINY = dict(block_out_channels=[32, 32, 64, 64], layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
             attention_head_dim=1)
 
@@ -30,10 +30,8 @@ def tiny_unet(seed=0):
 
 
 def reference_keys():
-    here = Path(__file__).parent / "data" / "lavie_unet_keys.txt"
-    path = here if here.is_file() else KEYS
     out = {}
-    for line in path.read_text().strip().splitlines():
+    for line in KEYS.read_text().strip().splitlines():
         key, shape = line.split("\t")
         out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return out

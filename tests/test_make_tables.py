@@ -126,3 +126,63 @@ def test_random_init_runs_are_never_mixed_in(runs, make_tables):
     smoke = pd.read_csv(root / "t3" / "table1_random_init_lavie_tiny_32_frames.csv")
     real = pd.read_csv(root / "t3" / "table1_lavie_128_frames.csv")
     assert len(smoke) == 1 and smoke["random_init"].all() and not real["random_init"].any()
+
+
+def _long_record(method, units: dict[str, list[dict]]):
+    """A run record scored under eval.protocol=long: per-dimension unit records in meta.long."""
+    scores = {d: float(np.mean([u["value"] for u in us])) for d, us in units.items()}
+    rec = _record("lavie", method, {}, 128, 2.0, scores)
+    rec["scores"]["meta"].update({"protocol": "long", "long": {"units": units}})
+    return rec
+
+
+def test_long_protocol_table_reaggregates_units_and_refuses_mixing(runs, make_tables, tmp_path):
+    root, *_ = runs
+    # two videos of two scenes each (8 clips per scene): VBench-Long's overall = mean over all units
+    a = {"subject_consistency": [{"value": 0.9, "clips": 4, "sim": 54.0, "pairs": 60},
+                                 {"value": 0.8, "clips": 4, "sim": 48.0, "pairs": 60}],
+         "imaging_quality": [{"value": 60.0, "clips": 4}, {"value": 70.0, "clips": 4}],
+         "overall_consistency": [{"value": 0.25, "clips": 1}, {"value": 0.2, "clips": 1}]}
+    b = {"subject_consistency": [{"value": 0.7, "clips": 8, "sim": 84.0, "pairs": 120}],
+         "imaging_quality": [{"value": 50.0, "clips": 8}],
+         "overall_consistency": [{"value": 0.3, "clips": 2}]}
+    # single-clip units only: subject is VBench's pair-weighted value
+    c = {"subject_consistency": [{"value": 0.9, "clips": 1, "sim": 13.5, "pairs": 15}],
+         "imaging_quality": [{"value": 40.0, "clips": 1}]}
+    d = {"subject_consistency": [{"value": 0.5, "clips": 1, "sim": 2.5, "pairs": 5}],
+         "imaging_quality": [{"value": 80.0, "clips": 1}]}
+    _write(root / "long", [_long_record("freelong", a), _long_record("freelong", b), _long_record("direct", c),
+                           _long_record("direct", d)])
+    proc = make_tables([root / "long", "--protocol", "long", "--out-dir", root / "tl"])
+    assert proc.returncode == 0, proc.stderr
+    assert "VBench-Long protocol" in proc.stdout and "Overall" in proc.stdout
+    table = pd.read_csv(root / "tl" / "table1_lavie_128_frames_long.csv").set_index("method")
+    assert table.at["freelong", "Sub"] == pytest.approx((0.9 + 0.8 + 0.7) / 3 * 100)
+    assert table.at["freelong", "Imaging"] == pytest.approx((60 + 70 + 50) / 3)
+    assert table.at["freelong", "Overall"] == pytest.approx((0.25 + 0.2 + 0.3) / 3 * 100)
+    assert table.at["direct", "Sub"] == pytest.approx((13.5 + 2.5) / (15 + 5) * 100)
+    assert set(table["Protocol"]) == {"VBench-Long protocol"}
+    # the standard runs are refused under --protocol long, and mixing both is refused either way
+    proc = make_tables([root / "runs", "--protocol", "long", "--out-dir", root / "t4"])
+    assert proc.returncode == 2 and "--protocol standard" in proc.stderr
+    proc = make_tables([root / "runs", root / "long", "--out-dir", root / "t5"])
+    assert proc.returncode == 2 and "one protocol only" in proc.stderr and not (root / "t5").exists()
+
+
+def test_report_table1_keeps_protocols_apart():
+    """The HTML report's Table 1 (analysis.report.table1): one block per protocol; the VBench-Long block has
+    no paper reference and its numbers are the re-aggregated units, never averaged with standard runs."""
+    from analysis.report import table1
+
+    std = _record("lavie", "freelong", {}, 128, 2.0, {"subject_consistency": 0.95})
+    long = _long_record("freelong", {"subject_consistency": [{"value": 0.9, "clips": 4, "sim": 54.0, "pairs": 60},
+                                                             {"value": 0.6, "clips": 4, "sim": 36.0, "pairs": 60}]})
+    blocks = table1([{**std, "run_dir": "a"}, {**long, "run_dir": "b"}])
+    assert [b["title"] for b in blocks] == ["lavie, 128 frames — VBench-Long protocol", "lavie, 128 frames"]
+    by_title = {b["title"]: dict(zip(b["columns"], b["rows"][0])) for b in blocks}
+    long_row, std_row = by_title["lavie, 128 frames — VBench-Long protocol"], by_title["lavie, 128 frames"]
+    assert long_row["Sub"][1] == pytest.approx((0.9 + 0.6) / 2 * 100) and long_row["n"][1] == 1
+    assert std_row["Sub"][1] == pytest.approx(95.0) and std_row["n"][1] == 1
+    assert not any(c.startswith("Paper") for c in by_title["lavie, 128 frames — VBench-Long protocol"])
+    assert any(c.startswith("Paper") for c in by_title["lavie, 128 frames"])
+    assert blocks[0]["note"] == "" and blocks[1]["note"]

@@ -176,7 +176,8 @@ def test_every_method_runs_a_multi_prompt_video(lavie_tiny, name, params):
 
 
 def test_multi_demo_config_and_runner_validation(compose_cfg):
-    from freelong.runner import ConfigError, check_prompts_fit, load_prompts
+    from freelong.app.setup import check_prompts_fit, load_prompts
+    from freelong.errors import ConfigError
 
     cfg = compose_cfg("prompts=multi_demo")
     prompts = load_prompts(cfg.prompts)

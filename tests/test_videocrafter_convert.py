@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from freelong.config import load_model_config
 from freelong.models.base import build_backbone
+from freelong.models.spec import load_model_config
 from freelong.models.tiny import randomize_, tiny_tokenizer, tiny_vae
 from freelong.models.videocrafter import VideoCrafterUNet
 from freelong.models.videocrafter_backbone import VideoCrafterDDIMScheduler, build_text_encoder, lvdm_scale_arr

@@ -108,7 +108,7 @@ def test_official_freelong_experiment_composes(compose_cfg):
 @pytest.mark.parametrize("method,frames", [("direct", 16), ("freelong", 24), ("sliding_window", 24),
                                            ("freenoise", 24)])
 def test_runner_generates_with_each_method(compose_cfg, tmp_path, method, frames):
-    from freelong.runner import run
+    from freelong.app.runner import run
 
     cfg = compose_cfg("model=videocrafter2_tiny", f"method={method}", f"num_frames={frames}", "num_inference_steps=2",
                       "height=32", "width=48", "progress=false", f"paths.output_root={tmp_path}")

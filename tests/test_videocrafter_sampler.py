@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from freelong.config import load_model_config
+from freelong.models.spec import load_model_config
 from freelong.models.videocrafter_backbone import VideoCrafterDDIMScheduler, lvdm_scale_arr
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from freelong.attention import TemporalAttention, TemporalAttnProcessor, temporal_attention_layers
-from freelong.config import load_model_config
+from freelong.models.spec import load_model_config
 from freelong.models.tiny import randomize_
 from freelong.models.videocrafter import (
     VC2_UNET_CONFIG,

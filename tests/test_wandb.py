@@ -8,8 +8,8 @@ import numpy as np
 import wandb
 from eval_synthetic import smooth_frames
 
+from freelong.app.wandb_logger import build_logger
 from freelong.video_io import write_video
-from freelong.wandb_logger import build_logger
 
 
 def _record(i, run_dir, scores):

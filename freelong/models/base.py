@@ -3,7 +3,9 @@
 Like k-diffusion's model wrappers, a :class:`Backbone` adapts a family's UNet, VAE, text encoder
 and scheduler to the few calls the pipeline needs (``encode_text``, ``make_scheduler``,
 ``predict_noise``, ``decode``), so neither the pipeline nor the methods know which family runs.
-Families register a builder with :func:`register_family`; ``load_backbone(name)`` composes
+Families are plugins: builders are found through the ``freelong.backbones`` entry-point group (this package
+declares ``lavie`` and ``videocrafter2`` in ``pyproject.toml``) or registered in-process with
+:func:`register_family`, so this module imports no implementation. ``load_backbone(name)`` reads
 ``conf/model/<name>.yaml``, resolves weights (failing fast when they are missing) and builds it.
 """
 
@@ -19,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..attention import CallContext
+from ..registry import Registry
 
-_FAMILIES: dict[str, Callable[..., Backbone]] = {}
+FAMILIES: Registry[Callable[..., Backbone]] = Registry("freelong.backbones", "model family")
 
 
 def per_frame_context(ctx: torch.Tensor, batch: int, frames: int, dtype: torch.dtype) -> torch.Tensor:
@@ -124,6 +127,22 @@ class Backbone:
 
     def label(self) -> str:
         return RANDOM_INIT_LABEL if self.random_init else ""
+
+    # -- family-specific rules the pipeline asks about (SD-like UNets: the identity) ---------------
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for ``num_frames`` video frames (a video VAE that compresses time changes this)."""
+        return int(num_frames)
+
+    def check_shape(self, num_frames: int, height: int, width: int) -> None:
+        """Raise ValueError for a frame count or size this backbone cannot take (beyond the VAE factor)."""
+
+    def scheduler_step_kwargs(self, sampler: str, generator: torch.Generator, eta: float) -> dict[str, Any]:
+        """Extra keyword arguments of ``scheduler.step`` (DDIM/DDPM: the generator, DDIM's eta)."""
+        return {"generator": generator, **({"eta": eta} if sampler == "ddim" else {})}
+
+    def attach(self, method: Any):
+        """Install ``method`` on this backbone's denoiser; returns the handle whose ``detach()`` undoes it."""
+        return method.attach(self.unet)
 
     # -- the calls the pipeline makes -------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -250,24 +269,18 @@ def _match_context(uncond, cond):
 # Registry
 # ----------------------------------------------------------------------------------------------
 def register_family(family: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator: register ``fn(model_cfg, weights_dir) -> Backbone`` as the builder of a model family."""
+
     def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _FAMILIES[family] = fn
-        return fn
+        return FAMILIES.register(family, fn)
 
     return deco
 
 
-def _load_families() -> None:
-    from . import diffusers_unet, lavie_backbone, videocrafter_backbone  # noqa: F401
-
-
 def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None = None) -> Backbone:
     """Build a backbone from a model config (``cfg.model`` of the Hydra app)."""
-    _load_families()
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
-    if cfg.family not in _FAMILIES:
-        raise ValueError(f"unknown model family {cfg.family!r}; available: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[cfg.family](cfg, weights_dir)
+    return FAMILIES.get(cfg.family)(cfg, weights_dir)
 
 
 def load_backbone(
@@ -283,7 +296,7 @@ def load_backbone(
     Raises :class:`freelong.weights.MissingWeightsError` (naming the files, where they were looked
     for and the command that fetches them) before loading anything heavy.
     """
-    from ..config import load_model_config
+    from .spec import load_model_config
 
     cfg = load_model_config(name)
     if overrides:

@@ -76,6 +76,8 @@ class RotaryEmbedding(nn.Module):
 
     ``freqs`` (``1 / theta^(2k/dim)``) is a persistent buffer because LaVie's checkpoint stores it
     under every temporal attention (one shared instance there; one copy per layer here).
+    ``freq_edit`` (None, or a method's ``rope_frequencies``, e.g. RIFLEx) may change the frequencies
+    per call from the frame count; ``native_positions`` is LaVie's training length (16 frames).
     """
 
     def __init__(self, dim: int = 32, theta: float = 10000.0):
@@ -83,6 +85,8 @@ class RotaryEmbedding(nn.Module):
         self.dim = dim
         freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
         self.register_buffer("freqs", freqs, persistent=True)
+        self.freq_edit = None
+        self.native_positions = 16
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` (..., T, D) by its frame position 0..T-1 along the second-to-last axis."""
@@ -90,7 +94,11 @@ class RotaryEmbedding(nn.Module):
         if head_dim < self.dim:
             raise ValueError(f"head dim {head_dim} is smaller than the rotary dim {self.dim}")
         pos = torch.arange(num_frames, device=x.device, dtype=torch.float32)
-        angles = (pos[:, None] * self.freqs.float()[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
+        freqs = self.freqs.float()
+        if self.freq_edit is not None:
+            freqs = self.freq_edit(freqs.double(), axis="t", num_positions=num_frames,
+                                   native_positions=self.native_positions).to(freqs)
+        angles = (pos[:, None] * freqs[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim :]
         pairs = rot.unflatten(-1, (-1, 2))

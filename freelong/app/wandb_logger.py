@@ -45,6 +45,7 @@ class WandbLogger:
         self.max_videos = int(lcfg.max_videos)
         self.log_videos = bool(lcfg.log_videos)
         self.log_figures = bool(lcfg.log_figures)
+        self.log_report = bool(lcfg.get("log_report", False))
         self.videos_logged = 0
         self.step = 0
         random_init = bool(OmegaConf.select(cfg, "model.random_init", default=False))
@@ -90,6 +91,9 @@ class WandbLogger:
         import pandas as pd
 
         try:
+            from .records import generated_records
+
+            records = generated_records(records)  # a failed video has no file and no scores
             rows = [self._row(r) for r in records]
             if rows:
                 per_video = pd.DataFrame(rows)
@@ -103,6 +107,8 @@ class WandbLogger:
                 if self.log_figures:
                     for name, path in self._figures(per_video).items():
                         self.run.log({f"figures/{name}": self.wandb.Image(str(path))}, step=self.step)
+                if self.log_report:
+                    self._log_report(records)
         finally:
             self.run.finish()
 
@@ -119,19 +125,23 @@ class WandbLogger:
 
     def _summary(self, records: list[dict[str, Any]]):
         """The Table 1 aggregate of this run (same code as scripts/make_tables.py)."""
-        import json
-        import tempfile
+        from eval.tables import aggregate, display_frame, records_frame, with_reference
 
-        try:
-            from eval.tables import aggregate, display_frame, load_records, with_reference
-        except ImportError:  # pragma: no cover - the eval package ships with the repo
-            return None
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "results.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
-            table = aggregate(load_records([tmp]))
+        table = aggregate(records_frame(records))
         if table.empty:
             return None
         return display_frame(with_reference(table)).astype({"Method": str})
+
+    def _log_report(self, records: list[dict[str, Any]]) -> None:
+        """The HTML report of this run (analysis/report.py), videos copied in, as an artifact of type "report"."""
+        from .plugins import REPORTS
+
+        index = REPORTS.get("html")([self.run_dir], self.run_dir / "report", copy=True,
+                             records=[{**r, "run_dir": str(self.run_dir)} for r in records])
+        artifact = self.wandb.Artifact(f"report-{self.run.id}", type="report",
+                                       description=f"HTML report of {self.run_dir} (open index.html)")
+        artifact.add_dir(str(index.parent))
+        self.run.log_artifact(artifact)
 
     def _figures(self, per_video) -> dict[str, Path]:
         """Per-dimension score strip plot and time per step; saved under <run dir>/figures."""
@@ -171,7 +181,7 @@ class WandbLogger:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> WandbLogger:
-    """The logger for ``logger=wandb`` (``make_logger`` in :mod:`freelong.runner` calls this)."""
+    """The logger for ``logger=wandb`` (``make_logger`` in :mod:`freelong.app.runner` calls this)."""
     if cfg.logger.name != "wandb":
         raise ValueError(f"unknown logger {cfg.logger.name!r}; available: none, wandb")
     return WandbLogger(cfg, run_dir)

@@ -1,10 +1,11 @@
 """Structured-config schemas for the Hydra app, and validation that runs before any heavy work.
 
-Every YAML file of a config group lists its schema first in its ``defaults`` (e.g. ``conf/method/
-freelong.yaml`` starts with ``- /schema/method/freelong@_here_``), so unknown keys and values of the
-wrong type fail at compose time with a message that names the key. Value ranges and cross-field
-rules (``method.window <= num_frames``, cut-offs in (0, 1], ...) are checked by
-:func:`validate_config` at the start of ``run.py``, before any model is built.
+The model schema itself is core data (:mod:`freelong.models.spec`); this module adds the run's. Every
+YAML file of a config group lists its schema first in its ``defaults`` (e.g. ``conf/method/freelong.yaml``
+starts with ``- /schema/method/freelong@_here_``), so unknown keys and values of the wrong type fail at
+compose time with a message that names the key. Value ranges and cross-field rules (``method.window <=
+num_frames``, cut-offs in (0, 1], ...) are checked by :func:`validate_config` at the start of a run, before
+any model is built. A plugin method without a YAML file gets its dataclass defaults as the group option.
 """
 
 from __future__ import annotations
@@ -17,47 +18,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .weights import REPO_ROOT, WeightConfig
+from ..models.spec import CONF_DIR, ModelConfig, SamplingConfig, latent_frames, load_model_config  # noqa: F401
+from .sharding import check_job_device, check_shard
 
-CONF_DIR = REPO_ROOT / "conf"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-SAMPLERS = ("ddim", "ddpm")
-
-
-@dataclass
-class SamplingConfig:
-    """A backbone's native sampling settings; the top-level keys default to these."""
-
-    num_frames: int = 16
-    height: int = 320
-    width: int = 512
-    num_inference_steps: int = 50
-    guidance_scale: float = 7.5
-    sampler: str = "ddim"
-    eta: float = 0.0
-    fps: int = 8
-
-
-@dataclass
-class ModelConfig:
-    """One backbone. ``random_init`` models are built in-process from the tiny configs below."""
-
-    name: str = MISSING
-    family: str = MISSING
-    description: str = ""
-    random_init: bool = False
-    init_seed: int = 0
-    native_frames: int = 16
-    latent_scale: float = 0.18215
-    cfg_mode: str = "batched"
-    unet: dict[str, Any] = field(default_factory=dict)
-    vae: dict[str, Any] = field(default_factory=dict)
-    text_encoder: dict[str, Any] = field(default_factory=dict)
-    scheduler: dict[str, Any] = field(default_factory=dict)
-    weights: dict[str, WeightConfig] = field(default_factory=dict)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    samplers: list[str] = field(default_factory=lambda: list(SAMPLERS))  # samplers this model supports
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +38,26 @@ class PromptsConfig:
     file: str | None = None
     limit: int | None = None
     transition_frames: int = 8
+    suite: str | None = None  # "vbench": VBench's prompt suite (freelong/app/prompt_suites.py)
+    vbench_info: str | None = None  # VBench_full_info.json; default: the installed vbench package's
+    dimensions: list[str] = field(default_factory=lambda: [])  # suite prompts tagged with any of these (empty: all)
+    sample_seed: int | None = None  # with limit: a seeded random draw instead of the first `limit`
+
+
+@dataclass
+class LongEvalConfig:
+    """``eval.protocol=long`` settings (``eval.long.LongSettings``; defaults are VBench-Long's)."""
+
+    clip_lengths: str = "mix"  # mix: 2 s quality dims, 10 s overall_consistency | short: 2 s everywhere
+    clip_seconds: dict[str, float] = field(default_factory=dict)  # per-dimension overrides
+    scene_split: str = "auto"  # auto: PySceneDetect if installed, else one scene | on | off
+    scene_threshold: float = 35.0
+    w_inclip: float = 1.0
+    w_clip2clip: float = 0.0
+    dev: bool = False  # VBench-Long's --dev_flag weights (0.5/0.5)
+    subject_extractor: str = "dinov2"  # dino | dinov2
+    background_extractor: str = "dreamsim"  # clip | dreamsim
+    static_filter: bool = False
 
 
 @dataclass
@@ -92,6 +76,8 @@ class EvalConfig:
     backend: str = "native"  # native | official (the vbench package in another environment)
     vbench_python: str | None = None  # that environment's python, for backend=official
     seed: int = 0  # seed of the random-init evaluation networks (smoke runs)
+    protocol: str = "standard"  # standard (VBench) | long (VBench-Long: scenes, clips, fusion; eval/long.py)
+    long: LongEvalConfig = field(default_factory=LongEvalConfig)
 
 
 @dataclass
@@ -108,6 +94,7 @@ class LoggerConfig:
     log_videos: bool = True
     log_figures: bool = True
     max_videos: int = 16  # videos uploaded per run (all scores are logged regardless)
+    log_report: bool = True  # the run's HTML report (videos copied in) as a wandb artifact of type "report"
 
 
 @dataclass
@@ -130,6 +117,8 @@ class RunConfig:
     fps: int = MISSING
     seed: int = 0
     num_seeds: int = 1
+    shard: int = 0  # this job makes the videos at positions shard, shard + num_shards, ... (app/sharding.py)
+    num_shards: int = 1
     negative_prompt: str = ""
     device: str = "auto"
     dtype: str = "auto"
@@ -137,6 +126,7 @@ class RunConfig:
     frame_chunk_size: int | None = None  # UNet frame chunking: null = automatic, 0 = off, n = frames per chunk
     overwrite: bool = False
     progress: bool = True
+    report: bool = False  # write the HTML report (analysis/report.py) into the run dir, or the sweep dir for -m
     model: ModelConfig = MISSING
     method: Any = MISSING
     prompts: PromptsConfig = MISSING
@@ -161,7 +151,7 @@ def method_schema(method_cls: type) -> type:
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (called by run.py and the tests)."""
-    from .methods import _METHODS, available_methods
+    from ..methods import available_methods, method_class
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
@@ -171,18 +161,10 @@ def register_configs() -> None:
     cs.store(group="schema/logger", name="logger", node=LoggerConfig, package="logger")
     cs.store(group="schema/paths", name="paths", node=PathsConfig, package="paths")
     for name in available_methods():
-        cs.store(group="schema/method", name=name, node=method_schema(_METHODS[name]), package="method")
-
-
-def load_model_config(name: str) -> DictConfig:
-    """The ``conf/model/<name>.yaml`` config validated against :class:`ModelConfig` (no Hydra needed)."""
-    path = CONF_DIR / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(known)}")
-    raw = OmegaConf.load(path)
-    raw.pop("defaults", None)
-    return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+        schema = method_schema(method_class(name))
+        cs.store(group="schema/method", name=name, node=schema, package="method")
+        if not (CONF_DIR / "method" / f"{name}.yaml").is_file():  # a plugin method without a YAML file
+            cs.store(group="method", name=name, node=schema)
 
 
 def _positive(cfg: DictConfig, key: str) -> None:
@@ -193,7 +175,7 @@ def _positive(cfg: DictConfig, key: str) -> None:
 
 def method_from_config(cfg: DictConfig):
     """The :class:`~freelong.methods.Method` a ``method`` node describes (``name`` + its parameters)."""
-    from .methods import get_method
+    from ..methods import get_method
 
     params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
     return get_method(cfg.name, **params)
@@ -209,6 +191,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"frame_chunk_size must be null (auto), 0 (off) or a positive integer, got {cfg.frame_chunk_size}"
         )
+    check_shard(cfg.shard, cfg.num_shards)
     for key in ("height", "width"):
         if cfg[key] % 8:
             raise ValueError(f"{key}={cfg[key]} must be a multiple of 8 (the VAE downsamples by 8)")
@@ -221,12 +204,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"eta must be in [0, 1], got {cfg.eta}")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
-        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {cfg.device!r}")
-    method = method_from_config(cfg.method)
-    method.check_frames(cfg.num_frames)
+    check_job_device(cfg.device)  # cpu | cuda[:N] | mps | cuda:free
+    # Methods see latent frames (Wan: 4n+1 video frames -> n+1); FreeLong++ is bound to the native latent length.
+    method = method_from_config(cfg.method).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
+    method.check_frames(latent_frames(cfg.model, cfg.num_frames))
     method.check_model(cfg.model)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
-    if cfg.prompts.file is None and not cfg.prompts.list:
+    if cfg.prompts.file is None and not cfg.prompts.list and not cfg.prompts.suite:
         raise ValueError("no prompts: set prompts.list or prompts.file (e.g. prompts=file prompts.file=my.txt)")

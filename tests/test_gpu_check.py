@@ -1,0 +1,69 @@
+"""scripts/gpu_check.py: the smoke run covers every section on the CPU; the full-size networks are the real sizes."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from scripts import gpu_check
+
+
+@pytest.mark.slow  # ~1 min on a small shared CPU; the parts are covered by the fast tests below
+def test_smoke_run_covers_every_section_in_under_two_minutes(tmp_path, one_thread):
+    t0 = time.perf_counter()
+    assert gpu_check.main(["--smoke", "--out-dir", str(tmp_path)]) == 0
+    assert time.perf_counter() - t0 < 120
+    report = json.loads((tmp_path / "gpu_check_smoke.json").read_text())
+    assert report["smoke"] is True
+    nets = {r["network"]: r for r in report["eval_throughput"]["rows"]}
+    assert set(nets) == {"DINO ViT-B/16", "CLIP ViT-B/32", "CLIP ViT-L/14", "MUSIQ"}
+    assert all(r["frames_per_s"] > 0 for r in nets.values())
+    gaps = report["clip_fp16_vs_fp32"]["rows"]
+    assert [g["dimension"] for g in gaps] == ["background_consistency", "aesthetic_quality"]
+    assert all(g["max_abs_diff"] == 0 for g in gaps)  # CPU: both precisions are fp32, so the same numbers
+    for model in ("lavie_tiny", "videocrafter2_tiny"):
+        part = report[f"backbone:{model}"]
+        assert [s["method"] for s in part["steps"]] == list(gpu_check.METHODS)  # every method of scripts/benchmark.py
+        assert all(s["step_s"] > 0 for s in part["steps"])
+        lengths = {(m["method"], m["frames"]) for m in part["memory"] if m.get("peak_mb")}
+        assert lengths == {(m, f) for m in gpu_check.METHODS for f in (16, 24)}
+    md = (tmp_path / "gpu_check_smoke.md").read_text()
+    assert "## lavie_tiny" in md and "## videocrafter2_tiny" in md and "frames/s" in md
+
+
+def test_full_size_evaluation_networks_have_the_published_sizes():
+    sizes = {}
+    for kind in ("dino", "clip_b32", "clip_l14", "musiq"):
+        with torch.device("meta"):
+            net = gpu_check.full_eval_network(kind)
+        sizes[kind] = sum(p.numel() for p in net.parameters()) / 1e6
+    # ViT-B/16 (no pooler) 85.8 M; CLIP visual towers with projection: B/32 87.8 M, L/14 304.0 M
+    assert 85.5 < sizes["dino"] < 86.1
+    assert 87.6 < sizes["clip_b32"] < 88.1
+    assert 303.5 < sizes["clip_l14"] < 304.5
+    assert 20 < sizes["musiq"] < 35
+
+
+def test_backbone_section_times_every_method_and_measures_memory_per_length(one_thread):
+    spec = {**gpu_check.SMOKE, "memory_frames": [20]}
+    out = gpu_check.backbone_check("lavie_tiny", torch.device("cpu"), torch.float32, spec, True, gpu_check.Budget(60))
+    assert [s["method"] for s in out["steps"]] == list(gpu_check.METHODS) and all(s["step_s"] > 0 for s in out["steps"])
+    assert {(m["method"], m["frames"]) for m in out["memory"] if m["peak_mb"]} == {
+        (m, f) for m in gpu_check.METHODS for f in (16, 20)}
+    assert "lavie_tiny" in gpu_check.markdown({"smoke": True, "wall_s": 1.0, "backbone:lavie_tiny": out,
+                                               "machine": {"device": "cpu", "versions": {}, "git_commit": "x"}})
+
+
+def test_an_unregistered_backbone_family_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.setattr(gpu_check, "registered_families", lambda: {"lavie"})
+    out = gpu_check.backbone_check("videocrafter2_tiny", torch.device("cpu"), torch.float32, gpu_check.SMOKE, True,
+                                   gpu_check.Budget(60))
+    assert "not registered" in out["skipped"]
+
+
+def test_without_cuda_the_full_check_is_a_one_line_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert gpu_check.main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
