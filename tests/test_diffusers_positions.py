@@ -19,6 +19,7 @@ from freelong.attention import (
 )
 from freelong.freelong_method import SpectralBlendProcessor
 from freelong.freelong_pp import MultiBandProcessor
+from freelong.models.diffusers_attention import DiffusersNativeProcessor
 
 HEADS, D = 2, 4
 
@@ -175,6 +176,7 @@ def dv_abs(pos, t):
 def _single_map_processors(window):
     return [
         TemporalAttnProcessor(),
+        DiffusersNativeProcessor(None),
         WindowFusionProcessor(window, 4, "pyramid"),
         LocalWindowProcessor(window),
         SpectralBlendProcessor(window=window, local_only_levels=(), branch="global"),
@@ -239,3 +241,28 @@ def test_window_fusion_map_with_value_offsets():
             p = proc.attention_probs(q[:, :, s:e], k[:, :, s:e], None, _ctx(e - s, pos))["attn"][:, :, i - s]
             extra[:, :, i] += w[i - s] / den[i] * (p[:, :, None] @ dv[: e - s].transpose(0, 1)).squeeze(2)
     torch.testing.assert_close(a @ v + extra, out, atol=1e-5, rtol=0)
+
+
+def test_attention_maps_experiment_on_animatediff_tiny(compose_cfg, tmp_path, caplog):
+    """The analysis reads every processor's own maps on diffusers' motion modules (no fallback warning)."""
+    import logging
+
+    import numpy as np
+
+    from analysis.attention_maps import run_experiment
+
+    cfg = compose_cfg("experiment=attention_maps", "model=animatediff_tiny", "analysis.lengths=[16,32]",
+                      "analysis.methods=[direct,freenoise,freelong]", "analysis.steps=[0]",
+                      "num_inference_steps=1", "height=32", "width=32", "progress=false",
+                      f"paths.output_root={tmp_path}")
+    with caplog.at_level(logging.WARNING, logger="freelong"):
+        maps = run_experiment(cfg)["maps"]
+    assert "does not define attention_probs" not in caplog.text
+    for (col, n), m in maps.items():
+        assert m.shape == (n, n) and np.allclose(m.sum(axis=1), 1.0, atol=1e-5), col
+    # at 16 frames every method is the model itself (absolute positions): the same map as direct
+    for col in ("freenoise", "freelong (local)", "freelong (global)"):
+        assert np.allclose(maps[(col, 16)], maps[("direct", 16)], atol=1e-6), col
+    i, j = np.indices((32, 32))
+    assert maps[("freelong (local)", 32)][np.abs(i - j) > 16].max() == 0.0
+    assert maps[("freenoise", 32)][np.abs(i - j) >= 16].max() == 0.0

@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import CallContext, TemporalAttentionContext, TemporalAttnProcessor, global_attention
+from ..attention import (
+    CallContext,
+    TemporalAttentionContext,
+    TemporalAttnProcessor,
+    global_attention,
+    global_attention_probs,
+)
 
 log = logging.getLogger("freelong")
 
@@ -119,6 +125,9 @@ class DiffusersNativeProcessor(TemporalAttnProcessor):
 
     def __call__(self, q, k, v, *, bias, ctx):
         return global_attention(q, k, v, bias, ctx.positions)
+
+    def attention_probs(self, q, k, bias, ctx) -> dict[str, torch.Tensor]:
+        return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame, ctx.positions)}
 
     def __repr__(self) -> str:
         return f"DiffusersNativeProcessor({type(self.original).__name__})"
