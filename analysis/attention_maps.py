@@ -76,7 +76,7 @@ ProbsFn = Callable[[torch.Tensor, torch.Tensor, "PositionBias | None", TemporalA
 
 
 def _global_map(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx) -> dict[str, torch.Tensor]:
-    return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
+    return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame, ctx.positions)}
 
 
 def _defined_in(cls: type, name: str) -> type | None:

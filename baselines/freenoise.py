@@ -12,6 +12,8 @@ from freelong.prompts import MotionInjection
 
 from .window_fusion import WEIGHTINGS, WindowFusionProcessor
 
+FUSIONS = ("attention", "block")
+
 
 @register_method("freenoise")
 @dataclass
@@ -22,6 +24,10 @@ class FreeNoise(Method):
     (fractions of the trajectory) the block groups ``injection_groups`` see the prompt of segment
     ``injection_prompt`` on every frame; see :class:`freelong.prompts.MotionInjection` (defaults =
     the official code: steps 5..15 of 50, encoder + middle block, the last prompt).
+
+    ``fusion``: ``attention`` fuses each temporal attention's window outputs (the paper's Eq. 8-9);
+    ``block`` fuses once around attn1 + attn2 of each motion-module block, as diffusers'
+    ``enable_free_noise`` does on AnimateDiff (diffusers backbones only, :mod:`baselines.block_fusion`).
     """
 
     window: int = 16
@@ -31,6 +37,7 @@ class FreeNoise(Method):
     injection_prompt: int = -1
     injection_groups: list[str] = field(default_factory=lambda: ["down", "mid"])
     injection_steps: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    fusion: str = "attention"
 
     def validate(self) -> None:
         if self.window < 1:
@@ -39,6 +46,8 @@ class FreeNoise(Method):
             raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"method.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         try:
             self._injection()
         except ValueError as err:
@@ -53,6 +62,21 @@ class FreeNoise(Method):
 
     def processor(self) -> WindowFusionProcessor:
         return WindowFusionProcessor(self.window, self.stride, self.weighting)
+
+    def check_model(self, model_cfg) -> None:
+        from .block_fusion import BLOCK_FAMILIES
+
+        if self.fusion == "block" and model_cfg.get("family") not in BLOCK_FAMILIES:
+            raise ValueError(f"method.fusion=block needs a diffusers motion-module backbone (families "
+                             f"{', '.join(BLOCK_FAMILIES)}), not model {model_cfg.get('name')}; "
+                             f"use method.fusion=attention")
+
+    def attach(self, unet):
+        if self.fusion == "block":
+            from .block_fusion import attach_block_fusion
+
+            return attach_block_fusion(unet, self.window, self.stride, self.weighting)
+        return super().attach(unet)
 
     def init_noise(self, shape, generator=None, dtype=torch.float32):
         return rescheduled_noise(shape, window=self.window, stride=self.stride, generator=generator, dtype=dtype)

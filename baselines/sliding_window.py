@@ -32,15 +32,17 @@ class LocalWindowProcessor(TemporalAttnProcessor):
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
                  ctx: TemporalAttentionContext) -> torch.Tensor:
         if self.window >= ctx.num_frames(q):
-            return global_attention(q, k, v, bias)
-        return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
+            return global_attention(q, k, v, bias, ctx.positions)
+        return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                               positions=ctx.positions)
 
     def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None,
                         ctx: TemporalAttentionContext) -> dict[str, torch.Tensor]:
         """``{"attn": A}``: the softmax restricted to each frame's window (over tokens when ``S > 1``)."""
+        s, pos = ctx.tokens_per_frame, ctx.positions
         if self.window >= ctx.num_frames(q):
-            return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
-        return {"attn": local_attention_probs(q, k, bias, self.window, self.layout, ctx.tokens_per_frame)}
+            return {"attn": global_attention_probs(q, k, bias, s, pos)}
+        return {"attn": local_attention_probs(q, k, bias, self.window, self.layout, s, pos)}
 
     def __repr__(self) -> str:
         return f"LocalWindowProcessor(window={self.window}, layout={self.layout})"

@@ -73,13 +73,16 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         tokens = ctx.tokens_per_frame
         num_frames = q.shape[-2] // tokens
         if self.window >= num_frames:
-            return global_attention(q, k, v, bias)
+            return global_attention(q, k, v, bias, ctx.positions)
         windows = sliding_windows(num_frames, self.window, self.stride)
         if tokens > 1:
+            if ctx.positions is not None:
+                raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
             return self._fuse_frame_tokens(q, k, v, bias, windows, tokens)
         starts = torch.tensor([s for s, _ in windows])
         offsets = torch.arange(self.window)
         weights = self._weights.to(device=q.device, dtype=torch.float32)
+        local = None if ctx.positions is None else [d[:, None] for d in ctx.positions(offsets.to(q.device))]
         out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
         total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
         # Windows are batched in groups so the gathered q/k/v stay about the size of the input.
@@ -89,7 +92,10 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             idx = cpu_idx.to(q.device)
             n = idx.shape[0]
             # (B', heads, n, W, d) with heads and windows merged: 4D inputs keep SDPA on its fused kernels
-            qw, kw, vw = (x[:, :, idx].flatten(1, 2) for x in (q, k, v))
+            if local is None:
+                qw, kw, vw = (x[:, :, idx].flatten(1, 2) for x in (q, k, v))
+            else:  # every window sees window-local positions 0..window-1 (heads, 1, W, d offsets)
+                qw, kw, vw = ((x[:, :, idx] + dx.to(x.dtype)).flatten(1, 2) for x, dx in zip((q, k, v), local))
             wbias = None
             if bias is not None:
                 wbias = block_bias(bias, cpu_idx, cpu_idx, q.device).flatten(0, 1)  # (heads * n, W, W)
@@ -129,12 +135,16 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         Row ``i`` of ``A`` is the fusion-weighted mean of the softmaxes of the windows holding frame
         ``i`` (each zero outside its window): ``Σ_w u_w(i) softmax_w(i, ·) / Σ_w u_w(i)``. With
         ``tokens_per_frame = S > 1`` (a DiT) the matrix is over the ``T*S`` frame-major tokens and a
-        window holds whole frames; a token's weight is its frame's.
+        window holds whole frames; a token's weight is its frame's. With ``ctx.positions`` each window's
+        softmax sees window-local positions (the output then also adds each window's value offsets).
         """
         tokens = ctx.tokens_per_frame
         num_frames = q.shape[-2] // tokens
+        pos = ctx.positions
         if self.window >= num_frames:
-            return {"attn": global_attention_probs(q, k, bias, tokens)}
+            return {"attn": global_attention_probs(q, k, bias, tokens, pos)}
+        if pos is not None and tokens > 1:
+            raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
         if tokens > 1 and bias is not None:
             raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
         out = q.new_zeros(q.shape[:-1] + (q.shape[-2],), dtype=torch.float32)
@@ -145,7 +155,11 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             idx = torch.arange(s, e, device=q.device)
             wbias = bias(idx, idx) if bias is not None else None
             t0, t1 = s * tokens, e * tokens
-            probs = attention_probs_of(q[:, :, t0:t1], k[:, :, t0:t1], wbias)
+            qs, ks = q[:, :, t0:t1], k[:, :, t0:t1]
+            if pos is not None:  # window-local positions 0..e-s-1, as in __call__
+                dq, dk, _ = pos(torch.arange(e - s, device=q.device))
+                qs, ks = qs + dq.to(qs.dtype), ks + dk.to(ks.dtype)
+            probs = attention_probs_of(qs, ks, wbias)
             out[:, :, t0:t1, t0:t1] += probs * token_weights[:, None]
             total[s:e] += weights
         return {"attn": out / total.repeat_interleave(tokens)[:, None]}

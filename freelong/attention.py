@@ -55,6 +55,10 @@ class TemporalAttentionContext:
     ``tokens_per_frame`` (``S``): q/k/v hold ``T*S`` tokens per row, frame-major (all ``S`` tokens of
     frame 0, then frame 1, ...). UNet temporal attention: rows ``B*H*W``, ``S = 1``. A DiT's 3D
     self-attention: rows ``B``, ``S = H*W``. Windows and local masks are always over *frames*.
+
+    ``positions`` (None except for diffusers' AnimateDiff, where ``S = 1``): the backbone's additive frame
+    positions (:class:`FramePositions`, a sinusoidal table) for the processor to add itself, at
+    absolute frames for global attention and at window-local frames for windowed branches.
     """
 
     frame_shape: tuple[int, int, int]
@@ -65,10 +69,86 @@ class TemporalAttentionContext:
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_per_frame: int = 1
+    positions: FramePositions | None = None
 
     def num_frames(self, q: torch.Tensor) -> int:
         """Frames in a ``(rows, heads, T*S, d)`` tensor."""
         return q.shape[-2] // self.tokens_per_frame
+
+
+# ----------------------------------------------------------------------------------------------
+# Additive frame positions (contract extension 2; None everywhere except diffusers' AnimateDiff)
+# ----------------------------------------------------------------------------------------------
+class FramePositions(Protocol):
+    """Per-frame additive offsets of q, k, v: ``positions(idx) -> (dq, dk, dv)``, each ``(heads, len(idx), d)``.
+
+    AnimateDiff adds a sinusoidal table ``p`` to the hidden states before the (linear) q/k/v
+    projections, so ``q(h + p_f) = q(h) + W_q p_f``: the backbone hands q/k/v *without* positions and
+    the processor adds the offsets of whichever frame positions its branch uses.
+    """
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def add_positions(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: FramePositions, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q, k, v`` (``(..., heads, len(idx), d)``) plus the offsets of frame positions ``idx``."""
+    dq, dk, dv = positions(idx.to(q.device))
+    return q + dq.to(q.dtype), k + dk.to(k.dtype), v + dv.to(v.dtype)
+
+
+def local_attention_positions(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: PositionBias | None,
+    window: int,
+    layout: str,
+    positions: FramePositions,
+    block_size: int | None = None,
+    budget_mb: float = 256.0,
+) -> torch.Tensor:
+    """Local attention where each query's window sees window-local positions ``0..len-1``.
+
+    Query ``i`` with window ``[s_i, e_i)`` (:func:`local_window_bounds`) gets the offsets of position
+    ``i - s_i`` and its key/value ``j`` those of ``j - s_i``, as if the window were a short video of its
+    own (what a model trained on short clips has seen). The key offsets then depend on the query, so
+    the scores are formed explicitly, in the query blocks of :func:`local_block_plan`:
+    ``(q_i + dq) . k_j + (q_i + dq) . dk[j - s_i]`` (the offsets ``dk[j - s_i]`` are shared by all rows, so
+    the second term is one batched product per (head, query) pair with the rows as its matrix dimension),
+    and the value offsets enter as ``sum_j a_ij dv[j - s_i]`` the same way. ``budget_mb`` bounds one
+    group of blocks' scores.
+    """
+    rows, heads, num_frames, d = q.shape
+    start, end = local_window_bounds(num_frames, window, layout)
+    span_l = int((end - start).max())
+    q_idx, k_idx, allowed = local_block_plan(num_frames, window, layout, block_size or local_block_size(window))
+    n, bq = q_idx.shape
+    span = k_idx.shape[1]
+    dev = q.device
+    rel = (k_idx[:, None, :] - start[q_idx][:, :, None]).clamp(0, span_l - 1).to(dev)  # (n, Bq, S)
+    q_pos = (q_idx - start[q_idx]).to(dev)
+    dq, dk, dv = (x.to(q.dtype) for x in positions(torch.arange(span_l, device=dev)))  # (heads, L, d)
+    scale = d**-0.5
+    q_dev, k_dev, allowed = q_idx.to(dev), k_idx.to(dev), allowed.to(dev)
+    out = q.new_empty((rows, heads, num_frames, v.shape[-1]))
+    per_block = rows * heads * bq * (span + span_l) * 4 * 3
+    group = max(1, int(budget_mb * 2**20 // max(per_block, 1)))
+    for g0 in range(0, n, group):
+        g = slice(g0, min(n, g0 + group))
+        qg = q[:, :, q_dev[g]] + dq[:, q_pos[g]]  # (R, H, m, Bq, d): m blocks of Bq queries
+        kg, vg = k[:, :, k_dev[g]], v[:, :, k_dev[g]]  # (R, H, m, S, d)
+        # each (query, key) pair's key/value offsets: (H, m, Bq, S, d), no factor R (rows share them)
+        dk_g, dv_g = dk[:, rel[g]], dv[:, rel[g]]
+        pos_scores = (qg.permute(1, 2, 3, 0, 4) @ dk_g.transpose(-1, -2)).permute(3, 0, 1, 2, 4)
+        scores = (qg @ kg.transpose(-1, -2) + pos_scores) * scale
+        if bias is not None:
+            scores = scores + block_bias(bias, q_idx[g], k_idx[g], dev).to(scores.dtype)
+        probs = torch.softmax(scores.float().masked_fill(~allowed[g], float("-inf")), dim=-1).to(q.dtype)
+        o = probs @ vg + (probs.permute(1, 2, 3, 0, 4) @ dv_g).permute(3, 0, 1, 2, 4)  # (R, H, m, Bq, d)
+        out[:, :, q_dev[g].reshape(-1)] = o.flatten(2, 3)  # the last block's overlap rewrites equal values
+    return out
 
 
 def attention(
@@ -192,7 +272,7 @@ class TemporalAttnProcessor:
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        return global_attention(q, k, v, bias)
+        return global_attention(q, k, v, bias, ctx.positions)
 
     def attention_probs(
         self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
@@ -203,7 +283,7 @@ class TemporalAttnProcessor:
         subclass that changes ``__call__`` overrides this too (the attention-map analysis reads it);
         rows are independent, so callers may pass row chunks of ``q`` and ``k``.
         """
-        return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame)}
+        return {"attn": global_attention_probs(q, k, bias, ctx.tokens_per_frame, ctx.positions)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -212,17 +292,37 @@ class TemporalAttnProcessor:
 GlobalAttnProcessor = TemporalAttnProcessor
 
 
-def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None) -> torch.Tensor:
+def global_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None,
+    positions: FramePositions | None = None,
+) -> torch.Tensor:
+    """Attention over all frames; with ``positions``, at absolute frame positions ``0..T-1``."""
+    if positions is not None:
+        q, k, v = add_positions(q, k, v, positions, _frame_index(q.shape[-2]))
     return attention(q, k, v, bias=full_bias(bias, q.shape[-2], q.device))
 
 
 def global_attention_probs(
-    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
 ) -> torch.Tensor:
-    """What :func:`global_attention` applies to ``v``: ``(rows, heads, T*S, T*S)`` in fp32."""
+    """What :func:`global_attention` applies to ``v``: ``(rows, heads, T*S, T*S)`` in fp32.
+
+    With ``positions`` (``S = 1``) q and k carry the offsets of absolute frames ``0..T-1``; the output is
+    then this matrix applied to ``v`` plus its offsets at the same frames.
+    """
     if tokens_per_frame > 1 and bias is not None:
         raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+    if positions is not None:
+        _no_tokens(tokens_per_frame)
+        dq, dk, _ = positions(_frame_index(q.shape[-2], q.device))
+        q, k = q + dq.to(q.dtype), k + dk.to(k.dtype)
     return attention_probs_of(q, k, full_bias(bias, q.shape[-2], q.device))
+
+
+def _no_tokens(tokens_per_frame: int) -> None:
+    if tokens_per_frame > 1:
+        raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
 
 
 def local_attention_probs(
@@ -232,19 +332,45 @@ def local_attention_probs(
     window: int,
     layout: str = "adjusted",
     tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
 ) -> torch.Tensor:
     """What :func:`local_attention` applies to ``v``: the softmax restricted to each frame's window.
 
     With ``tokens_per_frame = S > 1`` the ``(T*S, T*S)`` mask is the frame mask with every entry
     repeated over the ``S x S`` token pairs of its two frames (frame-major tokens, as
-    :func:`local_attention_frames`).
+    :func:`local_attention_frames`). With ``positions`` query ``i`` and key ``j`` carry the offsets of
+    window-local positions ``i - s_i`` and ``j - s_i`` (:func:`local_attention_positions`); row ``i`` of
+    the output is then row ``i`` of this matrix applied to ``v_j + dv[j - s_i]``.
     """
+    if positions is not None:
+        _no_tokens(tokens_per_frame)
+        return _local_position_probs(q, k, bias, window, layout, positions)
     s = tokens_per_frame
     num_frames = q.shape[-2] // s
     if s > 1 and bias is not None:
         raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
     mask = token_mask(local_window_mask(num_frames, window, layout), s)
     return attention_probs_of(q, k, full_bias(bias, num_frames, q.device), mask=mask)
+
+
+def _local_position_probs(
+    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int, layout: str, positions: FramePositions
+) -> torch.Tensor:
+    num_frames = q.shape[-2]
+    start, end = local_window_bounds(num_frames, window, layout)
+    span = int((end - start).max())
+    dq, dk, _ = (x.float() for x in positions(torch.arange(span, device=q.device)))
+    qq = q.float() + dq[:, (torch.arange(num_frames) - start).to(q.device)]
+    rel = (torch.arange(num_frames)[None, :] - start[:, None]).clamp(0, span - 1).to(q.device)  # key j in i's window
+    rows_heads = qq.shape[:-2]
+    pos_logits = torch.gather(qq @ dk.transpose(-1, -2), -1, rel.expand(*rows_heads, num_frames, num_frames))
+    logits = torch.matmul(qq, k.float().transpose(-1, -2)) + pos_logits
+    logits = logits * q.shape[-1] ** -0.5
+    b = full_bias(bias, num_frames, q.device)
+    if b is not None:
+        logits = logits + b.float()
+    mask = local_window_mask(num_frames, window, layout).to(q.device)
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
 def token_mask(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
@@ -289,14 +415,20 @@ def local_attention(
     layout: str = "adjusted",
     block_size: int | None = None,
     tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
 ) -> torch.Tensor:
     """Attention restricted to each frame's local window (see :func:`local_window_bounds`).
+
+    With ``positions``, each window sees window-local positions (:func:`local_attention_positions`).
 
     ``block_size=None`` picks the computation: one dense SDPA call with a ``T x T`` mask for short
     videos, query blocks of :func:`local_block_size` frames (:func:`local_attention_blocks`) once that
     at least halves the work. ``0`` forces the dense path, ``n > 0`` blocks of ``n`` frames.
     With ``tokens_per_frame > 1`` (a DiT) it is :func:`local_attention_frames` (no mask at all).
     """
+    if positions is not None:
+        _no_tokens(tokens_per_frame)
+        return local_attention_positions(q, k, v, bias, window, layout, positions)
     if tokens_per_frame > 1:
         return local_attention_frames(q, k, v, bias, window, layout, tokens_per_frame)
     num_frames = q.shape[-2]
@@ -495,7 +627,15 @@ class TemporalAttention(nn.Module):
 
 
 def temporal_attention_layers(model: nn.Module) -> dict[str, TemporalAttention]:
-    """All temporal attention layers of a model, keyed by module path."""
+    """All temporal attention layers of a model, keyed by module path.
+
+    A model that is not built from :class:`TemporalAttention` modules (diffusers' video UNets) lists
+    its own through a ``temporal_layers()`` method: objects with ``processor``, ``set_processor``,
+    ``level`` and ``layer_name`` like :class:`TemporalAttention`.
+    """
+    provider = getattr(model, "temporal_layers", None)
+    if callable(provider):
+        return dict(provider())
     return {name: m for name, m in model.named_modules() if isinstance(m, TemporalAttention)}
 
 
@@ -509,11 +649,13 @@ def name_temporal_layers(model: nn.Module, level_of: dict[str, int] | None = Non
 
 __all__ = [
     "CallContext",
+    "FramePositions",
     "GlobalAttnProcessor",
     "PositionBias",
     "TemporalAttention",
     "TemporalAttentionContext",
     "TemporalAttnProcessor",
+    "add_positions",
     "attention",
     "attention_probs_of",
     "block_bias",
@@ -524,6 +666,7 @@ __all__ = [
     "local_attention",
     "local_attention_blocks",
     "local_attention_frames",
+    "local_attention_positions",
     "local_attention_probs",
     "local_block_plan",
     "local_block_size",

@@ -121,15 +121,17 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
         num_frames = q.shape[-2] // ctx.tokens_per_frame
+        pos = ctx.positions  # additive frame positions (AnimateDiff); None elsewhere
         if self.window >= num_frames:  # the local window already covers every frame
-            glob = global_attention(q, k, v, bias)
+            glob = global_attention(q, k, v, bias, pos)
             return glob if self.branch in ("blend", "global", "local", "sum") else self.combine(glob, glob, ctx)
         if not self.uses_global(ctx):
-            return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
+            return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                                   positions=pos)
         needs = BRANCH_INPUTS[self.branch]
-        glob = global_attention(q, k, v, bias) if "global" in needs else None
-        local = (local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame)
-                 if "local" in needs else None)
+        glob = global_attention(q, k, v, bias, pos) if "global" in needs else None
+        local = (local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
+                                 positions=pos) if "local" in needs else None)
         return self.combine(glob, local, ctx)
 
     def combine(self, glob: torch.Tensor | None, local: torch.Tensor | None,
@@ -145,17 +147,18 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         The spectral blend mixes the branches' *outputs* across space and time, so a blending call has
         no single attention matrix; it reports the maps its mode reads (both for ``blend``). A call that
         runs local-only reports ``local`` only; with ``window >= T`` both branches are global attention.
+        With ``ctx.positions`` the maps add the offsets each branch sees (absolute / window-local).
         """
-        s = ctx.tokens_per_frame
+        s, pos = ctx.tokens_per_frame, ctx.positions
         if self.window >= q.shape[-2] // s:
-            glob = global_attention_probs(q, k, bias, s)
+            glob = global_attention_probs(q, k, bias, s, pos)
             return {"global": glob, "local": glob}
         needs = BRANCH_INPUTS[self.branch] if self.uses_global(ctx) else ("local",)
         out = {}
         if "global" in needs:
-            out["global"] = global_attention_probs(q, k, bias, s)
+            out["global"] = global_attention_probs(q, k, bias, s, pos)
         if "local" in needs:
-            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout, s)
+            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout, s, pos)
         return out
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 
 from .attention import (
+    FramePositions,
     PositionBias,
     TemporalAttentionContext,
     TemporalAttnProcessor,
+    add_positions,
     attention,
     attention_probs_of,
     full_bias,
@@ -80,6 +82,7 @@ def sparse_global_attention(
     bias: PositionBias | None,
     fraction: float,
     tokens_per_frame: int = 1,
+    positions: FramePositions | None = None,
 ) -> torch.Tensor:
     """Every query attends to a uniformly spaced subset of key frames (all their tokens, positions kept).
 
@@ -90,9 +93,11 @@ def sparse_global_attention(
     num_frames = q.shape[-2] // s
     idx = sparse_key_index(num_frames, fraction)
     if len(idx) >= num_frames:
-        return global_attention(q, k, v, bias)
+        return global_attention(q, k, v, bias, positions)
     if bias is not None and s > 1:
         raise NotImplementedError("a frame position bias with tokens_per_frame > 1 is not supported")
+    if positions is not None:  # absolute frame positions, as global attention (S = 1)
+        q, k, v = add_positions(q, k, v, positions, torch.arange(num_frames))
     frames = idx.to(q.device)
     tokens = (frames[:, None] * s + torch.arange(s, device=q.device)).flatten()
     b = None if bias is None else bias(torch.arange(num_frames, device=q.device), frames)
@@ -162,13 +167,16 @@ class MultiBandProcessor(TemporalAttnProcessor):
             return False
         return True
 
-    def branch(self, q, k, v, bias, window: int | None, sparse: bool, tokens: int = 1) -> torch.Tensor:
-        """One branch: local attention over ``window`` frames, or global (on sparse key frames if asked)."""
+    def branch(self, q, k, v, bias, window: int | None, sparse: bool, tokens: int = 1,
+               positions: FramePositions | None = None) -> torch.Tensor:
+        """One branch: local attention over ``window`` frames, or global (on sparse key frames if asked).
+
+        ``positions`` (AnimateDiff): window-local positions for local branches, absolute for global."""
         if window is not None:
-            return local_attention(q, k, v, bias, window, self.layout, tokens_per_frame=tokens)
+            return local_attention(q, k, v, bias, window, self.layout, tokens_per_frame=tokens, positions=positions)
         if sparse and self.sparse_global_keys < 1.0:
-            return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens)
-        return global_attention(q, k, v, bias)
+            return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens, positions)
+        return global_attention(q, k, v, bias, positions)
 
     def runs(self, plan: BranchPlan, ctx: TemporalAttentionContext) -> tuple[list[int], bool]:
         """Which branches of ``plan`` this call computes (indices, narrowest first) and whether it combines them.
@@ -199,10 +207,10 @@ class MultiBandProcessor(TemporalAttnProcessor):
         plan = self.plan(q.shape[-2] // tokens)
         idx, combined = self.runs(plan, ctx)
         if not combined:
-            return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens)
+            return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens, positions=ctx.positions)
         outs: list[torch.Tensor | None] = [None] * len(plan.windows)
         for i in idx:
-            outs[i] = self.branch(q, k, v, bias, plan.windows[i], sparse=True, tokens=tokens)
+            outs[i] = self.branch(q, k, v, bias, plan.windows[i], sparse=True, tokens=tokens, positions=ctx.positions)
         return self.combine(outs, plan, ctx)
 
     def combine(self, outs: list[torch.Tensor | None], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
@@ -230,26 +238,31 @@ class MultiBandProcessor(TemporalAttnProcessor):
         Keys: ``window<w>`` for local branches, ``global`` for the global one (zero outside its key frames
         when they are sparse). With ``S = tokens_per_frame > 1`` (a DiT) the frame masks hold for every
         token pair of their frames. The fusion mixes branch *outputs* across frequencies, so a fusing call
-        has one map per branch and no single matrix.
+        has one map per branch and no single matrix. With ``ctx.positions`` each map adds the offsets its
+        branch sees (window-local for local branches, absolute for the global one).
         """
         tokens = getattr(ctx, "tokens_per_frame", 1)
         num_frames = q.shape[-2] // tokens
         plan = self.plan(num_frames)
         idx, sparse = self.runs(plan, ctx)
+        pos = ctx.positions
         out = {}
         for i in idx:
             w = plan.windows[i]
             if w is not None:
-                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout, tokens)
+                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout, tokens, pos)
             elif sparse and self.sparse_global_keys < 1.0:
                 if bias is not None and tokens > 1:
                     raise NotImplementedError("a frame position bias with tokens_per_frame > 1 is not supported")
                 mask = torch.zeros(num_frames, num_frames, dtype=torch.bool)
                 mask[:, sparse_key_index(num_frames, self.sparse_global_keys)] = True
-                out["global"] = attention_probs_of(q, k, full_bias(bias, num_frames, q.device),
+                qa, ka = q, k
+                if pos is not None:  # absolute frame positions, as sparse_global_attention
+                    qa, ka, _ = add_positions(q, k, k, pos, torch.arange(num_frames))
+                out["global"] = attention_probs_of(qa, ka, full_bias(bias, num_frames, q.device),
                                                    mask=token_mask(mask, tokens))
             else:
-                out["global"] = global_attention_probs(q, k, bias, tokens)
+                out["global"] = global_attention_probs(q, k, bias, tokens, pos)
         return out
 
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:

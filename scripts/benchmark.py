@@ -49,6 +49,7 @@ from freelong.app.config import method_from_config
 from freelong.attention import CallContext, TemporalAttention
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
+from freelong.models.diffusers_attention import diffusers_temporal_level
 from freelong.models.diffusers_attn import WanSelfAttnAdapter
 from freelong.models.spec import CONF_DIR, load_model_config
 from freelong.profiling import (
@@ -85,6 +86,23 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     "latent_channels": 4, "sample_size": 512},
             "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
                              "num_attention_heads": 12, "max_position_embeddings": 77},
+        },
+    },
+    # diffusers' AnimateDiff (SD1.5 layout + motion adapter) at reduced widths, random weights; heads keep
+    # the real head dims (32 here, 40 in SD1.5/the adapters) so attention costs scale like the real model's
+    "animatediff": {
+        "reduced": {
+            "unet": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2, "norm_num_groups": 32,
+                     "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                     "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+                     "cross_attention_dim": 768, "attention_head_dim": [1, 2, 4, 4], "sample_size": 64},
+            "vae": {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "norm_num_groups": 16,
+                    "latent_channels": 4, "sample_size": 512},
+            "text_encoder": {"hidden_size": 768, "intermediate_size": 768, "num_hidden_layers": 1,
+                             "num_attention_heads": 12, "max_position_embeddings": 77},
+            "extra": {"motion_adapter": {"block_out_channels": [32, 64, 128, 128], "motion_layers_per_block": 2,
+                                         "motion_num_attention_heads": [1, 2, 4, 4], "motion_norm_num_groups": 32,
+                                         "motion_max_seq_length": 32, "use_motion_mid_block": True}},
         },
     },
     # Wan2.1-T2V-1.3B: "full" = the real transformer and VAE (the text encoder never runs on meta and is
@@ -150,8 +168,8 @@ def model_config(name: str, widths: str):
     over: dict[str, Any] = {k: dict(v) for k, v in presets[widths].items()}
     over["random_init"] = True
     over["description"] = f"{cfg.name} architecture at {widths} widths, RANDOM weights (benchmark)"
-    merged = OmegaConf.merge(cfg, OmegaConf.create(over))
-    for key in ("unet", "vae", "text_encoder"):  # replace, not merge, the architecture sections
+    merged = OmegaConf.merge(cfg, OmegaConf.create({k: v for k, v in over.items() if k != "extra"}))
+    for key in ("unet", "vae", "text_encoder", "extra"):  # replace, not merge, the architecture sections
         if key in over:
             merged[key] = OmegaConf.create(over[key])
     return merged
@@ -184,7 +202,9 @@ def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch
 def temporal_level(name: str, module) -> str | None:
     if isinstance(getattr(module, "processor", None), WanSelfAttnAdapter):
         return "attn1"  # a DiT's 3D self-attentions, all blocks together
-    return f"L{module.level}" if isinstance(module, TemporalAttention) else None
+    if isinstance(module, TemporalAttention):
+        return f"L{module.level}"
+    return diffusers_temporal_level(name, module)  # diffusers' motion-module attentions (AnimateDiff, ModelScope)
 
 
 class StepRunner:

@@ -134,7 +134,10 @@ def build(cfg: DictConfig, prompts: list[Any], run_dir: str | Path | None = None
     device, dtype = resolve_device(job_device(cfg.device), cfg.dtype)  # cuda:free -> the GPU this process holds
     run_dir = Path(run_dir) if run_dir is not None else output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
+    try:  # a family's config checks (e.g. a motion adapter that does not fit its base UNet) run first
+        backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if backbone.random_init:
         log.warning("%s — model '%s'", backbone.label(), backbone.name)
     backbone.to(device, dtype)
