@@ -130,13 +130,10 @@ def resolve_eval_weights(
     try:
         return resolve_many(
             specs, weights_dir, vbench_dir=cache_dir, title="evaluation", verify=verify,
-            fetch=f"{FETCH} {' '.join(s.name for s in specs if locate(s, weights_dir, cache_dir)[0] is None)}"
-                  + (f" --cache-dir {cache_dir}" if cache_dir else ""),
+            fetch=lambda missing: f"{FETCH} {' '.join(missing)}" + (f" --cache-dir {cache_dir}" if cache_dir else ""),
             hints="the paths above (VBENCH_CACHE_DIR=... points to another VBench cache), explicit paths "
                   "(eval.weights.<name>=/path, or --weight <name>=/path), or drop the dimension "
                   "(eval.dims=[...], or --dims ...)")
-    except EvalWeightsMissing:
-        raise
     except MissingWeightsError as err:
         raise EvalWeightsMissing(str(err), missing=err.missing) from None
 

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,14 +199,15 @@ def resolve_many(
     *,
     vbench_dir: str | os.PathLike | None = None,
     title: str | None = None,
-    fetch: str | None = None,
+    fetch: str | Callable[[list[str]], str] | None = None,
     hints: str | None = None,
     verify: bool = True,
 ) -> dict[str, Path]:
     """Find every weight, or raise one :class:`MissingWeightsError` listing all missing ones.
 
     ``title`` names what needs them (default ``model '<model_name>'``); ``fetch`` is the command that
-    fetches the missing ones (default: ``scripts/download_weights.py <model_name>``); ``hints`` says how
+    fetches the missing ones, or a function of their names giving it (default:
+    ``scripts/download_weights.py <model_name>``); ``hints`` says how
     to point at existing copies. Found files with a known digest are checked (:func:`verify_sha256`).
     """
     wdir = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
@@ -226,7 +227,8 @@ def resolve_many(
         found[spec.name] = path
     if problems:
         title = title or f"model '{model_name}'"
-        fetch = fetch or f"python scripts/download_weights.py {model_name} --weights-dir {wdir}"
+        fetch = fetch(missing) if callable(fetch) else (
+            fetch or f"python scripts/download_weights.py {model_name} --weights-dir {wdir}")
         hints = hints or ("FREELONG_WEIGHTS=/path/to/weights, paths.weights_dir=..., "
                           "or model.weights.<name>.path=/path/to/file on the command line")
         raise MissingWeightsError(

@@ -26,7 +26,7 @@ from ..video_io import atomic_write_text
 from ..weights import resolve_model_weights
 from .config import validate_config
 from .prompt_suites import load_suite, sample_prompts
-from .sharding import check_job_device, job_device
+from .sharding import job_device
 
 log = logging.getLogger("freelong")
 
@@ -99,7 +99,6 @@ def check_config(cfg: DictConfig) -> list[Any]:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     prompts = load_prompts(cfg.prompts)
-    check_job_device(cfg.device)
     resolve_model_weights(cfg.model, cfg.paths.weights_dir)
     return prompts
 
