@@ -45,9 +45,6 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(set(self._items) | set(self._entry_points()))
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._items or name in self._entry_points()
-
     def get(self, name: str) -> T:
         """The object registered as ``name`` (loading its entry point if needed); ValueError listing the names."""
         if name in self._items:
@@ -65,20 +62,9 @@ class Registry(Generic[T]):
                               f"({self.group}) failed to load: {err}") from err
         return self.register(name, obj) if name not in self._items else self._items[name]
 
-    def load_all(self) -> dict[str, T]:
-        return {name: self.get(name) for name in self.names()}
-
 
 def _describe(obj: Any) -> str:
     return getattr(obj, "__qualname__", None) or repr(obj)
 
 
-def entry_point_value(group: str, name: str) -> str | None:
-    """``module:attr`` of an entry point, without importing it (``None`` if absent)."""
-    for ep in metadata.entry_points(group=group):
-        if ep.name == name:
-            return ep.value
-    return None
-
-
-__all__ = ["Registry", "entry_point_value"]
+__all__ = ["Registry"]
