@@ -203,7 +203,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         bias: PositionBias | None,
         ctx: TemporalAttentionContext,
     ) -> torch.Tensor:
-        tokens = getattr(ctx, "tokens_per_frame", 1)  # S tokens per frame, frame-major (1: UNet temporal attention)
+        tokens = ctx.tokens_per_frame  # S tokens per frame, frame-major (1: UNet temporal attention)
         plan = self.plan(q.shape[-2] // tokens)
         idx, combined = self.runs(plan, ctx)
         if not combined:
@@ -241,7 +241,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         has one map per branch and no single matrix. With ``ctx.positions`` each map adds the offsets its
         branch sees (window-local for local branches, absolute for the global one).
         """
-        tokens = getattr(ctx, "tokens_per_frame", 1)
+        tokens = ctx.tokens_per_frame
         num_frames = q.shape[-2] // tokens
         plan = self.plan(num_frames)
         idx, sparse = self.runs(plan, ctx)
@@ -268,7 +268,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
     def fuse(self, outs: list[torch.Tensor], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
         """Fuse ``(rows, heads, T*S, d)`` branch outputs (narrowest first) over the video's (T, H, W) axes."""
         shape = ctx.frame_shape
-        tokens = getattr(ctx, "tokens_per_frame", 1)
+        tokens = ctx.tokens_per_frame
         lows = [lowpass_half(self.filter, shape, et, es, outs[0].device) for et, es in zip(plan.edges_t, plan.edges_s)]
         fused = fuse_branches([video_view(o, shape, tokens) for o in outs], lows)
         return from_video_view(fused, tokens)
