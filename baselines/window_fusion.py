@@ -19,7 +19,6 @@ from freelong.attention import (
     attention,
     attention_probs_of,
     block_bias,
-    frame_tokens,
     global_attention,
     global_attention_probs,
     sliding_windows,
@@ -51,6 +50,7 @@ class WindowFusionProcessor(TemporalAttnProcessor):
     cover the video once (``ceil(T / window)``, so the gathered q/k/v stay the size of the input),
     but fewer when one call's gathered queries would exceed the chunking budget
     (:data:`freelong.chunking.DEFAULT_BUDGET_MB`), which bounds the transient memory at long lengths.
+    With ``tokens_per_frame > 1`` (a DiT) every window is one call on slices (nothing is gathered).
     """
 
     def __init__(self, window: int = 16, stride: int = 4, weighting: str = "pyramid",
@@ -106,25 +106,22 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         return (out / total[:, None]).to(v.dtype)
 
     def _fuse_frame_tokens(self, q, k, v, bias, windows, tokens: int) -> torch.Tensor:
-        """The same fusion when each frame has ``tokens`` tokens (a DiT): windows gather whole frames."""
+        """The same fusion when each frame has ``tokens`` tokens (a DiT, frame-major).
+
+        A window of frames is one contiguous token range, so each window is one SDPA call on slices of
+        q, k and v (nothing gathered) and its weighted output is added to that range in place.
+        """
         if bias is not None:
             raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
         num_frames = q.shape[-2] // tokens
-        starts = torch.tensor([s for s, _ in windows])
         weights = self._weights.to(device=q.device, dtype=torch.float32)
-        token_weights = weights.repeat_interleave(tokens)  # (W*S,)
+        token_weights = weights.repeat_interleave(tokens)[:, None]  # (W*S, 1)
         out = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=torch.float32)
         total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
-        group = self.windows_per_call or self._auto_group(q, num_frames, tokens)
-        for g0 in range(0, len(windows), group):
-            frames = starts[g0 : g0 + group, None] + torch.arange(self.window)  # (n, W)
-            n = frames.shape[0]
-            tok = frame_tokens(frames, tokens).to(q.device)  # (n, W*S)
-            qw, kw, vw = (x[:, :, tok].flatten(1, 2) for x in (q, k, v))  # (R, heads*n, W*S, d)
-            o = attention(qw, kw, vw)
-            o = o.reshape(o.shape[0], -1, n, *o.shape[2:])  # (R, heads, n, W*S, d)
-            out.index_add_(2, tok.reshape(-1), (o.float() * token_weights[:, None]).flatten(2, 3))
-            total.index_add_(0, frames.reshape(-1).to(q.device), weights.repeat(n))
+        for a, b in windows:
+            sl = slice(a * tokens, b * tokens)
+            out[:, :, sl] += attention(q[:, :, sl], k[:, :, sl], v[:, :, sl]).float() * token_weights
+            total[a:b] += weights
         return (out / total.repeat_interleave(tokens)[:, None]).to(v.dtype)
 
     def attention_probs(
@@ -164,9 +161,9 @@ class WindowFusionProcessor(TemporalAttnProcessor):
             total[s:e] += weights
         return {"attn": out / total.repeat_interleave(tokens)[:, None]}
 
-    def _auto_group(self, q: torch.Tensor, num_frames: int, tokens: int = 1) -> int:
+    def _auto_group(self, q: torch.Tensor, num_frames: int) -> int:
         rows, heads, _, d = q.shape
-        per_window = rows * heads * self.window * tokens * d * 4  # one window's queries (and outputs) in fp32
+        per_window = rows * heads * self.window * d * 4  # one window's queries (and outputs) in fp32
         by_budget = int(DEFAULT_BUDGET_MB * 2**20 // max(per_window, 1))
         return max(1, min(math.ceil(num_frames / self.window), by_budget))
 

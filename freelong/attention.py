@@ -514,12 +514,6 @@ def local_attention_blocks(
     return out
 
 
-def frame_tokens(frames: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
-    """Token indices of frames in a frame-major layout: ``(..., n)`` frames → ``(..., n*S)`` tokens."""
-    s = tokens_per_frame
-    return (frames[..., None] * s + torch.arange(s, device=frames.device)).flatten(-2)
-
-
 def local_attention_frames(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -532,10 +526,12 @@ def local_attention_frames(
     """Local attention over frames for ``(rows, heads, T*S, d)`` tokens, frame-major, without a mask.
 
     Every token of query frame ``i`` attends to all tokens of the key frames ``[start_i, end_i)``
-    (:func:`local_window_bounds`). Query frames whose key spans have the same length are batched
-    together with their own gathered key span (a block-sparse pattern of frame blocks), so each SDPA
-    call is unmasked, the cost is ``O(T*S * window*S)`` and no ``T*S x T*S`` mask exists. Groups hold
-    about ``T / span`` query frames, so the gathered keys stay about the size of ``k``.
+    (:func:`local_window_bounds`). In the frame-major layout a frame range is one contiguous token
+    range, so each run of consecutive query frames that share a key range is one unmasked SDPA call on
+    *slices* of q, k and v: nothing is gathered or copied (every key frame would otherwise be copied
+    about ``window`` times, which dominates on memory-bound devices), the cost is ``O(T*S * window*S)``
+    and no ``T*S x T*S`` mask exists. The edge frames of the ``adjusted`` layout share one window each,
+    so they run as one call.
     """
     if bias is not None:
         raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
@@ -544,23 +540,18 @@ def local_attention_frames(
     num_frames = n_tok // s
     if num_frames * s != n_tok:
         raise ValueError(f"{n_tok} tokens are not {s} tokens per frame")
-    start, end = local_window_bounds(num_frames, window, layout)
-    length = end - start
+    start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
     out = q.new_empty((rows, heads, n_tok, v.shape[-1]))
-    dev = q.device
-    for span in sorted(set(length.tolist())):
-        frames = (length == span).nonzero().flatten()
-        per_call = max(1, num_frames // span)
-        for g0 in range(0, len(frames), per_call):
-            fq = frames[g0 : g0 + per_call]  # (m,) query frames sharing the key-span length
-            m = len(fq)
-            q_tok = frame_tokens(fq, s).to(dev)  # (m*S,)
-            k_tok = frame_tokens(start[fq, None] + torch.arange(span), s).to(dev)  # (m, span*S)
-            qg = q[:, :, q_tok].view(rows, heads, m, s, d).flatten(1, 2)
-            kg = k[:, :, k_tok].flatten(1, 2)
-            vg = v[:, :, k_tok].flatten(1, 2)
-            o = F.scaled_dot_product_attention(qg, kg, vg)  # (rows, heads*m, S, d)
-            out[:, :, q_tok] = o.reshape(rows, heads, m * s, -1)
+    i0 = 0
+    while i0 < num_frames:
+        i1 = i0 + 1
+        while i1 < num_frames and start[i1] == start[i0] and end[i1] == end[i0]:
+            i1 += 1
+        k0, k1 = start[i0] * s, end[i0] * s
+        out[:, :, i0 * s : i1 * s] = F.scaled_dot_product_attention(
+            q[:, :, i0 * s : i1 * s], k[:, :, k0:k1], v[:, :, k0:k1]
+        )
+        i0 = i1
     return out
 
 
@@ -659,7 +650,6 @@ __all__ = [
     "attention",
     "attention_probs_of",
     "block_bias",
-    "frame_tokens",
     "full_bias",
     "global_attention",
     "global_attention_probs",

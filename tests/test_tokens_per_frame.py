@@ -28,6 +28,10 @@ def test_local_attention_over_frames_equals_token_masked_attention(t, s, window,
     ref = attention(q, k, v, mask=token_mask)
     out = local_attention(q, k, v, None, window, layout, tokens_per_frame=s)
     assert torch.allclose(out, ref, atol=1e-5)
+    # The Wan adapter hands over (B, N, heads, d) projections transposed: strided views, not copies.
+    q_t, k_t, v_t = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    assert not q_t.is_contiguous()
+    assert torch.allclose(local_attention(q_t, k_t, v_t, None, window, layout, tokens_per_frame=s), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("t,s,window,stride,weighting", [(14, 4, 6, 2, "pyramid"), (13, 3, 5, 3, "flat"),

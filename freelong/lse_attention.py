@@ -1,0 +1,213 @@
+"""FreeLong's two branches on a DiT for the price of one: attention over key partitions, merged by log-sum-exp.
+
+On a DiT the local window of a query frame is a contiguous token range *inside* the keys the global
+branch reads. Softmax attention over a union of disjoint key sets is the merge of the attention over
+each set, weighted by their log-sum-exps:
+
+    attn(q, K1 ∪ K2) = w1 * attn(q, K1) + w2 * attn(q, K2),  w_i = exp(lse_i - logaddexp(lse_1, lse_2)),
+
+with ``lse_i = log Σ_{k in K_i} exp(q·k * scale)`` (the identity behind flash attention's online softmax
+and ring attention). So for a block of query frames, one kernel call over the keys every frame of the
+block has in its window (the intersection ``C``) serves both branches, and the two key ranges outside
+``C`` complete the global branch; only the short fringes where the block's windows differ are attended
+twice (with a frame mask, to complete the local branch). FreeLong then costs about one full attention instead of
+``1 + window / T`` (:func:`global_and_local_attention_frames`; ``docs/benchmarks.md`` §9).
+
+Every call uses the SDPA kernel that also returns the log-sum-exp (the CPU flash kernel; on CUDA the
+flash kernel, or the memory-efficient one where a mask or fp32 needs it, as PyTorch's context-parallel
+attention calls them). A kernel is
+used only after it reproduced the explicit definition on a small problem on that device and dtype
+(:func:`fused_lse_ok`); otherwise callers fall back to computing the branches separately.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .attention import local_window_bounds
+
+# Query tokens per kernel call: the CPU flash kernel tiles queries by 256 from 768 on, and shorter
+# blocks (one 112-token frame: tiles of 32) run up to 1.7x slower per FLOP; query frames are grouped to reach it.
+QUERY_BLOCK_TOKENS = 1024
+
+_CHECKED: dict[tuple[str, int | None, torch.dtype], bool] = {}
+
+
+def math_attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(q kᵀ / sqrt(d) + log mask) v, logsumexp)`` explicitly in fp32 (the definition).
+
+    ``mask`` is boolean, True where attending is allowed; every query row needs at least one key.
+    Quadratic memory: for short key ranges and checks.
+    """
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    out = torch.matmul(torch.exp(logits - lse[..., None]), v.float())
+    return out.to(v.dtype), lse
+
+
+def _fused_call(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` from the device's fused SDPA kernel; ``bias`` is additive, ``(1, 1, Lq, Lk)``."""
+    if q.device.type in ("cpu", "meta"):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
+        return out, lse
+    if q.device.type == "cuda":
+        if bias is None and q.dtype in (torch.float16, torch.bfloat16):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False)[:2]
+        else:
+            if bias is not None:  # the memory-efficient kernel wants the bias rows 16-element aligned
+                lk = bias.shape[-1]
+                padded = bias.new_zeros(bias.shape[:-1] + (-(-lk // 16) * 16,))
+                padded[..., :lk] = bias
+                bias = padded[..., :lk].expand(q.shape[0], q.shape[1], -1, -1)
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True)[:2]
+        return out, lse[..., : q.shape[-2]]  # the efficient kernel pads the query axis to a multiple of 32
+    raise NotImplementedError(f"no fused log-sum-exp attention kernel on {q.device.type}")
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean ``(Lq, Lk)`` mask as the additive ``(1, 1, Lq, Lk)`` bias the fused kernels take."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))[None, None]
+
+
+def fused_lse_ok(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused kernel reproduces :func:`math_attention_with_lse` here (checked once, cached).
+
+    ``meta`` (memory estimates, nothing computed) is taken as available.
+    """
+    device = torch.device(device)
+    if device.type == "meta":
+        return True
+    key = (device.type, device.index, dtype)
+    if key not in _CHECKED:
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(2, 3, 40, 64, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        mask = torch.rand(40, 40, generator=g) < 0.7
+        mask[:, 0] = True  # every query keeps a key
+        ok = True
+        try:
+            for m in (None, mask.to(device)):
+                out, lse = _fused_call(q, k, v, None if m is None else _additive(m, dtype))
+                ref_out, ref_lse = math_attention_with_lse(q, k, v, m)
+                ok = ok and (tuple(lse.shape) == tuple(ref_lse.shape)
+                             and torch.allclose(lse.float(), ref_lse, atol=tol, rtol=tol)
+                             and torch.allclose(out.float(), ref_out.float(), atol=tol, rtol=tol))
+        except (RuntimeError, NotImplementedError, TypeError):
+            ok = False
+        if not ok:
+            warnings.warn(f"no fused log-sum-exp attention on {device} in {dtype}: FreeLong computes its global and "
+                          "local branches separately (same result, about window/T more attention work)", stacklevel=2)
+        _CHECKED[key] = ok
+    return _CHECKED[key]
+
+
+def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention over the union of disjoint key sets from each set's ``(out, lse)``, in fp32.
+
+    A part with ``lse = -inf`` on a row (no key of that set for that query) contributes nothing there.
+    """
+    lse = torch.stack([p[1].float() for p in parts])  # (n, ..., Lq)
+    total = torch.logsumexp(lse, dim=0)
+    out = None
+    for (o, _), part_lse in zip(parts, lse):
+        term = o.float() * torch.exp(part_lse - total)[..., None]
+        out = term if out is None else out + term
+    return out.to(parts[0][0].dtype)
+
+
+def query_block_frames(tokens_per_frame: int, window: int) -> int:
+    """Query frames per block: enough for :data:`QUERY_BLOCK_TOKENS`, at most ``window // 2`` (fringes stay short)."""
+    return max(1, min(math.ceil(QUERY_BLOCK_TOKENS / tokens_per_frame), window // 2))
+
+
+def global_and_local_attention_frames(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+    block_frames: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global and local attention of ``(rows, heads, T*S, d)`` frame-major tokens, sharing their work.
+
+    Equal (up to float rounding) to ``global_attention(q, k, v)`` and ``local_attention_frames(q, k, v,
+    None, window, layout, S)``. Per block of ``B`` query frames ``[i0, i1)`` with windows
+    ``[start_j, end_j)``: ``C = [max start, min end)`` is in every window of the block; the global branch
+    merges ``[0, C)``, ``C`` and ``[C, T)`` (every key once), the local branch merges ``C`` with the
+    fringes ``[start_i0, C)`` and ``[C, end_{i1-1})``, masked to each frame's window. Requires
+    :func:`fused_lse_ok` (every call goes through the fused kernel; the fringes hold at most ``B - 1``
+    frames each and carry a frame mask).
+    """
+    rows, heads, n_tok, d = q.shape
+    s = tokens_per_frame
+    num_frames = n_tok // s
+    if num_frames * s != n_tok:
+        raise ValueError(f"{n_tok} tokens are not {s} tokens per frame")
+    block = block_frames or query_block_frames(s, window)
+    start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
+    glob, local = _empty_out(q, v), _empty_out(q, v)
+
+    def tok(a: int, b: int) -> slice:
+        return slice(a * s, b * s)
+
+    for i0 in range(0, num_frames, block):
+        i1 = min(num_frames, i0 + block)
+        c0, c1 = max(start[i0:i1]), min(end[i0:i1])
+        if c1 <= c0:
+            raise ValueError(f"query block {i0}..{i1} shares no key frame (window {window}, block {block})")
+        qb = q[:, :, tok(i0, i1)]
+        core = _fused_call(qb, k[:, :, tok(c0, c1)], v[:, :, tok(c0, c1)])
+        outside = [_fused_call(qb, k[:, :, tok(a, b)], v[:, :, tok(a, b)])
+                   for a, b in ((0, c0), (c1, num_frames)) if b > a]
+        fringes = [_fringe(qb, k, v, s, i0, start[i0:i1], end[i0:i1], a, b)
+                   for a, b in ((start[i0], c0), (c1, end[i1 - 1])) if b > a]
+        glob[:, :, tok(i0, i1)] = merge_partial_attention([core, *outside])
+        local[:, :, tok(i0, i1)] = merge_partial_attention([core, *fringes]) if fringes else core[0]
+    return glob, local
+
+
+def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """An output buffer laid out like ``q`` (a DiT hands over ``(B, N, heads, d)`` transposed; the kernels'
+    outputs come in that layout too, so copying them in stays a contiguous copy)."""
+    if v.shape[-1] == q.shape[-1]:
+        return torch.empty_like(q)
+    return q.new_empty(q.shape[:-1] + (v.shape[-1],))
+
+
+def _fringe(qb, k, v, s: int, i0: int, starts: list[int], ends: list[int], a: int, b: int):
+    """``(out, lse)`` of the block's queries over key frames ``[a, b)``, each frame limited to its window.
+
+    Frames with no key frame there get ``out = 0``, ``lse = -inf`` (they are a prefix or suffix of the block).
+    """
+    n = len(starts)
+    has = [max(a, starts[j]) < min(b, ends[j]) for j in range(n)]
+    r0, r1 = has.index(True), n - has[::-1].index(True)
+    kf = torch.arange(a, b)
+    allowed = (kf[None, :] >= torch.tensor(starts[r0:r1])[:, None]) & (kf[None, :] < torch.tensor(ends[r0:r1])[:, None])
+    bias = _additive(allowed.repeat_interleave(s, 0).repeat_interleave(s, 1).to(qb.device), qb.dtype)
+    o, lse = _fused_call(qb[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s], bias)
+    out = qb.new_zeros(qb.shape[:-1] + (v.shape[-1],))
+    full_lse = lse.new_full(qb.shape[:-1], float("-inf"))
+    out[:, :, r0 * s : r1 * s] = o
+    full_lse[:, :, r0 * s : r1 * s] = lse
+    return out, full_lse
+
+
+__all__ = [
+    "QUERY_BLOCK_TOKENS",
+    "fused_lse_ok",
+    "global_and_local_attention_frames",
+    "math_attention_with_lse",
+    "merge_partial_attention",
+    "query_block_frames",
+]
