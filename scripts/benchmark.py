@@ -288,6 +288,18 @@ def _memory_peak(device: torch.device) -> tuple[float, str]:
     return PeakRSS.peak_mb() or 0.0, kind
 
 
+def count_cpu_flash_attention() -> None:
+    """Let ``FlopCounterMode`` count the CPU flash kernel, which FreeLong's shared branches call directly
+    (:mod:`freelong.lse_attention`; on ``meta`` it stands in for the CUDA kernels, same FLOPs)."""
+    from torch.utils import flop_counter
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op not in flop_counter.flop_registry and op.default not in flop_counter.flop_registry:
+        @flop_counter.register_flop_formula(op)
+        def cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, device: torch.device) -> list[StepResult]:
     """Warm-up, then ``repeats`` rounds over all methods; memory is taken on each method's first run."""
     bb = runner.bb
@@ -303,6 +315,7 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     if device.type == "meta":
         from torch.utils.flop_counter import FlopCounterMode
 
+        count_cpu_flash_attention()
         for m in runnable:
             res = results[m.name]
             lat = runner.latents(m, frames)

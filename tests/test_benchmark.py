@@ -124,3 +124,17 @@ def test_missing_width_preset_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(benchmark, "WIDTH_PRESETS", {})
     with pytest.raises(SystemExit, match="no 'reduced' width preset for model family 'lavie'"):
         benchmark.model_config("lavie", "reduced")
+
+
+def test_meta_flops_count_freelongs_shared_branch_kernels_on_a_dit():
+    """FreeLong on a DiT calls the fused SDPA kernel directly (log-sum-exp): its FLOPs must be counted too.
+
+    The shared branches read every key once plus short fringes, so FreeLong's step FLOPs lie between direct
+    sampling's and direct + sliding window's (the separate global and local branches).
+    """
+    from scripts.benchmark import main
+
+    result = main(["--model", "wan_tiny", "--device", "meta", "--frames", "161", "--height", "64", "--width", "64",
+                   "--methods", "direct,sliding_window,freelong"])
+    flops = {r["method"]: r["gflops"] for r in result["step"]}
+    assert flops["direct"] < flops["freelong"] < flops["direct"] + flops["sliding_window"]
