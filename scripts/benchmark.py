@@ -50,8 +50,8 @@ from freelong.attention import CallContext, TemporalAttention
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
 from freelong.models.diffusers_attention import diffusers_temporal_level
-from freelong.models.diffusers_attn import WanSelfAttnAdapter
 from freelong.models.spec import CONF_DIR, load_model_config
+from freelong.models.wan_attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
     LayerTimer,

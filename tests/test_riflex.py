@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from freelong import get_method
-from freelong.models.diffusers_attn import RopeFrequencyEdit
 from freelong.models.spec import load_model_config
+from freelong.models.wan_attention import RopeFrequencyEdit
 
 
 def periods_from_definition(b: float, d: int) -> list[int]:

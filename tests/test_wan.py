@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from freelong import LongVideoPipeline, get_method, load_backbone
-from freelong.models.diffusers_attn import WanSelfAttnAdapter, attach_wan
+from freelong.models.wan_attention import WanSelfAttnAdapter, attach_wan
 from freelong.models.wan_backbone import check_wan_frames, latent_frame_count
 
 PROMPT = "a red fox runs through snow"
@@ -237,7 +237,7 @@ def test_bf16_keeps_the_vae_in_fp32_and_runs():
 
 def test_per_frame_text_context(wan):
     """Multi-prompt on the DiT: frame f's tokens cross-attend to context f through diffusers' own processor."""
-    from freelong.models.diffusers_attn import PerFrameCrossAttn, per_frame_text
+    from freelong.models.wan_attention import PerFrameCrossAttn, per_frame_text
 
     x = _latents(wan)  # 6 latent frames = 21 video frames
     t = torch.tensor(500)

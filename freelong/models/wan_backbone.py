@@ -12,7 +12,7 @@ Differences from the SD-like UNets that :class:`WanBackbone` overrides:
   each prompt's length and zero-padded to ``max_sequence_length`` (512) as ``WanPipeline`` does;
 - multi-prompt videos: latent frame ``f`` cross-attends to the text of video frame ``4f``;
 - methods are installed on the 3D self-attentions through diffusers' processor API
-  (:mod:`freelong.models.diffusers_attn`); latents are de-normalised with the VAE's
+  (:mod:`freelong.models.wan_attention`); latents are de-normalised with the VAE's
   ``latents_mean``/``latents_std`` before the (frame-causal, cache-chunked) decode.
 
 ``wan_tiny`` builds the same classes from small configs with random weights and an in-process
@@ -34,9 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..attention import CallContext
 from ..weights import resolve_model_weights
 from .base import Backbone, register_family
-from .diffusers_attn import DiTCallState, attach_wan, per_frame_text
 from .frames import TEMPORAL_COMPRESSION, check_wan_frames, latent_frame_count  # noqa: F401 (re-exported)
 from .tiny import randomize_
+from .wan_attention import DiTCallState, attach_wan, per_frame_text
 
 SAMPLERS = ("unipc",)
 
@@ -118,7 +118,7 @@ class WanBackbone(Backbone):
 
         A per-frame context (multi-prompt videos: ``(B, T, L, D)`` over the *video* frames, or over the
         latent frames) gives latent frame ``f`` the context of video frame ``4f`` (the last frame it
-        covers; frame 0 alone) through :func:`~freelong.models.diffusers_attn.per_frame_text`.
+        covers; frame 0 alone) through :func:`~freelong.models.wan_attention.per_frame_text`.
         """
         if isinstance(cond, Mapping) or cond.ndim not in (3, 4):
             raise ValueError(f"{self.name}: per-block-group text conditioning (FreeNoise motion injection) is not "
