@@ -38,40 +38,50 @@ def units(dim: str, frames: int, fps: float = 8.0) -> float:
     return frames
 
 
-def full_size_networks(dim, scorer) -> None:
-    """Swap a random-init scorer's tiny networks for full-size random ones of the same classes."""
-    import torch
+def full_eval_network(kind: str):
+    """The full-size architecture VBench uses for ``kind`` (dino, clip_b32, clip_l14, musiq), random weights.
+
+    Built under seed 0 (the caller's RNG state untouched), with the transformers / eval.musiq classes.
+    """
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
 
     from eval.models import ClipImageEncoder, DinoEncoder, _build_seeded
+    from eval.musiq import MUSIQ
 
-    dev = scorer.ctx.device
-    if dim == "subject_consistency":
-        cfg = ViTConfig(patch_size=16, image_size=224, layer_norm_eps=1e-6)
-        cfg._attn_implementation = "eager"
-        scorer.model = DinoEncoder(_build_seeded(lambda: ViTModel(cfg, add_pooling_layer=False), 0)).eval().to(dev)
-    elif dim in ("background_consistency", "aesthetic_quality"):
-        big = dim == "aesthetic_quality"
+    if kind == "dino":
+        cfg = ViTConfig(patch_size=16, image_size=224, layer_norm_eps=1e-6)  # ViT-B: 768 wide, 12 layers
+        cfg._attn_implementation = "eager"  # as eval.models.load_dino
+        return DinoEncoder(_build_seeded(lambda: ViTModel(cfg, add_pooling_layer=False), 0)).eval()
+    if kind in ("clip_b32", "clip_l14"):
+        big = kind == "clip_l14"
         cfg = CLIPVisionConfig(hidden_size=1024 if big else 768, intermediate_size=4096 if big else 3072,
                                num_hidden_layers=24 if big else 12, num_attention_heads=16 if big else 12,
                                patch_size=14 if big else 32, image_size=224, projection_dim=768 if big else 512,
                                hidden_act="quick_gelu", layer_norm_eps=1e-5)
-        enc = ClipImageEncoder(_build_seeded(lambda: CLIPVisionModelWithProjection(cfg), 0)).eval()
-        enc = enc.to(dev, scorer.ctx.half_on_gpu())
-        if big:
-            scorer.clip = enc
-        else:
-            scorer.model = enc
-    elif dim == "imaging_quality":
-        from eval.musiq import MUSIQ
+        return ClipImageEncoder(_build_seeded(lambda: CLIPVisionModelWithProjection(cfg), 0)).eval()
+    if kind == "musiq":
+        return _build_seeded(MUSIQ, 0).eval()
+    raise ValueError(kind)
 
-        scorer.model = _build_seeded(MUSIQ, 0).eval().to(dev)
+
+# dimension -> (scorer attribute holding the network, full_eval_network kind)
+FULL_SIZE_NETWORKS = {"subject_consistency": ("model", "dino"), "background_consistency": ("model", "clip_b32"),
+                      "aesthetic_quality": ("clip", "clip_l14"), "imaging_quality": ("model", "musiq")}
+
+
+def full_size_networks(dim, scorer) -> None:
+    """Swap a random-init scorer's tiny networks for full-size random ones of the same classes."""
+    dev = scorer.ctx.device
+    if dim in FULL_SIZE_NETWORKS:
+        attr, kind = FULL_SIZE_NETWORKS[dim]
+        net = full_eval_network(kind)
+        net = net.to(dev, scorer.ctx.half_on_gpu()) if kind.startswith("clip") else net.to(dev)
+        setattr(scorer, attr, net)
     elif dim == "overall_consistency":
         from eval.overall_consistency import TINY_BPE, load_viclip
 
         scorer.model = load_viclip(None, TINY_BPE, random_init=True, full_size=True).to(dev)
     # motion (AMT-S), dynamic (RAFT): the random-init twins already are the full architectures
-    del torch
 
 
 def synthetic_video(frames: int, height: int, width: int):

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from scripts.benchmark import METHODS, StepRunner, build, format_table, model_config, run_steps
+from scripts.eval_benchmark import full_eval_network
 
 FULL = {"models": ["lavie", "videocrafter2"], "frames": 128, "memory_frames": [256, 512], "height": 320,
         "width": 512, "eval_frames": 64, "eval_size": [320, 512], "eval_videos": 4, "eval_batch": 32,
@@ -92,32 +93,8 @@ def synchronize(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# 1-2. Evaluation networks
+# 0. FreeLong's shared branches on a DiT
 # ----------------------------------------------------------------------------------------------
-def full_eval_network(kind: str) -> torch.nn.Module:
-    """The full-size architecture VBench uses, random weights (transformers / eval.musiq classes)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
-
-    from eval.models import ClipImageEncoder, DinoEncoder
-    from eval.musiq import MUSIQ
-
-    torch.manual_seed(0)
-    if kind == "dino":
-        cfg = ViTConfig(patch_size=16, image_size=224, layer_norm_eps=1e-6)  # ViT-B: 768 wide, 12 layers
-        cfg._attn_implementation = "eager"  # as eval.models.load_dino
-        return DinoEncoder(ViTModel(cfg, add_pooling_layer=False)).eval()
-    if kind in ("clip_b32", "clip_l14"):
-        big = kind == "clip_l14"
-        cfg = CLIPVisionConfig(hidden_size=1024 if big else 768, intermediate_size=4096 if big else 3072,
-                               num_hidden_layers=24 if big else 12, num_attention_heads=16 if big else 12,
-                               patch_size=14 if big else 32, image_size=224, projection_dim=768 if big else 512,
-                               hidden_act="quick_gelu", layer_norm_eps=1e-5)
-        return ClipImageEncoder(CLIPVisionModelWithProjection(cfg)).eval()
-    if kind == "musiq":
-        return MUSIQ().eval()
-    raise ValueError(kind)
-
-
 def dit_attention_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     """Section 0: the fused log-sum-exp kernels and FreeLong's shared branches, checked and timed."""
     import torch.nn.functional as F
@@ -161,6 +138,9 @@ def dit_attention_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# 1-2. Evaluation networks
+# ----------------------------------------------------------------------------------------------
 def eval_dimension(dim: str, device: torch.device, precision: str, smoke: bool, batch: int,
                    networks: dict[str, torch.nn.Module] | None = None):
     """The dimension's scorer (its preprocessing and dtype); full-size random networks unless ``smoke``."""
