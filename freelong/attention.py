@@ -213,6 +213,9 @@ def full_bias(bias: PositionBias | None, num_frames: int, device: torch.device) 
     return bias(idx, idx)
 
 
+WINDOW_LAYOUTS = ("adjusted", "centered")  # how edge windows are placed (:func:`local_window_bounds`)
+
+
 def local_window_bounds(num_frames: int, window: int, layout: str = "adjusted") -> tuple[torch.Tensor, torch.Tensor]:
     """Per query frame ``i`` the half-open key range ``[start_i, end_i)`` of its local window.
 
@@ -222,7 +225,7 @@ def local_window_bounds(num_frames: int, window: int, layout: str = "adjusted") 
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    if layout not in ("adjusted", "centered"):
+    if layout not in WINDOW_LAYOUTS:
         raise ValueError(f"layout must be 'adjusted' or 'centered', got {layout!r}")
     half = window // 2
     i = torch.arange(num_frames)
@@ -644,6 +647,7 @@ __all__ = [
     "GlobalAttnProcessor",
     "PositionBias",
     "TemporalAttention",
+    "WINDOW_LAYOUTS",
     "TemporalAttentionContext",
     "TemporalAttnProcessor",
     "add_positions",

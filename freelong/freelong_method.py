@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention import (
+    WINDOW_LAYOUTS,
     PositionBias,
     TemporalAttentionContext,
     TemporalAttnProcessor,
@@ -35,7 +36,7 @@ from .noise import gaussian_noise, rescheduled_noise
 from .spectral import FILTERS, blend_with_rfft_filter, cached_rfft_filter
 
 NOISE_KINDS = ("freenoise", "random")
-LAYOUTS = ("adjusted", "centered")
+LAYOUTS = WINDOW_LAYOUTS
 BRANCHES = ("blend", "global", "local", "sum", "low_global", "high_local")
 # Which branches each mode reads (the others are not computed).
 BRANCH_INPUTS = {"blend": ("global", "local"), "global": ("global",), "local": ("local",),
@@ -77,6 +78,21 @@ def combine_branches(
     if mode == "high_local":
         return blend(torch.zeros_like(local), local)
     raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {mode!r}")
+
+
+def check_blend_fields(method, noise_kinds: tuple[str, ...]) -> None:
+    """The checks FreeLong and FreeLong++ share: blend schedule, local-only levels, noise kinds, layout, branch."""
+    if method.blend_steps is not None and method.blend_steps < 0:
+        raise ValueError(f"method.blend_steps must be null or >= 0, got {method.blend_steps}")
+    if any(int(lv) < 0 for lv in method.local_only_levels):
+        raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(method.local_only_levels)}")
+    for key in ("noise", "multi_prompt_noise"):
+        if getattr(method, key) not in noise_kinds:
+            raise ValueError(f"method.{key} must be one of {', '.join(noise_kinds)}, got {getattr(method, key)!r}")
+    if method.layout not in LAYOUTS:
+        raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {method.layout!r}")
+    if method.branch not in BRANCHES:
+        raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {method.branch!r}")
 
 
 class SpectralBlendProcessor(TemporalAttnProcessor):
@@ -239,22 +255,9 @@ class FreeLong(Method):
                 raise ValueError(f"method.{key} must be in (0, 1], got {val}")
         if self.filter not in FILTERS:
             raise ValueError(f"method.filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
-        if self.blend_steps is not None and self.blend_steps < 0:
-            raise ValueError(f"method.blend_steps must be null or >= 0, got {self.blend_steps}")
-        if any(int(lv) < 0 for lv in self.local_only_levels):
-            raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(self.local_only_levels)}")
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f"method.noise must be one of {', '.join(NOISE_KINDS)}, got {self.noise!r}")
-        if self.multi_prompt_noise not in NOISE_KINDS:
-            raise ValueError(
-                f"method.multi_prompt_noise must be one of {', '.join(NOISE_KINDS)}, got {self.multi_prompt_noise!r}"
-            )
         if not (1 <= self.noise_stride <= self.window):
             raise ValueError(f"method.noise_stride must be in [1, window={self.window}], got {self.noise_stride}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.branch not in BRANCHES:
-            raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {self.branch!r}")
+        check_blend_fields(self, NOISE_KINDS)
 
     def processor(self) -> SpectralBlendProcessor:
         return SpectralBlendProcessor(

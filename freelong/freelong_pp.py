@@ -40,7 +40,7 @@ from .attention import (
     local_attention_probs,
     token_mask,
 )
-from .freelong_method import BRANCH_INPUTS, BRANCHES, combine_branches
+from .freelong_method import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branches
 from .methods import Method, register_method
 from .multiband import BAND_FILTERS, from_video_view, fuse_branches, lowpass_half, video_view
 from .noise import gaussian_noise, rescheduled_noise
@@ -48,7 +48,6 @@ from .specmix import specmix_noise
 
 NOISE_KINDS = ("specmix", "freenoise", "random")
 # Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
-LAYOUTS = ("adjusted", "centered")
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
                   "no official code; open choices are parameters (README, FreeLong++ section)")
 # Choices the public text leaves open, each a parameter of FreeLongPP (recorded with every run).
@@ -353,22 +352,12 @@ class FreeLongPP(Method):
             raise ValueError(f"method.filter must be one of {', '.join(BAND_FILTERS)}, got {self.filter!r}")
         if not (0 < self.sparse_global_keys <= 1):
             raise ValueError(f"method.sparse_global_keys must be in (0, 1], got {self.sparse_global_keys}")
-        for key in ("noise", "multi_prompt_noise"):
-            if getattr(self, key) not in NOISE_KINDS:
-                raise ValueError(f"method.{key} must be one of {', '.join(NOISE_KINDS)}, got {getattr(self, key)!r}")
         if self.noise_stride < 1 or (self.native_frames is not None and self.noise_stride > self.native_frames):
             raise ValueError(f"method.noise_stride must be in [1, native_frames={self.native_frames}], "
                              f"got {self.noise_stride}")
         if self.specmix_cutoff is not None and not (0 < self.specmix_cutoff <= 1):
             raise ValueError(f"method.specmix_cutoff must be null or in (0, 1], got {self.specmix_cutoff}")
-        if self.blend_steps is not None and self.blend_steps < 0:
-            raise ValueError(f"method.blend_steps must be null or >= 0, got {self.blend_steps}")
-        if any(int(lv) < 0 for lv in self.local_only_levels):
-            raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(self.local_only_levels)}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.branch not in BRANCHES:
-            raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {self.branch!r}")
+        check_blend_fields(self, NOISE_KINDS)
         if self.native_frames is not None and self.scales is not None and self.windows is None:
             self._windows_from_scales(list(self.scales))  # distinct whole-frame windows
 
