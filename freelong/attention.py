@@ -517,6 +517,14 @@ def local_attention_blocks(
     return out
 
 
+def frames_of_tokens(num_tokens: int, tokens_per_frame: int) -> int:
+    """How many frames ``num_tokens`` frame-major tokens hold; an error if they are not whole frames."""
+    num_frames = num_tokens // tokens_per_frame
+    if num_frames * tokens_per_frame != num_tokens:
+        raise ValueError(f"{num_tokens} tokens are not {tokens_per_frame} tokens per frame")
+    return num_frames
+
+
 def local_attention_frames(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -540,9 +548,7 @@ def local_attention_frames(
         raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
     rows, heads, n_tok, d = q.shape
     s = tokens_per_frame
-    num_frames = n_tok // s
-    if num_frames * s != n_tok:
-        raise ValueError(f"{n_tok} tokens are not {s} tokens per frame")
+    num_frames = frames_of_tokens(n_tok, s)
     start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
     out = q.new_empty((rows, heads, n_tok, v.shape[-1]))
     i0 = 0
@@ -654,6 +660,7 @@ __all__ = [
     "attention",
     "attention_probs_of",
     "block_bias",
+    "frames_of_tokens",
     "full_bias",
     "global_attention",
     "global_attention_probs",

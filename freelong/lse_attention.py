@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from .attention import local_window_bounds
+from .attention import frames_of_tokens, local_window_bounds
 
 # Query tokens per kernel call: the CPU flash kernel tiles queries by 256 from 768 on, and shorter
 # blocks (one 112-token frame: tiles of 32) run up to 1.7x slower per FLOP; query frames are grouped to reach it.
@@ -148,11 +148,8 @@ def global_and_local_attention_frames(
     :func:`fused_lse_ok` (every call goes through the fused kernel; the fringes hold at most ``B - 1``
     frames each and carry a frame mask).
     """
-    rows, heads, n_tok, d = q.shape
     s = tokens_per_frame
-    num_frames = n_tok // s
-    if num_frames * s != n_tok:
-        raise ValueError(f"{n_tok} tokens are not {s} tokens per frame")
+    num_frames = frames_of_tokens(q.shape[-2], s)
     block = block_frames or query_block_frames(s, window)
     start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
     glob, local = _empty_out(q, v), _empty_out(q, v)
@@ -169,7 +166,7 @@ def global_and_local_attention_frames(
         core = _fused_call(qb, k[:, :, tok(c0, c1)], v[:, :, tok(c0, c1)])
         outside = [_fused_call(qb, k[:, :, tok(a, b)], v[:, :, tok(a, b)])
                    for a, b in ((0, c0), (c1, num_frames)) if b > a]
-        fringes = [_fringe(qb, k, v, s, i0, start[i0:i1], end[i0:i1], a, b)
+        fringes = [_fringe(qb, k, v, s, start[i0:i1], end[i0:i1], a, b)
                    for a, b in ((start[i0], c0), (c1, end[i1 - 1])) if b > a]
         glob[:, :, tok(i0, i1)] = merge_partial_attention([core, *outside])
         local[:, :, tok(i0, i1)] = merge_partial_attention([core, *fringes]) if fringes else core[0]
@@ -184,7 +181,7 @@ def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return q.new_empty(q.shape[:-1] + (v.shape[-1],))
 
 
-def _fringe(qb, k, v, s: int, i0: int, starts: list[int], ends: list[int], a: int, b: int):
+def _fringe(qb, k, v, s: int, starts: list[int], ends: list[int], a: int, b: int):
     """``(out, lse)`` of the block's queries over key frames ``[a, b)``, each frame limited to its window.
 
     Frames with no key frame there get ``out = 0``, ``lse = -inf`` (they are a prefix or suffix of the block).
