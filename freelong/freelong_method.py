@@ -33,7 +33,13 @@ from .attention import (
 from .lse_attention import fused_lse_ok, global_and_local_attention_frames
 from .methods import Method, register_method
 from .noise import gaussian_noise, rescheduled_noise
-from .spectral import FILTERS, blend_with_rfft_filter, cached_rfft_filter
+from .spectral import (
+    FILTERS,
+    blend_with_axis_filters,
+    blend_with_rfft_filter,
+    cached_axis_filters,
+    cached_rfft_filter,
+)
 
 NOISE_KINDS = ("freenoise", "random")
 LAYOUTS = WINDOW_LAYOUTS
@@ -193,6 +199,14 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
             if ctx.tokens_per_frame != h * w:
                 raise ValueError(f"tokens_per_frame={ctx.tokens_per_frame} != H*W of frame_shape {ctx.frame_shape}")
             b, heads, _, d = glob.shape
+            mats = self.axis_filters((t, h, w), glob.device)
+            if mats is not None:  # a factorising filter: three small matmuls instead of the 3D FFT pair
+                if glob.stride(1) < glob.stride(2):  # (B, N, heads, d) in memory, as diffusers' Wan hands it
+                    to_grid = lambda x: x.transpose(1, 2).reshape(b, t, h, w, heads * d)  # noqa: E731
+                    out = blend_with_axis_filters(to_grid(glob), to_grid(local), mats)
+                    return out.view(b, t * h * w, heads, d).transpose(1, 2)
+                to_grid = lambda x: x.reshape(b * heads, t, h, w, d)  # noqa: E731
+                return blend_with_axis_filters(to_grid(glob), to_grid(local), mats).view(b, heads, t * h * w, d)
             half = self.half_filter((t, h, w), glob.device)[None, None, :, :, :, None]  # (1,1,T,H,W',1)
             out = blend_with_rfft_filter(
                 glob.view(b, heads, t, h, w, d), local.view(b, heads, t, h, w, d), half, dims=(2, 3, 4)
@@ -209,6 +223,10 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
     def half_filter(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         """The rfft-domain low-pass ``(T, H, W//2+1)`` for a video shape (built once per shape and device)."""
         return cached_rfft_filter(self.filter, shape, self.d_s, self.d_t, str(device))
+
+    def axis_filters(self, shape: tuple[int, int, int], device: torch.device):
+        """The low-pass as per-axis matrices when it factorises, else ``None`` (:func:`axis_filter_matrices`)."""
+        return cached_axis_filters(self.filter, shape, self.d_s, self.d_t, str(device))
 
     def __repr__(self) -> str:
         return (

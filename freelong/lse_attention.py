@@ -125,8 +125,43 @@ def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> t
 
 
 def query_block_frames(tokens_per_frame: int, window: int) -> int:
-    """Query frames per block: enough for :data:`QUERY_BLOCK_TOKENS`, at most ``window // 2`` (fringes stay short)."""
+    """Query frames per block: enough for :data:`QUERY_BLOCK_TOKENS`, at most ``window // 2``.
+
+    The cap keeps the block's windows overlapping in a core of at least half a window, so most of the
+    block's keys sit in a few large tiles (:func:`window_tiles`).
+    """
     return max(1, min(math.ceil(QUERY_BLOCK_TOKENS / tokens_per_frame), window // 2))
+
+
+Tile = tuple[int, int, int, int, bool]  # (row0, row1, key0, key1, inside the rows' windows), in frames
+
+
+def window_tiles(starts: list[int], ends: list[int], r0: int, r1: int, a: int, b: int) -> list[Tile]:
+    """Cut rows ``[r0, r1)`` x key frames ``[a, b)`` into rectangles each inside or outside every row's window.
+
+    Row ``j`` attends key frames ``[starts[j], ends[j])``. The keys in every row's window (the rows' common
+    core) form one tile, those in no row's window up to two more; the keys in some rows' windows but not
+    others (the staircase at the windows' edges) are cut again with the rows halved, down to single rows.
+    The tiles cover the rectangle exactly once, so attending each tile unmasked reads every key once.
+    """
+    tiles: list[Tile] = []
+    lo_min, lo_max = min(starts[r0:r1]), max(starts[r0:r1])
+    hi_min, hi_max = min(ends[r0:r1]), max(ends[r0:r1])
+    u0, u1 = max(a, lo_min), min(b, hi_max)  # outside [u0, u1): no row's window
+    if u1 <= u0:
+        return [(r0, r1, a, b, False)]
+    tiles += [(r0, r1, x, y, False) for x, y in ((a, u0), (u1, b)) if y > x]
+    c0, c1 = max(a, lo_max), min(b, hi_min)  # inside [c0, c1): every row's window
+    if c1 > c0:
+        tiles.append((r0, r1, c0, c1, True))
+        mixed = [(u0, c0), (c1, u1)]
+    else:
+        mixed = [(u0, u1)]
+    mid = (r0 + r1) // 2
+    for x, y in mixed:
+        if y > x:  # only with two or more rows (a single row's window is its own core)
+            tiles += window_tiles(starts, ends, r0, mid, x, y) + window_tiles(starts, ends, mid, r1, x, y)
+    return tiles
 
 
 def global_and_local_attention_frames(
@@ -138,39 +173,55 @@ def global_and_local_attention_frames(
     tokens_per_frame: int = 1,
     block_frames: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global and local attention of ``(rows, heads, T*S, d)`` frame-major tokens, sharing their work.
+    """Global and local attention of ``(rows, heads, T*S, d)`` frame-major tokens, every key read once.
 
     Equal (up to float rounding) to ``global_attention(q, k, v)`` and ``local_attention_frames(q, k, v,
-    None, window, layout, S)``. Per block of ``B`` query frames ``[i0, i1)`` with windows
-    ``[start_j, end_j)``: ``C = [max start, min end)`` is in every window of the block; the global branch
-    merges ``[0, C)``, ``C`` and ``[C, T)`` (every key once), the local branch merges ``C`` with the
-    fringes ``[start_i0, C)`` and ``[C, end_{i1-1})``, masked to each frame's window. Requires
-    :func:`fused_lse_ok` (every call goes through the fused kernel; the fringes hold at most ``B - 1``
-    frames each and carry a frame mask).
+    None, window, layout, S)``. Per block of query frames, :func:`window_tiles` cuts the key frames into
+    rectangles inside or outside the windows; each is one unmasked fused-kernel call. The local branch
+    merges the inside tiles, the global branch merges the local result with the outside tiles.
+    Requires :func:`fused_lse_ok`.
     """
     s = tokens_per_frame
     num_frames = frames_of_tokens(q.shape[-2], s)
     block = block_frames or query_block_frames(s, window)
     start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
     glob, local = _empty_out(q, v), _empty_out(q, v)
-
-    def tok(a: int, b: int) -> slice:
-        return slice(a * s, b * s)
-
     for i0 in range(0, num_frames, block):
         i1 = min(num_frames, i0 + block)
-        c0, c1 = max(start[i0:i1]), min(end[i0:i1])
-        if c1 <= c0:
-            raise ValueError(f"query block {i0}..{i1} shares no key frame (window {window}, block {block})")
-        qb = q[:, :, tok(i0, i1)]
-        core = _fused_call(qb, k[:, :, tok(c0, c1)], v[:, :, tok(c0, c1)])
-        outside = [_fused_call(qb, k[:, :, tok(a, b)], v[:, :, tok(a, b)])
-                   for a, b in ((0, c0), (c1, num_frames)) if b > a]
-        fringes = [_fringe(qb, k, v, s, start[i0:i1], end[i0:i1], a, b)
-                   for a, b in ((start[i0], c0), (c1, end[i1 - 1])) if b > a]
-        glob[:, :, tok(i0, i1)] = merge_partial_attention([core, *outside])
-        local[:, :, tok(i0, i1)] = merge_partial_attention([core, *fringes]) if fringes else core[0]
+        inside, outside = [], []
+        for r0, r1, a, b, within in window_tiles(start, end, i0, i1, 0, num_frames):
+            part = _fused_call(q[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s])
+            (inside if within else outside).append(((r0 - i0) * s, (r1 - i0) * s, *part))
+        loc, loc_lse = _merge_row_parts(inside, (i1 - i0) * s)
+        local[:, :, i0 * s : i1 * s] = loc
+        if outside:
+            glob[:, :, i0 * s : i1 * s] = _merge_row_parts([(0, (i1 - i0) * s, loc, loc_lse), *outside],
+                                                           (i1 - i0) * s)[0]
+        else:
+            glob[:, :, i0 * s : i1 * s] = loc
     return glob, local
+
+
+def _merge_row_parts(parts: list, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`merge_partial_attention` of parts ``(row0, row1, out, lse)`` that each cover some query rows.
+
+    Every one of the ``rows`` query rows must be covered by at least one part. Returns ``(out, lse)`` in fp32,
+    the output laid out like the kernels' outputs (tokens outside heads when theirs are).
+    """
+    if len(parts) == 1:
+        return parts[0][2].float(), parts[0][3].float()
+    ref = parts[0][2]
+    b, heads, _, d = ref.shape
+    lse = ref.new_full((b, heads, rows), float("-inf"), dtype=torch.float32)
+    for r0, r1, _, part_lse in parts:
+        lse[..., r0:r1] = torch.logaddexp(lse[..., r0:r1], part_lse.float())
+    if ref.stride(1) < ref.stride(2):  # (B, L, heads, d) in memory, as the CPU flash kernel writes it
+        out = ref.new_zeros((b, rows, heads, d), dtype=torch.float32).transpose(1, 2)
+    else:
+        out = ref.new_zeros((b, heads, rows, d), dtype=torch.float32)
+    for r0, r1, part_out, part_lse in parts:
+        out[:, :, r0:r1].addcmul_(part_out, torch.exp(part_lse.float() - lse[..., r0:r1])[..., None])
+    return out, lse
 
 
 def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -181,36 +232,6 @@ def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return q.new_empty(q.shape[:-1] + (v.shape[-1],))
 
 
-def _fringe(qb, k, v, s: int, starts: list[int], ends: list[int], a: int, b: int):
-    """``(out, lse)`` of the block's queries over key frames ``[a, b)``, each frame limited to its window.
-
-    Frames with no key frame there get ``out = 0``, ``lse = -inf`` (they are a prefix or suffix of the block).
-    The frames that have keys there are split in two halves, each over the key frames its own windows
-    reach: the fringe is a staircase (each frame one key frame more or less than the next), so this
-    computes about three quarters of the rectangle.
-    """
-    n = len(starts)
-    has = [max(a, starts[j]) < min(b, ends[j]) for j in range(n)]
-    r0, r1 = has.index(True), n - has[::-1].index(True)
-    out = qb.new_zeros(qb.shape[:-1] + (v.shape[-1],))
-    full_lse = None
-    mid = (r0 + r1 + 1) // 2
-    for h0, h1 in ((r0, mid), (mid, r1)):
-        if h1 <= h0:
-            continue
-        ka, kb = max(a, min(starts[h0:h1])), min(b, max(ends[h0:h1]))
-        kf = torch.arange(ka, kb)
-        lo, hi = torch.tensor(starts[h0:h1])[:, None], torch.tensor(ends[h0:h1])[:, None]
-        allowed = (kf[None, :] >= lo) & (kf[None, :] < hi)
-        bias = _additive(allowed.repeat_interleave(s, 0).repeat_interleave(s, 1).to(qb.device), qb.dtype)
-        o, lse = _fused_call(qb[:, :, h0 * s : h1 * s], k[:, :, ka * s : kb * s], v[:, :, ka * s : kb * s], bias)
-        if full_lse is None:
-            full_lse = lse.new_full(qb.shape[:-1], float("-inf"))
-        out[:, :, h0 * s : h1 * s] = o
-        full_lse[:, :, h0 * s : h1 * s] = lse
-    return out, full_lse
-
-
 __all__ = [
     "QUERY_BLOCK_TOKENS",
     "fused_lse_ok",
@@ -218,4 +239,5 @@ __all__ = [
     "math_attention_with_lse",
     "merge_partial_attention",
     "query_block_frames",
+    "window_tiles",
 ]

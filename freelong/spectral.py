@@ -88,16 +88,72 @@ def make_lowpass(kind: str, shape: tuple[int, int, int], d_s: float, d_t: float)
     return _BUILDERS[kind](shape, d_s=d_s, d_t=d_t)
 
 
+def _symmetric_unshifted(lowpass: torch.Tensor) -> torch.Tensor:
+    """A shifted-layout filter un-shifted and Hermitian-symmetrised, ``(P(k) + P(-k)) / 2``, in float64."""
+    p = torch.fft.ifftshift(lowpass.double(), dim=(-3, -2, -1))
+    p_neg = torch.roll(torch.flip(p, dims=(-3, -2, -1)), shifts=(1, 1, 1), dims=(-3, -2, -1))
+    return 0.5 * (p + p_neg)
+
+
 def rfft_half_filter(lowpass: torch.Tensor) -> torch.Tensor:
     """Turn a shifted-layout ``(T, H, W)`` filter into the multiplier for ``rfftn`` over (T, H, W).
 
     Un-shifts it, symmetrises it (``(P(k) + P(-k)) / 2``, which is what taking ``.real`` after a
     full complex IFFT does implicitly) and keeps the ``W // 2 + 1`` non-negative W frequencies.
     """
-    p = torch.fft.ifftshift(lowpass.double(), dim=(-3, -2, -1))
-    p_neg = torch.roll(torch.flip(p, dims=(-3, -2, -1)), shifts=(1, 1, 1), dims=(-3, -2, -1))
-    sym = 0.5 * (p + p_neg)
-    return sym[..., : lowpass.shape[-1] // 2 + 1].float()
+    return _symmetric_unshifted(lowpass)[..., : lowpass.shape[-1] // 2 + 1].float()
+
+
+def axis_filter_matrices(lowpass: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The blend's filtering as three real ``(n, n)`` matrices, one per axis, when the filter factorises.
+
+    If the symmetrised filter is a product ``f_T(k_t) f_H(k_h) f_W(k_w)`` (the Gaussian and the box when at
+    most one axis has odd length; odd axes are not symmetric about DC), filtering a real signal is applying
+    the circulant ``M_a = Re F^-1 diag(f_a) F`` along each axis in turn: three small matrix products instead
+    of a 3D FFT pair, several times cheaper on a DiT's token grid. ``None`` when it does not factorise
+    (ideal, Butterworth, two odd axes).
+    """
+    sym = _symmetric_unshifted(lowpass)
+    dc = sym[0, 0, 0]
+    if dc.abs() < 1e-12:
+        return None
+    f_t, f_h, f_w = sym[:, 0, 0], sym[0, :, 0] / dc, sym[0, 0, :] / dc
+    # filters are built in fp32: a product up to fp32 rounding is a product
+    if not torch.allclose(sym, f_t[:, None, None] * f_h[None, :, None] * f_w[None, None, :], rtol=1e-6, atol=1e-7):
+        return None
+
+    def circulant(f: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(f.shape[0], dtype=torch.complex128)
+        return torch.fft.ifft(f[:, None] * torch.fft.fft(eye, dim=0), dim=0).real.float()
+
+    return circulant(f_t), circulant(f_h), circulant(f_w)
+
+
+@lru_cache(maxsize=64)
+def cached_axis_filters(
+    kind: str, shape: tuple[int, int, int], d_s: float, d_t: float, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`axis_filter_matrices` of :func:`make_lowpass`, built once per shape and device."""
+    mats = axis_filter_matrices(make_lowpass(kind, shape, d_s, d_t))
+    return None if mats is None else tuple(m.to(device) for m in mats)
+
+
+def blend_with_axis_filters(
+    global_feat: torch.Tensor, local_feat: torch.Tensor, mats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """``local + (M_T x M_H x M_W)(global - local)`` for ``(batch, T, H, W, C)`` inputs, in fp32.
+
+    Equals :func:`blend_with_rfft_filter` with the filter ``mats`` came from (:func:`axis_filter_matrices`).
+    Each product runs on a contiguous ``(n, n) @ (n, rest)`` view.
+    """
+    out_dtype = local_feat.dtype
+    batch, t, h, w, c = local_feat.shape
+    m_t, m_h, m_w = mats
+    x = (global_feat.float() - local_feat.float()).reshape(batch, t, h * w * c)
+    x = torch.matmul(m_t, x).view(batch * t, h, w * c)
+    x = torch.matmul(m_h, x).view(batch * t * h, w, c)
+    x = torch.matmul(m_w, x).view(batch, t, h, w, c)
+    return x.add_(local_feat.float()).to(out_dtype)
 
 
 @lru_cache(maxsize=64)
@@ -142,9 +198,12 @@ def spectral_blend(global_feat: torch.Tensor, local_feat: torch.Tensor, lowpass:
 
 __all__ = [
     "FILTERS",
+    "axis_filter_matrices",
+    "blend_with_axis_filters",
     "blend_with_rfft_filter",
     "box_lowpass",
     "butterworth_lowpass",
+    "cached_axis_filters",
     "cached_rfft_filter",
     "gaussian_lowpass",
     "ideal_lowpass",

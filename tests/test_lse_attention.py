@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from freelong.attention import TemporalAttentionContext, local_window_mask
+from freelong import lse_attention
+from freelong.attention import TemporalAttentionContext, local_window_bounds, local_window_mask
 from freelong.freelong_method import SpectralBlendProcessor
 from freelong.lse_attention import (
     fused_lse_ok,
@@ -13,7 +14,9 @@ from freelong.lse_attention import (
     math_attention_with_lse,
     merge_partial_attention,
     query_block_frames,
+    window_tiles,
 )
+from freelong.spectral import gaussian_lowpass, spectral_blend
 
 
 def rand(*shape, seed=0):
@@ -102,3 +105,53 @@ def test_freelong_on_a_dit_blends_the_shared_branches_like_the_separate_ones():
     ref_local, _ = softmax_attention_f64(q, k, v, frame_token_mask(t, s, 7, "adjusted"))
     ref = proc.blend(ref_glob.float(), ref_local.float(), ctx)
     assert torch.allclose(proc(q, k, v, bias=None, ctx=ctx), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("t,window,layout,rows", [(81, 21, "adjusted", (0, 10)), (81, 21, "adjusted", (40, 50)),
+                                                  (23, 7, "centered", (0, 23)), (30, 9, "adjusted", (25, 30))])
+def test_window_tiles_cover_the_rows_once_each_inside_or_outside_every_window(t, window, layout, rows):
+    r0, r1 = rows
+    start, end = (b.tolist() for b in local_window_bounds(t, window, layout))
+    mask = local_window_mask(t, window, layout)[r0:r1]
+    covered = torch.zeros(r1 - r0, t, dtype=torch.long)
+    for a0, a1, k0, k1, inside in window_tiles(start, end, r0, r1, 0, t):
+        covered[a0 - r0 : a1 - r0, k0:k1] += 1
+        assert bool(mask[a0 - r0 : a1 - r0, k0:k1].all() if inside else not mask[a0 - r0 : a1 - r0, k0:k1].any())
+    assert bool((covered == 1).all())
+
+
+def test_shared_branches_attend_every_query_key_pair_exactly_once(monkeypatch):
+    t, s, window = 31, 3, 9
+    q, k, v = (rand(1, 2, t * s, 8, seed=20 + i) for i in range(3))
+    pairs = []
+    kernel = lse_attention._fused_call
+
+    def counting(qb, kb, vb, bias=None):
+        assert bias is None  # no masked call: every tile is inside or outside the windows
+        pairs.append(qb.shape[-2] * kb.shape[-2])
+        return kernel(qb, kb, vb, bias)
+
+    monkeypatch.setattr(lse_attention, "_fused_call", counting)
+    global_and_local_attention_frames(q, k, v, window, "adjusted", s)  # blocks of 4 frames: fringes both sides
+    assert sum(pairs) == (t * s) ** 2
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_freelong_dit_blend_by_axis_matrices_matches_the_fft_blend_of_the_definitions(transposed):
+    t, h, w, heads, d = 19, 2, 4, 2, 8  # one odd axis: the Gaussian factorises (the per-axis matrix path)
+    s = h * w
+    if transposed:
+        q, k, v = (rand(1, t * s, heads, d, seed=30 + i).transpose(1, 2) for i in range(3))
+    else:
+        q, k, v = (rand(1, heads, t * s, d, seed=30 + i) for i in range(3))
+    proc = SpectralBlendProcessor(window=7, local_only_levels=())
+    ctx = TemporalAttentionContext(frame_shape=(t, h, w), batch=1, level=0, name="blocks.0.attn1",
+                                   tokens_per_frame=s)
+    assert proc.axis_filters((t, h, w), q.device) is not None
+    ref_glob, _ = softmax_attention_f64(q, k, v)
+    ref_local, _ = softmax_attention_f64(q, k, v, frame_token_mask(t, s, 7, "adjusted"))
+    as_video = lambda x: x.float().reshape(1, heads, t, h, w, d).permute(0, 1, 5, 2, 3, 4)  # (..., T, H, W)
+    ref = spectral_blend(as_video(ref_glob), as_video(ref_local), gaussian_lowpass((t, h, w), 0.25, 0.25))
+    out = proc(q, k, v, bias=None, ctx=ctx)
+    assert out.shape == (1, heads, t * s, d)
+    assert torch.allclose(as_video(out), ref, atol=1e-5)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from freelong.spectral import (
+    axis_filter_matrices,
+    blend_with_axis_filters,
     box_lowpass,
     butterworth_lowpass,
     gaussian_lowpass,
@@ -104,3 +106,30 @@ def test_rfft_filter_is_plain_unshift_for_even_sizes():
 def test_shape_mismatch_errors():
     with pytest.raises(ValueError, match="filter shape"):
         spectral_blend(torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4), torch.ones(4, 4, 5))
+
+
+@pytest.mark.parametrize("kind,shape", [
+    *[(kind, shape) for kind in ("gaussian", "box") for shape in ((9, 4, 6), (8, 6, 10), (21, 8, 14))],
+    ("gaussian", (1, 4, 4)),  # (a one-frame box passes nothing: its DC lies outside |t| <= d_t)
+])
+def test_factorising_filters_blend_by_axis_matrices_like_the_fft_definition(shape, kind):
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(2, *shape, 5, generator=gen)  # (batch, T, H, W, C)
+    loc = torch.randn(2, *shape, 5, generator=gen)
+    p = make_lowpass(kind, shape, 0.3, 0.25)
+    mats = axis_filter_matrices(p)
+    assert mats is not None
+    out = blend_with_axis_filters(g, loc, mats)
+    as_video = lambda x: np.moveaxis(x.double().numpy(), -1, 1)  # (batch, C, T, H, W)
+    ref = np_blend(as_video(g), as_video(loc), p.double().numpy())
+    np.testing.assert_allclose(np.moveaxis(out.numpy(), -1, 1), ref, atol=2e-6)
+    assert out.dtype == g.dtype
+
+
+@pytest.mark.parametrize("kind,shape", [
+    ("ideal", (8, 6, 10)),  # a sphere is no product of per-axis profiles
+    ("butterworth", (8, 6, 10)),
+    ("gaussian", (7, 5, 8)),  # two odd axes: the symmetrised filter is a sum of two products
+])
+def test_filters_that_do_not_factorise_have_no_axis_matrices(kind, shape):
+    assert axis_filter_matrices(make_lowpass(kind, shape, 0.3, 0.25)) is None
