@@ -129,8 +129,9 @@ def test_missing_width_preset_is_a_clear_error(monkeypatch):
 def test_meta_flops_count_freelongs_shared_branch_kernels_on_a_dit():
     """FreeLong on a DiT calls the fused SDPA kernel directly (log-sum-exp): its FLOPs must be counted too.
 
-    The shared branches read every key once plus short fringes, so FreeLong's step FLOPs lie between direct
-    sampling's and direct + sliding window's (the separate global and local branches).
+    The shared branches attend every query-key pair once (plus the blend's per-axis matmuls), so FreeLong's
+    step FLOPs lie between direct sampling's and direct + sliding window's (the separate global and local
+    branches); without the kernel's formula they would fall below direct's.
     """
     from scripts.benchmark import main
 

@@ -66,10 +66,10 @@ def frame_token_mask(t, s, window, layout):
 @pytest.mark.parametrize(
     "t,s,window,layout,block",
     [
-        (23, 3, 7, "adjusted", 3),  # blocks with fringes on both sides
+        (23, 3, 7, "adjusted", 3),  # blocks with window edges on both sides
         (23, 3, 7, "centered", 3),  # truncated edge windows
         (17, 2, 9, "adjusted", 4),  # last block shorter than the others
-        (12, 5, 5, "centered", 1),  # one frame per block: no fringes
+        (12, 5, 5, "centered", 1),  # one frame per block: core and outside tiles only
         (20, 4, 8, "adjusted", None),  # the default block (window // 2 = 4 frames)
     ],
 )
@@ -87,7 +87,7 @@ def test_shared_branches_equal_global_and_window_attention(t, s, window, layout,
     assert torch.allclose(local.double(), ref_local, atol=1e-5)
 
 
-def test_query_blocks_reach_the_kernel_tile_and_keep_fringes_short():
+def test_query_blocks_reach_the_kernel_tile_and_keep_a_core_of_half_a_window():
     assert query_block_frames(1560, 21) == 1  # Wan2.1 at 832x480: one frame is already 1,560 tokens
     assert query_block_frames(112, 21) == 10  # ceil(1024 / 112) = 10 = window // 2
     assert query_block_frames(4, 21) == 10  # capped at window // 2
@@ -126,13 +126,12 @@ def test_shared_branches_attend_every_query_key_pair_exactly_once(monkeypatch):
     pairs = []
     kernel = lse_attention._fused_call
 
-    def counting(qb, kb, vb, bias=None):
-        assert bias is None  # no masked call: every tile is inside or outside the windows
+    def counting(qb, kb, vb):  # (the kernel takes no mask: every tile is inside or outside the windows)
         pairs.append(qb.shape[-2] * kb.shape[-2])
-        return kernel(qb, kb, vb, bias)
+        return kernel(qb, kb, vb)
 
     monkeypatch.setattr(lse_attention, "_fused_call", counting)
-    global_and_local_attention_frames(q, k, v, window, "adjusted", s)  # blocks of 4 frames: fringes both sides
+    global_and_local_attention_frames(q, k, v, window, "adjusted", s)  # blocks of 4 frames: edges on both sides
     assert sum(pairs) == (t * s) ** 2
 
 
