@@ -149,11 +149,11 @@ def blend_with_axis_filters(
     out_dtype = local_feat.dtype
     batch, t, h, w, c = local_feat.shape
     m_t, m_h, m_w = mats
-    x = (global_feat.float() - local_feat.float()).reshape(batch, t, h * w * c)
+    x = global_feat.to(torch.float32, copy=True).sub_(local_feat).reshape(batch, t, h * w * c)  # one fp32 copy
     x = torch.matmul(m_t, x).view(batch * t, h, w * c)
     x = torch.matmul(m_h, x).view(batch * t * h, w, c)
     x = torch.matmul(m_w, x).view(batch, t, h, w, c)
-    return x.add_(local_feat.float()).to(out_dtype)
+    return x.add_(local_feat).to(out_dtype)
 
 
 @lru_cache(maxsize=64)

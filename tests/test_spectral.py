@@ -133,3 +133,14 @@ def test_factorising_filters_blend_by_axis_matrices_like_the_fft_definition(shap
 ])
 def test_filters_that_do_not_factorise_have_no_axis_matrices(kind, shape):
     assert axis_filter_matrices(make_lowpass(kind, shape, 0.3, 0.25)) is None
+
+
+def test_axis_matrix_blend_of_bfloat16_inputs_is_the_definition_rounded_once():
+    g, loc = torch.randn(1, 9, 4, 6, 5).bfloat16(), torch.randn(1, 9, 4, 6, 5).bfloat16()
+    p = gaussian_lowpass((9, 4, 6))
+    out = blend_with_axis_filters(g, loc, axis_filter_matrices(p))
+    assert out.dtype == torch.bfloat16
+    as_video = lambda x: np.moveaxis(x.double().numpy(), -1, 1)
+    ref = np.moveaxis(np_blend(as_video(g), as_video(loc), p.double().numpy()), 1, -1)
+    rounded = torch.from_numpy(ref).bfloat16().double().numpy()  # the exact result in bf16
+    np.testing.assert_allclose(out.double().numpy(), rounded, atol=1e-6 + 2 ** -7 * np.abs(ref).max())
