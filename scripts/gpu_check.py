@@ -9,7 +9,8 @@ What it measures, in this order (a section that fails or runs out of ``--budget-
 0. FreeLong's shared global/local branches on a DiT (``freelong/lse_attention.py``): whether the device's fused
    log-sum-exp kernels pass their check (bf16, fp16, fp32), their agreement with global SDPA and token-masked
    local attention, and one Wan2.1-1.3B self-attention at 321 frames, 832x480 (126,360 tokens, 12 heads x 128,
-   bf16) timed as global SDPA, the separate branches and the shared ones.
+   bf16) and at 416x240 (31,590 tokens: query blocks of 3 frames, window edges cut into tiles) timed as global
+   SDPA, the separate branches and the shared ones.
 1. Evaluation networks at full size: frames/s of DINO ViT-B/16 (subject_consistency), CLIP ViT-B/32
    (background_consistency), CLIP ViT-L/14 (aesthetic_quality) and MUSIQ (imaging_quality), each through
    its dimension's own preprocessing and dtype (CLIP fp16 on CUDA as VBench), on 320x512 frames.
@@ -99,7 +100,7 @@ def dit_attention_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     """Section 0: the fused log-sum-exp kernels and FreeLong's shared branches, checked and timed."""
     import torch.nn.functional as F
 
-    from freelong.attention import local_attention_frames, local_window_mask
+    from freelong.attention import local_window_mask
     from freelong.lse_attention import fused_lse_ok, global_and_local_attention_frames
 
     out: dict[str, Any] = {"fused_ok": {str(dt).removeprefix("torch."): fused_lse_ok(device, dt)
@@ -112,30 +113,41 @@ def dit_attention_check(device: torch.device, smoke: bool) -> dict[str, Any]:
         mask = local_window_mask(t, window).repeat_interleave(s, 0).repeat_interleave(s, 1).to(device)
         out["max_abs_diff_global"] = float((glob - F.scaled_dot_product_attention(q, k, v)).abs().max())
         out["max_abs_diff_local"] = float((local - F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).abs().max())
-    frames, tokens, heads = (21, 40, 2) if smoke else (81, 1560, 12)
+    # Wan2.1-1.3B at 321 frames: 832x480 (1,560 tokens per latent frame: one-frame query blocks) and 416x240
+    # (390: blocks of 3 frames whose window edges are cut into tiles)
+    shapes = [(21, 40, 2), (21, 10, 2)] if smoke else [(81, 1560, 12), (81, 390, 12)]
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     if not fused_lse_ok(device, dtype):
         return out
+    out["self_attentions"] = [one_self_attention(device, dtype, *shape) for shape in shapes]
+    return out
+
+
+def one_self_attention(device: torch.device, dtype: torch.dtype, frames: int, tokens: int, heads: int) -> dict:
+    """One DiT self-attention (window 21) timed as global SDPA, separate branches and shared branches."""
+    import torch.nn.functional as F
+
+    from freelong.attention import local_attention_frames
+    from freelong.lse_attention import global_and_local_attention_frames
+
     q, k, v = (torch.randn(1, frames * tokens, heads, 128, device=device, dtype=dtype).transpose(1, 2)
                for _ in range(3))
     runs = {"global_sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
             "separate_branches": lambda: (F.scaled_dot_product_attention(q, k, v),
                                           local_attention_frames(q, k, v, None, 21, "adjusted", tokens)),
             "shared_branches": lambda: global_and_local_attention_frames(q, k, v, 21, "adjusted", tokens)}
-    times: dict[str, float] = {}
+    times: dict[str, list[float]] = {}
     for _ in range(3):  # interleaved rounds; the first is a warm-up
         for name, fn in runs.items():
             synchronize(device)
             t0 = time.perf_counter()
             fn()
             synchronize(device)
-            times.setdefault(name, [])
-            times[name].append(time.perf_counter() - t0)
+            times.setdefault(name, []).append(time.perf_counter() - t0)
     med = {name: statistics.median(ts[1:]) for name, ts in times.items()}
-    out["one_self_attention"] = {"latent_frames": frames, "tokens_per_frame": tokens, "heads": heads,
-                                 "dtype": str(dtype).removeprefix("torch."), "seconds": med,
-                                 "x_global": {n: med[n] / med["global_sdpa"] for n in med}}
-    return out
+    return {"latent_frames": frames, "tokens_per_frame": tokens, "heads": heads,
+            "dtype": str(dtype).removeprefix("torch."), "seconds": med,
+            "x_global": {n: med[n] / med["global_sdpa"] for n in med}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,8 +339,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## FreeLong's shared branches on a DiT (fused log-sum-exp kernels)", "",
                   f"Kernel check passed: {dit['fused_ok']}; max |diff| vs SDPA: global "
                   f"{dit.get('max_abs_diff_global')}, local {dit.get('max_abs_diff_local')}.", ""]
-        one = dit.get("one_self_attention")
-        if one:
+        for one in dit.get("self_attentions", []):
             lines += [f"One self-attention, {one['latent_frames']} latent frames x {one['tokens_per_frame']} tokens, "
                       f"{one['heads']} heads x 128, {one['dtype']}:", "",
                       format_table(["computation", "seconds", "x global SDPA"],

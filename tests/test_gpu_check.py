@@ -73,9 +73,10 @@ def test_dit_attention_section_checks_the_fused_kernels_and_times_the_branches(o
     out = gpu_check.dit_attention_check(torch.device("cpu"), smoke=True)
     assert out["fused_ok"]["float32"] is True
     assert out["max_abs_diff_global"] < 1e-5 and out["max_abs_diff_local"] < 1e-5
-    one = out["one_self_attention"]
-    assert set(one["seconds"]) == {"global_sdpa", "separate_branches", "shared_branches"}
-    assert one["x_global"]["global_sdpa"] == 1.0 and all(sec > 0 for sec in one["seconds"].values())
+    assert [one["tokens_per_frame"] for one in out["self_attentions"]] == [40, 10]  # one-frame and 3-frame blocks
+    for one in out["self_attentions"]:
+        assert set(one["seconds"]) == {"global_sdpa", "separate_branches", "shared_branches"}
+        assert one["x_global"]["global_sdpa"] == 1.0 and all(sec > 0 for sec in one["seconds"].values())
     md = gpu_check.markdown({"smoke": True, "machine": {"device": "cpu", "versions": {}, "git_commit": "x"},
                              "wall_s": 1.0, "dit_attention": out})
     assert "shared_branches" in md
