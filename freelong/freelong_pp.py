@@ -41,6 +41,7 @@ from .attention import (
     token_mask,
 )
 from .freelong_method import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branches
+from .lse_attention import fused_lse_ok, nested_window_attention_frames
 from .methods import Method, register_method
 from .multiband import BAND_FILTERS, from_video_view, fuse_branches, lowpass_half, video_view
 from .noise import gaussian_noise, rescheduled_noise
@@ -208,9 +209,27 @@ class MultiBandProcessor(TemporalAttnProcessor):
         if not combined:
             return self.branch(q, k, v, bias, plan.windows[0], sparse=False, tokens=tokens, positions=ctx.positions)
         outs: list[torch.Tensor | None] = [None] * len(plan.windows)
+        for i, out in self.shared_branches(q, k, v, bias, plan, idx, ctx).items():
+            outs[i] = out
         for i in idx:
-            outs[i] = self.branch(q, k, v, bias, plan.windows[i], sparse=True, tokens=tokens, positions=ctx.positions)
+            if outs[i] is None:
+                outs[i] = self.branch(q, k, v, bias, plan.windows[i], sparse=True, tokens=tokens,
+                                      positions=ctx.positions)
         return self.combine(outs, plan, ctx)
+
+    def shared_branches(self, q, k, v, bias, plan: BranchPlan, idx: list[int],
+                        ctx: TemporalAttentionContext) -> dict[int, torch.Tensor]:
+        """On a DiT, the dense branches of ``idx`` (every local one, the global one unless its keys are sparse)
+        in one pass over the keys (:func:`~freelong.lse_attention.nested_window_attention_frames`); ``{}``
+        where that does not apply (UNet temporal attention, position biases, no fused kernel)."""
+        tokens = ctx.tokens_per_frame
+        if tokens == 1 or bias is not None or ctx.positions is not None:
+            return {}
+        dense = [i for i in idx if plan.windows[i] is not None or self.sparse_global_keys >= 1.0]
+        if len(dense) < 2 or not fused_lse_ok(q.device, q.dtype):
+            return {}
+        outs = nested_window_attention_frames(q, k, v, [plan.windows[i] for i in dense], self.layout, tokens)
+        return dict(zip(dense, outs))
 
     def combine(self, outs: list[torch.Tensor | None], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:
         """The call's output from its branch outputs (narrowest first, None = not computed), per ``branch``.

@@ -120,35 +120,87 @@ def query_block_frames(tokens_per_frame: int, window: int) -> int:
     return max(1, min(math.ceil(QUERY_BLOCK_TOKENS / tokens_per_frame), window // 2))
 
 
-Tile = tuple[int, int, int, int, bool]  # (row0, row1, key0, key1, inside the rows' windows), in frames
+Bounds = tuple[list[int], list[int]]  # per query frame j: its window is key frames [starts[j], ends[j])
+Tile = tuple[int, int, int, int, tuple[bool, ...]]  # (row0, row1, key0, key1, inside each window), in frames
 
 
-def window_tiles(starts: list[int], ends: list[int], r0: int, r1: int, a: int, b: int) -> list[Tile]:
+def window_tiles(windows: list[Bounds], r0: int, r1: int, a: int, b: int) -> list[Tile]:
     """Cut rows ``[r0, r1)`` x key frames ``[a, b)`` into rectangles each inside or outside every row's window.
 
-    Row ``j`` attends key frames ``[starts[j], ends[j])``. The keys in every row's window (the rows' common
-    core) form one tile, those in no row's window up to two more; the keys in some rows' windows but not
+    ``windows`` holds one ``(starts, ends)`` per branch. For each, the keys in every row's window (the rows'
+    common core) and the keys in no row's window need no further cut; the keys in some rows' windows but not
     others (the staircase at the windows' edges) are cut again with the rows halved, down to single rows.
-    The tiles cover the rectangle exactly once, so attending each tile unmasked reads every key once.
+    The tiles cover the rectangle exactly once and each says, per branch, whether it lies in the windows, so
+    attending each tile unmasked reads every key once for all branches.
     """
+    cuts, spans = {a, b}, []
+    for starts, ends in windows:
+        lo_min, lo_max = min(starts[r0:r1]), max(starts[r0:r1])
+        hi_min, hi_max = min(ends[r0:r1]), max(ends[r0:r1])
+        spans.append((lo_max, hi_min, lo_min, hi_max))  # core [lo_max, hi_min), hull [lo_min, hi_max)
+        cuts.update(x for x in (lo_min, lo_max, hi_min, hi_max) if a < x < b)
     tiles: list[Tile] = []
-    lo_min, lo_max = min(starts[r0:r1]), max(starts[r0:r1])
-    hi_min, hi_max = min(ends[r0:r1]), max(ends[r0:r1])
-    u0, u1 = max(a, lo_min), min(b, hi_max)  # outside [u0, u1): no row's window
-    if u1 <= u0:
-        return [(r0, r1, a, b, False)]
-    tiles += [(r0, r1, x, y, False) for x, y in ((a, u0), (u1, b)) if y > x]
-    c0, c1 = max(a, lo_max), min(b, hi_min)  # inside [c0, c1): every row's window
-    if c1 > c0:
-        tiles.append((r0, r1, c0, c1, True))
-        mixed = [(u0, c0), (c1, u1)]
-    else:
-        mixed = [(u0, u1)]
-    mid = (r0 + r1) // 2
+    mixed: list[list[int]] = []
+    edges = sorted(cuts)
+    for x, y in zip(edges, edges[1:]):
+        labels = tuple(True if c0 <= x and y <= c1 else False if y <= u0 or x >= u1 else None
+                       for c0, c1, u0, u1 in spans)
+        if None in labels:  # some rows' windows hold these keys, others' do not
+            if mixed and mixed[-1][1] == x:
+                mixed[-1][1] = y
+            else:
+                mixed.append([x, y])
+        elif tiles and tiles[-1][4] == labels and tiles[-1][3] == x:
+            tiles[-1] = (r0, r1, tiles[-1][2], y, labels)
+        else:
+            tiles.append((r0, r1, x, y, labels))
+    mid = (r0 + r1) // 2  # mixed keys exist only with two or more rows (one row's window is its own core)
     for x, y in mixed:
-        if y > x:  # only with two or more rows (a single row's window is its own core)
-            tiles += window_tiles(starts, ends, r0, mid, x, y) + window_tiles(starts, ends, mid, r1, x, y)
+        tiles += window_tiles(windows, r0, mid, x, y) + window_tiles(windows, mid, r1, x, y)
     return tiles
+
+
+def nested_window_attention_frames(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    windows: list[int | None],
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+    block_frames: int | None = None,
+) -> list[torch.Tensor]:
+    """Frame-window attention of ``(rows, heads, T*S, d)`` frame-major tokens for several windows at once.
+
+    ``windows`` are in frames, narrowest first; ``None`` is every frame (global attention). Returns one output
+    per window, each equal (up to float rounding) to ``local_attention_frames(q, k, v, None, w, layout, S)``
+    (``global_attention`` for ``None``), while every query-key pair is attended once: per block of query
+    frames, :func:`window_tiles` cuts the keys into rectangles inside or outside each window, each one
+    unmasked fused-kernel call, and each window's output merges the tiles inside it (a wider window starts
+    from the narrower one's result when the windows nest). Requires :func:`fused_lse_ok`.
+    """
+    s = tokens_per_frame
+    num_frames = frames_of_tokens(q.shape[-2], s)
+    narrowest = min((w for w in windows if w is not None), default=num_frames)
+    block = block_frames or query_block_frames(s, narrowest)
+    everything = ([0] * num_frames, [num_frames] * num_frames)
+    bounds = [everything if w is None else tuple(x.tolist() for x in local_window_bounds(num_frames, w, layout))
+              for w in windows]
+    outs = [_empty_out(q, v) for _ in windows]
+    for i0 in range(0, num_frames, block):
+        i1 = min(num_frames, i0 + block)
+        rows = (i1 - i0) * s
+        parts = []
+        for r0, r1, a, b, inside in window_tiles(bounds, i0, i1, 0, num_frames):
+            out, lse = _fused_call(q[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s])
+            parts.append(((r0 - i0) * s, (r1 - i0) * s, out, lse, inside))
+        prev = None
+        for n, buf in enumerate(outs):
+            nested = prev is not None and all(p[4][n] for p in parts if p[4][n - 1])
+            own = [p[:4] for p in parts if p[4][n] and not (nested and p[4][n - 1])]
+            merged = _merge_row_parts([(0, rows, *prev), *own] if nested else own, rows)
+            buf[:, :, i0 * s : i1 * s] = merged[0]
+            prev = merged
+    return outs
 
 
 def global_and_local_attention_frames(
@@ -160,32 +212,13 @@ def global_and_local_attention_frames(
     tokens_per_frame: int = 1,
     block_frames: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global and local attention of ``(rows, heads, T*S, d)`` frame-major tokens, every key read once.
+    """FreeLong's ``(global, local)`` branches of ``(rows, heads, T*S, d)`` frame-major tokens, every key read once.
 
     Equal (up to float rounding) to ``global_attention(q, k, v)`` and ``local_attention_frames(q, k, v,
-    None, window, layout, S)``. Per block of query frames, :func:`window_tiles` cuts the key frames into
-    rectangles inside or outside the windows; each is one unmasked fused-kernel call. The local branch
-    merges the inside tiles, the global branch merges the local result with the outside tiles.
-    Requires :func:`fused_lse_ok`.
+    None, window, layout, S)``: :func:`nested_window_attention_frames` with windows ``[window, None]`` (the
+    local branch merges the tiles inside the windows, the global branch that result and the tiles outside).
     """
-    s = tokens_per_frame
-    num_frames = frames_of_tokens(q.shape[-2], s)
-    block = block_frames or query_block_frames(s, window)
-    start, end = (b.tolist() for b in local_window_bounds(num_frames, window, layout))
-    glob, local = _empty_out(q, v), _empty_out(q, v)
-    for i0 in range(0, num_frames, block):
-        i1 = min(num_frames, i0 + block)
-        inside, outside = [], []
-        for r0, r1, a, b, within in window_tiles(start, end, i0, i1, 0, num_frames):
-            part = _fused_call(q[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s])
-            (inside if within else outside).append(((r0 - i0) * s, (r1 - i0) * s, *part))
-        loc, loc_lse = _merge_row_parts(inside, (i1 - i0) * s)
-        local[:, :, i0 * s : i1 * s] = loc
-        if outside:
-            glob[:, :, i0 * s : i1 * s] = _merge_row_parts([(0, (i1 - i0) * s, loc, loc_lse), *outside],
-                                                           (i1 - i0) * s)[0]
-        else:
-            glob[:, :, i0 * s : i1 * s] = loc
+    local, glob = nested_window_attention_frames(q, k, v, [window, None], layout, tokens_per_frame, block_frames)
     return glob, local
 
 
@@ -225,6 +258,7 @@ __all__ = [
     "global_and_local_attention_frames",
     "math_attention_with_lse",
     "merge_partial_attention",
+    "nested_window_attention_frames",
     "query_block_frames",
     "window_tiles",
 ]

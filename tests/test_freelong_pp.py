@@ -365,14 +365,15 @@ def test_sparse_keys_and_fusion_with_many_tokens_per_frame():
     assert ref.shape == (b, 2, t, h, w, 8)
 
 
-def test_three_branches_with_many_tokens_per_frame_equal_the_token_masked_reference():
+@pytest.mark.parametrize("sparse_keys", [0.5, 1.0])  # 1.0: all three branches from one pass over the keys
+def test_three_branches_with_many_tokens_per_frame_equal_the_token_masked_reference(sparse_keys):
     t, h, w, b = 64, 2, 2, 1
     s = h * w
     q, k, v = qkv(b, t=t * s, seed=7)
     c = ctx(t, h, w, b)
     c.tokens_per_frame = s
-    out = pp(scales=[1, 2, 4], sparse_global_keys=0.5).processor()(q, k, v, bias=None, ctx=c)
-    keys = sparse_key_index(t, 0.5)
+    out = pp(scales=[1, 2, 4], sparse_global_keys=sparse_keys).processor()(q, k, v, bias=None, ctx=c)
+    keys = sparse_key_index(t, sparse_keys)
     sparse = torch.zeros(t, t, dtype=torch.bool)
     sparse[:, keys] = True
     branches = [softmax_attn(q, k, v, _token_mask(local_window_mask(t, 16), s)),

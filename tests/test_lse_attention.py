@@ -13,6 +13,7 @@ from freelong.lse_attention import (
     global_and_local_attention_frames,
     math_attention_with_lse,
     merge_partial_attention,
+    nested_window_attention_frames,
     query_block_frames,
     window_tiles,
 )
@@ -107,17 +108,36 @@ def test_freelong_on_a_dit_blends_the_shared_branches_like_the_separate_ones():
     assert torch.allclose(proc(q, k, v, bias=None, ctx=ctx), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("t,window,layout,rows", [(81, 21, "adjusted", (0, 10)), (81, 21, "adjusted", (40, 50)),
-                                                  (23, 7, "centered", (0, 23)), (30, 9, "adjusted", (25, 30))])
-def test_window_tiles_cover_the_rows_once_each_inside_or_outside_every_window(t, window, layout, rows):
+@pytest.mark.parametrize("t,windows,layout,rows", [
+    (81, [21], "adjusted", (0, 10)), (81, [21], "adjusted", (40, 50)), (23, [7], "centered", (0, 23)),
+    (30, [9], "adjusted", (25, 30)), (81, [21, 42], "adjusted", (30, 40)), (40, [5, 12], "centered", (0, 9)),
+])
+def test_window_tiles_cover_the_rows_once_each_inside_or_outside_every_window(t, windows, layout, rows):
     r0, r1 = rows
-    start, end = (b.tolist() for b in local_window_bounds(t, window, layout))
-    mask = local_window_mask(t, window, layout)[r0:r1]
+    bounds = [tuple(b.tolist() for b in local_window_bounds(t, w, layout)) for w in windows]
+    masks = [local_window_mask(t, w, layout)[r0:r1] for w in windows]
     covered = torch.zeros(r1 - r0, t, dtype=torch.long)
-    for a0, a1, k0, k1, inside in window_tiles(start, end, r0, r1, 0, t):
+    for a0, a1, k0, k1, inside in window_tiles(bounds, r0, r1, 0, t):
         covered[a0 - r0 : a1 - r0, k0:k1] += 1
-        assert bool(mask[a0 - r0 : a1 - r0, k0:k1].all() if inside else not mask[a0 - r0 : a1 - r0, k0:k1].any())
+        for mask, within in zip(masks, inside, strict=True):
+            tile = mask[a0 - r0 : a1 - r0, k0:k1]
+            assert bool(tile.all() if within else not tile.any())
     assert bool((covered == 1).all())
+
+
+@pytest.mark.parametrize("windows,layout", [([5, 11, None], "adjusted"), ([3, 8], "centered"), ([4, None], "centered")])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_nested_windows_equal_each_window_attention(windows, layout, transposed):
+    t, s, heads, d = 29, 3, 2, 8
+    if transposed:
+        q, k, v = (rand(1, t * s, heads, d, seed=40 + i).transpose(1, 2) for i in range(3))
+    else:
+        q, k, v = (rand(1, heads, t * s, d, seed=40 + i) for i in range(3))
+    outs = nested_window_attention_frames(q, k, v, windows, layout, s)
+    assert len(outs) == len(windows)
+    for out, w in zip(outs, windows):
+        ref, _ = softmax_attention_f64(q, k, v, None if w is None else frame_token_mask(t, s, w, layout))
+        assert torch.allclose(out.double(), ref, atol=1e-5), w
 
 
 def test_shared_branches_attend_every_query_key_pair_exactly_once(monkeypatch):
