@@ -102,13 +102,8 @@ def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> t
 
     A part with ``lse = -inf`` on a row (no key of that set for that query) contributes nothing there.
     """
-    lse = torch.stack([p[1].float() for p in parts])  # (n, ..., Lq)
-    total = torch.logsumexp(lse, dim=0)
-    out = None
-    for (o, _), part_lse in zip(parts, lse):
-        term = o.float() * torch.exp(part_lse - total)[..., None]
-        out = term if out is None else out + term
-    return out.to(parts[0][0].dtype)
+    rows = parts[0][0].shape[-2]
+    return _merge_row_parts([(0, rows, out, lse) for out, lse in parts], rows)[0].to(parts[0][0].dtype)
 
 
 def query_block_frames(tokens_per_frame: int, window: int) -> int:
@@ -173,10 +168,10 @@ def nested_window_attention_frames(
 
     ``windows`` are in frames, narrowest first; ``None`` is every frame (global attention). Returns one output
     per window, each equal (up to float rounding) to ``local_attention_frames(q, k, v, None, w, layout, S)``
-    (``global_attention`` for ``None``), while every query-key pair is attended once: per block of query
-    frames, :func:`window_tiles` cuts the keys into rectangles inside or outside each window, each one
-    unmasked fused-kernel call, and each window's output merges the tiles inside it (a wider window starts
-    from the narrower one's result when the windows nest). Requires :func:`fused_lse_ok`.
+    (``global_attention`` for ``None``), while every query-key pair inside some window is attended once (and
+    no other): per block of query frames, :func:`window_tiles` cuts the keys into rectangles inside or outside
+    each window, each one unmasked fused-kernel call, and each window's output merges the tiles inside it (a
+    wider window starts from the narrower one's result when the windows nest). Requires :func:`fused_lse_ok`.
     """
     s = tokens_per_frame
     num_frames = frames_of_tokens(q.shape[-2], s)
@@ -191,6 +186,8 @@ def nested_window_attention_frames(
         rows = (i1 - i0) * s
         parts = []
         for r0, r1, a, b, inside in window_tiles(bounds, i0, i1, 0, num_frames):
+            if not any(inside):  # keys no window of these rows holds (only without a global window)
+                continue
             out, lse = _fused_call(q[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s])
             parts.append(((r0 - i0) * s, (r1 - i0) * s, out, lse, inside))
         prev = None

@@ -140,8 +140,9 @@ def test_nested_windows_equal_each_window_attention(windows, layout, transposed)
         assert torch.allclose(out.double(), ref, atol=1e-5), w
 
 
-def test_shared_branches_attend_every_query_key_pair_exactly_once(monkeypatch):
-    t, s, window = 31, 3, 9
+@pytest.mark.parametrize("windows", [[9, None], [5, 9], [4, 9, None]])
+def test_shared_branches_attend_each_query_key_pair_in_a_window_exactly_once(monkeypatch, windows):
+    t, s = 31, 3
     q, k, v = (rand(1, 2, t * s, 8, seed=20 + i) for i in range(3))
     pairs = []
     kernel = lse_attention._fused_call
@@ -151,8 +152,10 @@ def test_shared_branches_attend_every_query_key_pair_exactly_once(monkeypatch):
         return kernel(qb, kb, vb)
 
     monkeypatch.setattr(lse_attention, "_fused_call", counting)
-    global_and_local_attention_frames(q, k, v, window, "adjusted", s)  # blocks of 4 frames: edges on both sides
-    assert sum(pairs) == (t * s) ** 2
+    nested_window_attention_frames(q, k, v, windows, "adjusted", s)  # blocks of 2-4 frames: edges on both sides
+    widest = windows[-1]
+    needed = (t * s) ** 2 if widest is None else int(frame_token_mask(t, s, widest, "adjusted").sum())
+    assert sum(pairs) == needed  # the widest window holds the narrower ones
 
 
 @pytest.mark.parametrize("transposed", [False, True])
