@@ -32,6 +32,7 @@ from .attention import (
 )
 from .lse_attention import fused_lse_ok, global_and_local_attention_frames
 from .methods import Method, register_method
+from .multiband import token_grids
 from .noise import gaussian_noise, rescheduled_noise
 from .spectral import (
     FILTERS,
@@ -201,12 +202,8 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
             b, heads, _, d = glob.shape
             mats = self.axis_filters((t, h, w), glob.device)
             if mats is not None:  # a factorising filter: three small matmuls instead of the 3D FFT pair
-                if glob.stride(1) < glob.stride(2):  # (B, N, heads, d) in memory, as diffusers' Wan hands it
-                    to_grid = lambda x: x.transpose(1, 2).reshape(b, t, h, w, heads * d)  # noqa: E731
-                    out = blend_with_axis_filters(to_grid(glob), to_grid(local), mats)
-                    return out.view(b, t * h * w, heads, d).transpose(1, 2)
-                to_grid = lambda x: x.reshape(b * heads, t, h, w, d)  # noqa: E731
-                return blend_with_axis_filters(to_grid(glob), to_grid(local), mats).view(b, heads, t * h * w, d)
+                (grid_glob, grid_local), back = token_grids([glob, local], (t, h, w))
+                return back(blend_with_axis_filters(grid_glob, grid_local, mats))
             half = self.half_filter((t, h, w), glob.device)[None, None, :, :, :, None]  # (1,1,T,H,W',1)
             out = blend_with_rfft_filter(
                 glob.view(b, heads, t, h, w, d), local.view(b, heads, t, h, w, d), half, dims=(2, 3, 4)

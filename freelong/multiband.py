@@ -19,7 +19,7 @@ rows = B*H*W and S = 1; a DiT: rows = B and S = H*W tokens per frame, frame-majo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -46,6 +46,24 @@ def from_video_view(video: torch.Tensor, tokens_per_frame: int = 1) -> torch.Ten
     if tokens_per_frame == 1:
         return video.permute(0, 3, 4, 1, 2, 5).reshape(b * h * w, heads, t, d)
     return video.reshape(b, heads, t * h * w, d)
+
+
+def token_grids(
+    outs: Sequence[torch.Tensor], frame_shape: tuple[int, int, int]
+) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """A DiT's ``(B, heads, T*S, d)`` frame-major outputs as contiguous ``(batch, T, H, W, C)`` grids, and the inverse.
+
+    Channels are ``heads * d`` when the tokens lie outside the heads in memory (diffusers' Wan hands over
+    ``(B, N, heads, d)`` transposed; the grids are then views), else the heads join the batch. The first
+    output decides; the others are laid out the same way (copied if they are not).
+    """
+    t, h, w = frame_shape
+    b, heads, n, d = outs[0].shape
+    if outs[0].stride(1) < outs[0].stride(2):
+        grids = [o.transpose(1, 2).reshape(b, t, h, w, heads * d) for o in outs]
+        return grids, lambda g: g.view(b, n, heads, d).transpose(1, 2)
+    grids = [o.reshape(b * heads, t, h, w, d) for o in outs]
+    return grids, lambda g: g.view(b, heads, n, d)
 
 
 def lowpass_half(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device) -> torch.Tensor:
@@ -94,4 +112,5 @@ def fuse_branches(branches: Sequence[torch.Tensor], lowpasses: Sequence[torch.Te
     return (first.float() + torch.fft.irfftn(spec, s=sizes, dim=VIDEO_DIMS)).to(first.dtype)
 
 
-__all__ = ["BAND_FILTERS", "band_weights", "from_video_view", "fuse_branches", "lowpass_half", "video_view"]
+__all__ = ["BAND_FILTERS", "band_weights", "from_video_view", "fuse_branches", "lowpass_half", "token_grids",
+           "video_view"]

@@ -138,22 +138,34 @@ def cached_axis_filters(
     return None if mats is None else tuple(m.to(device) for m in mats)
 
 
+def fuse_by_axis_filters(
+    grids: list[torch.Tensor], mats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """``grids[0] + sum_i A_i (grids[i+1] - grids[i])`` for ``(batch, T, H, W, C)`` inputs, in fp32.
+
+    ``A_i = M_T x M_H x M_W`` from ``mats[i]`` (:func:`axis_filter_matrices`). With two grids this is
+    :func:`blend_with_axis_filters`; with more, FreeLong++'s multi-band fusion (one low-pass per pair).
+    Each product runs on a contiguous ``(n, n) @ (n, rest)`` view. Returns the first grid's dtype.
+    """
+    first = grids[0]
+    batch, t, h, w, c = first.shape
+    out = first.to(torch.float32, copy=True)
+    for lower, upper, (m_t, m_h, m_w) in zip(grids[:-1], grids[1:], mats, strict=True):
+        x = upper.to(torch.float32, copy=True).sub_(lower).reshape(batch, t, h * w * c)  # one fp32 copy
+        x = torch.matmul(m_t, x).view(batch * t, h, w * c)
+        x = torch.matmul(m_h, x).view(batch * t * h, w, c)
+        out.add_(torch.matmul(m_w, x).view(batch, t, h, w, c))
+    return out.to(first.dtype)
+
+
 def blend_with_axis_filters(
     global_feat: torch.Tensor, local_feat: torch.Tensor, mats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
     """``local + (M_T x M_H x M_W)(global - local)`` for ``(batch, T, H, W, C)`` inputs, in fp32.
 
     Equals :func:`blend_with_rfft_filter` with the filter ``mats`` came from (:func:`axis_filter_matrices`).
-    Each product runs on a contiguous ``(n, n) @ (n, rest)`` view.
     """
-    out_dtype = local_feat.dtype
-    batch, t, h, w, c = local_feat.shape
-    m_t, m_h, m_w = mats
-    x = global_feat.to(torch.float32, copy=True).sub_(local_feat).reshape(batch, t, h * w * c)  # one fp32 copy
-    x = torch.matmul(m_t, x).view(batch * t, h, w * c)
-    x = torch.matmul(m_h, x).view(batch * t * h, w, c)
-    x = torch.matmul(m_w, x).view(batch, t, h, w, c)
-    return x.add_(local_feat).to(out_dtype)
+    return fuse_by_axis_filters([local_feat, global_feat], [mats])
 
 
 @lru_cache(maxsize=64)
@@ -205,6 +217,7 @@ __all__ = [
     "butterworth_lowpass",
     "cached_axis_filters",
     "cached_rfft_filter",
+    "fuse_by_axis_filters",
     "gaussian_lowpass",
     "ideal_lowpass",
     "make_lowpass",

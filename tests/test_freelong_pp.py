@@ -96,6 +96,32 @@ def test_fusion_equals_weighted_sum_of_full_complex_spectra(kind, t, h, w):
     np.testing.assert_allclose(got.double().permute(0, 1, 5, 2, 3, 4).numpy(), ref, atol=2e-5)
 
 
+@pytest.mark.parametrize("t,h,w", [(21, 6, 8), (24, 4, 6)])
+def test_dit_fusion_by_axis_matrices_equals_the_weighted_sum_of_full_complex_spectra(t, h, w):
+    """The DiT path (Gaussian bands, at most one odd axis): per-axis matrix products, same definition."""
+    from freelong.multiband import token_grids
+    from freelong.spectral import axis_filter_matrices, fuse_by_axis_filters
+
+    b, heads, d = 1, 2, 4
+    # (B, heads, N, d) views of (B, N, heads, d) memory, as diffusers' Wan hands them over
+    zs = [z.transpose(1, 2) for z in qkv(b, t * h * w, heads, d, seed=8)]
+    edges_t, edges_s = [0.5, 0.2], [0.6, 0.3]
+    lp = [gaussian_lowpass((t, h, w), d_s=es, d_t=et) for et, es in zip(edges_t, edges_s)]
+    grids, back = token_grids(zs, (t, h, w))
+    got = back(fuse_by_axis_filters(grids, [axis_filter_matrices(p) for p in lp]))
+    assert got.shape == zs[0].shape
+
+    def vid(z):  # (b, heads, T*H*W, d) -> (b, heads, d, T, H, W)
+        return z.double().reshape(b, heads, t, h, w, d).permute(0, 1, 5, 2, 3, 4).numpy()
+
+    lpd = [p.double().numpy() for p in lp]
+    weights = [1 - lpd[0], lpd[0] - lpd[1], lpd[1]]
+    ax = (-3, -2, -1)
+    spec = sum(wt * np.fft.fftshift(np.fft.fftn(vid(z), axes=ax), axes=ax) for wt, z in zip(weights, zs))
+    ref = np.fft.ifftn(np.fft.ifftshift(spec, axes=ax), axes=ax).real
+    np.testing.assert_allclose(vid(got), ref, atol=2e-5)
+
+
 def test_fused_identical_branches_are_that_branch_exactly():
     (z,) = qkv(2 * 4 * 6, t=20, seed=5)[:1]
     view = video_view(z, (20, 4, 6))
