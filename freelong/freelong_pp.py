@@ -43,10 +43,18 @@ from .attention import (
 from .freelong_method import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branches
 from .lse_attention import fused_lse_ok, nested_window_attention_frames
 from .methods import Method, register_method
-from .multiband import BAND_FILTERS, from_video_view, fuse_branches, lowpass_half, token_grids, video_view
+from .multiband import (
+    BAND_FILTERS,
+    from_video_view,
+    fuse_branches,
+    lowpass_axis_matrices,
+    lowpass_half,
+    token_grids,
+    video_view,
+)
 from .noise import gaussian_noise, rescheduled_noise
 from .specmix import specmix_noise
-from .spectral import cached_axis_filters, fuse_by_axis_filters
+from .spectral import fuse_by_axis_filters
 
 NOISE_KINDS = ("specmix", "freenoise", "random")
 # Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
@@ -289,7 +297,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         shape = ctx.frame_shape
         tokens = ctx.tokens_per_frame
         if tokens > 1:  # a DiT: factorising band filters as per-axis matrix products (spectral.fuse_by_axis_filters)
-            mats = [cached_axis_filters(self.filter, tuple(shape), float(es), float(et), str(outs[0].device))
+            mats = [lowpass_axis_matrices(self.filter, shape, et, es, outs[0].device)
                     for et, es in zip(plan.edges_t, plan.edges_s)]
             if mats and all(m is not None for m in mats):
                 grids, back = token_grids(outs, shape)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .spectral import cached_rfft_filter
+from .spectral import cached_axis_filters, cached_rfft_filter
 
 BAND_FILTERS = ("ideal", "gaussian", "butterworth")
 VIDEO_DIMS = (2, 3, 4)  # the (T, H, W) axes of a (B, heads, T, H, W, d) video view
@@ -66,11 +66,22 @@ def token_grids(
     return grids, lambda g: g.view(b, heads, n, d)
 
 
-def lowpass_half(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device) -> torch.Tensor:
-    """The rfft-domain low-pass ``(T, H, W//2+1)`` of cut-off ``edge_t`` (time) / ``edge_s`` (space), cached."""
+def _band_filter_args(kind: str, shape, edge_t: float, edge_s: float, device) -> tuple:
+    """The cache key both band-filter forms take: ``(kind, shape, d_s, d_t, device)`` (space cut-off first)."""
     if kind not in BAND_FILTERS:
         raise ValueError(f"filter must be one of {', '.join(BAND_FILTERS)}, got {kind!r}")
-    return cached_rfft_filter(kind, tuple(int(s) for s in shape), float(edge_s), float(edge_t), str(device))
+    return kind, tuple(int(s) for s in shape), float(edge_s), float(edge_t), str(device)
+
+
+def lowpass_half(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device) -> torch.Tensor:
+    """The rfft-domain low-pass ``(T, H, W//2+1)`` of cut-off ``edge_t`` (time) / ``edge_s`` (space), cached."""
+    return cached_rfft_filter(*_band_filter_args(kind, shape, edge_t, edge_s, device))
+
+
+def lowpass_axis_matrices(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device):
+    """The same low-pass as per-axis matrices when it factorises, else ``None`` (:func:`~freelong.spectral.
+    axis_filter_matrices`), cached."""
+    return cached_axis_filters(*_band_filter_args(kind, shape, edge_t, edge_s, device))
 
 
 def band_weights(
@@ -112,5 +123,5 @@ def fuse_branches(branches: Sequence[torch.Tensor], lowpasses: Sequence[torch.Te
     return (first.float() + torch.fft.irfftn(spec, s=sizes, dim=VIDEO_DIMS)).to(first.dtype)
 
 
-__all__ = ["BAND_FILTERS", "band_weights", "from_video_view", "fuse_branches", "lowpass_half", "token_grids",
-           "video_view"]
+__all__ = ["BAND_FILTERS", "band_weights", "from_video_view", "fuse_branches", "lowpass_axis_matrices",
+           "lowpass_half", "token_grids", "video_view"]
