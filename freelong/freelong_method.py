@@ -30,7 +30,7 @@ from .attention import (
     local_attention,
     local_attention_probs,
 )
-from .lse_attention import fused_lse_ok, global_and_local_attention_frames
+from .lse_attention import global_and_local_attention_frames, shares_key_pass
 from .methods import Method, register_method
 from .multiband import token_grids
 from .noise import gaussian_noise, rescheduled_noise
@@ -153,8 +153,7 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
             return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
                                    positions=pos)
         needs = BRANCH_INPUTS[self.branch]
-        if (len(needs) == 2 and ctx.tokens_per_frame > 1 and bias is None and pos is None
-                and fused_lse_ok(q.device, q.dtype)):  # a DiT: one pass over the keys serves both branches
+        if len(needs) == 2 and shares_key_pass(q, bias, ctx):  # a DiT: one pass over the keys serves both branches
             glob, local = global_and_local_attention_frames(q, k, v, self.window, self.layout, ctx.tokens_per_frame)
             return self.combine(glob, local, ctx)
         glob = global_attention(q, k, v, bias, pos) if "global" in needs else None

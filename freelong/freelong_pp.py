@@ -41,7 +41,7 @@ from .attention import (
     token_mask,
 )
 from .freelong_method import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branches
-from .lse_attention import fused_lse_ok, nested_window_attention_frames
+from .lse_attention import nested_window_attention_frames, shares_key_pass
 from .methods import Method, register_method
 from .multiband import (
     BAND_FILTERS,
@@ -231,13 +231,11 @@ class MultiBandProcessor(TemporalAttnProcessor):
         """On a DiT, the dense branches of ``idx`` (every local one, the global one unless its keys are sparse)
         in one pass over the keys (:func:`~freelong.lse_attention.nested_window_attention_frames`); ``{}``
         where that does not apply (UNet temporal attention, position biases, no fused kernel)."""
-        tokens = ctx.tokens_per_frame
-        if tokens == 1 or bias is not None or ctx.positions is not None:
-            return {}
         dense = [i for i in idx if plan.windows[i] is not None or self.sparse_global_keys >= 1.0]
-        if len(dense) < 2 or not fused_lse_ok(q.device, q.dtype):
+        if len(dense) < 2 or not shares_key_pass(q, bias, ctx):
             return {}
-        outs = nested_window_attention_frames(q, k, v, [plan.windows[i] for i in dense], self.layout, tokens)
+        outs = nested_window_attention_frames(q, k, v, [plan.windows[i] for i in dense], self.layout,
+                                              ctx.tokens_per_frame)
         return dict(zip(dense, outs))
 
     def combine(self, outs: list[torch.Tensor | None], plan: BranchPlan, ctx: TemporalAttentionContext) -> torch.Tensor:

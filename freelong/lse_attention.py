@@ -30,7 +30,7 @@ import warnings
 
 import torch
 
-from .attention import frames_of_tokens, local_window_bounds
+from .attention import TemporalAttentionContext, frames_of_tokens, local_window_bounds
 
 # Query tokens per kernel call: the CPU flash kernel tiles queries by 256 from 768 on, and shorter
 # blocks (one 112-token frame: tiles of 32) run up to 1.7x slower per FLOP; query frames are grouped to reach it.
@@ -95,6 +95,12 @@ def fused_lse_ok(device: torch.device, dtype: torch.dtype) -> bool:
                           "local branches separately (same result, about window/T more attention work)", stacklevel=2)
         _CHECKED[key] = ok
     return _CHECKED[key]
+
+
+def shares_key_pass(q: torch.Tensor, bias, ctx: TemporalAttentionContext) -> bool:
+    """Whether a call's window branches can come from one pass over the keys: a DiT's frame-major tokens
+    (``ctx.tokens_per_frame > 1``), no position bias or offsets, and a fused kernel that passed its check here."""
+    return ctx.tokens_per_frame > 1 and bias is None and ctx.positions is None and fused_lse_ok(q.device, q.dtype)
 
 
 def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -257,5 +263,6 @@ __all__ = [
     "merge_partial_attention",
     "nested_window_attention_frames",
     "query_block_frames",
+    "shares_key_pass",
     "window_tiles",
 ]
