@@ -40,13 +40,9 @@ from torch import nn
 
 from freelong.app.records import fingerprint
 from freelong.app.setup import prepare
-from freelong.attention import (
-    PositionBias,
-    TemporalAttentionContext,
-    TemporalAttnProcessor,
-    global_attention_probs,
-    temporal_attention_layers,
-)
+from freelong.attention.context import PositionBias, TemporalAttentionContext
+from freelong.attention.maps import global_attention_probs
+from freelong.attention.processor import TemporalAttnProcessor, temporal_attention_layers
 from freelong.methods import Method
 
 from .common import (

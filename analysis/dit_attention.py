@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from baselines.window_fusion import WindowFusionProcessor
-from freelong.attention import TemporalAttentionContext, local_window_bounds, sliding_windows
-from freelong.freelong_method import SpectralBlendProcessor
+from freelong.attention.context import TemporalAttentionContext
+from freelong.attention.windows import local_window_bounds, sliding_windows
+from freelong.methods.freelong import SpectralBlendProcessor
 
 
 def _frame_rows(q: torch.Tensor, k: torch.Tensor, s: int, spans) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from freelong.attention import sliding_windows
+from freelong.attention.windows import sliding_windows
 
 from .window_fusion import window_weights
 

@@ -6,15 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from freelong.attention import (
-    PositionBias,
-    TemporalAttentionContext,
-    TemporalAttnProcessor,
-    global_attention,
-    global_attention_probs,
-    local_attention,
-    local_attention_probs,
-)
+from freelong.attention.context import PositionBias, TemporalAttentionContext
+from freelong.attention.kernels import global_attention, local_attention
+from freelong.attention.maps import global_attention_probs, local_attention_probs
+from freelong.attention.processor import TemporalAttnProcessor
 from freelong.methods import Method, register_method
 
 from .window_fusion import WindowFusionProcessor

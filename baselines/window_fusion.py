@@ -12,17 +12,11 @@ import math
 
 import torch
 
-from freelong.attention import (
-    PositionBias,
-    TemporalAttentionContext,
-    TemporalAttnProcessor,
-    attention,
-    attention_probs_of,
-    block_bias,
-    global_attention,
-    global_attention_probs,
-    sliding_windows,
-)
+from freelong.attention.context import PositionBias, TemporalAttentionContext, require_frame_bias, require_frame_rows
+from freelong.attention.kernels import attention, block_bias, global_attention
+from freelong.attention.maps import attention_probs_of, global_attention_probs
+from freelong.attention.processor import TemporalAttnProcessor
+from freelong.attention.windows import sliding_windows
 from freelong.chunking import DEFAULT_BUDGET_MB
 
 WEIGHTINGS = ("flat", "pyramid")
@@ -77,7 +71,7 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         windows = sliding_windows(num_frames, self.window, self.stride)
         if tokens > 1:
             if ctx.positions is not None:
-                raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
+                require_frame_rows(tokens)
             return self._fuse_frame_tokens(q, k, v, bias, windows, tokens)
         starts = torch.tensor([s for s, _ in windows])
         offsets = torch.arange(self.window)
@@ -111,8 +105,7 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         A window of frames is one contiguous token range, so each window is one SDPA call on slices of
         q, k and v (nothing gathered) and its weighted output is added to that range in place.
         """
-        if bias is not None:
-            raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+        require_frame_bias(bias, tokens)
         num_frames = q.shape[-2] // tokens
         weights = self._weights.to(device=q.device, dtype=torch.float32)
         token_weights = weights.repeat_interleave(tokens)[:, None]  # (W*S, 1)
@@ -140,10 +133,9 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         pos = ctx.positions
         if self.window >= num_frames:
             return {"attn": global_attention_probs(q, k, bias, tokens, pos)}
-        if pos is not None and tokens > 1:
-            raise ValueError("additive frame positions need tokens_per_frame == 1 (a UNet's temporal attention)")
-        if tokens > 1 and bias is not None:
-            raise NotImplementedError("a relative position bias with tokens_per_frame > 1 is not supported")
+        if pos is not None:
+            require_frame_rows(tokens)
+        require_frame_bias(bias, tokens)
         out = q.new_zeros(q.shape[:-1] + (q.shape[-2],), dtype=torch.float32)
         total = torch.zeros(num_frames, device=q.device, dtype=torch.float32)
         weights = self._weights.to(device=q.device, dtype=torch.float32)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .attention import CallContext
+from .attention.context import CallContext
 from .methods import Method, get_method
 from .models.base import Backbone
 from .prompts import MultiPrompt, PromptSchedule, encode_prompt_schedule, parse_prompt

@@ -11,16 +11,33 @@ input the real part equals the inverse real FFT with the Hermitian-symmetrised f
 ``(P(k) + P(-k)) / 2``; so one forward and one inverse *real* FFT of the difference suffice. The
 symmetrisation only matters for odd sizes, where the shifted filter is not symmetric about DC
 (e.g. LaVie's 5x8 level), and it reproduces the reference's ``.real`` exactly.
+
+N-branch fusion (FreeLong++'s SpectralFusion, reconstructed) is the same blend with more bands;
+Branches ``Z_0 .. Z_c`` are ordered from the narrowest window (highest band) to the widest (lowest band);
+``edges[i]`` is the normalised frequency (1 = Nyquist, the coordinates of :mod:`freelong.spectral`)
+between branch ``i`` and branch ``i + 1``, so ``edges`` *decreases* with ``i``. With ``L_e`` a low-pass
+of cut-off ``e`` (nested: ``L_a <= L_b`` for ``a <= b``), the branch weights are
+
+    W_c = L_{e[c-1]},   W_i = L_{e[i-1]} - L_{e[i]} (0 < i < c),   W_0 = 1 - L_{e[0]},
+
+which telescope to exactly one in every bin (a partition of unity). The fused output
+``Re IFFT3D(sum_i W_i FFT3D(Z_i))`` is, by linearity, ``Z_0 + IFFT3D(sum_i L_{e[i]} FFT3D(Z_{i+1} - Z_i))``:
+``c`` forward real FFTs and one inverse, and for two branches exactly FreeLong's
+:func:`blend_with_rfft_filter` (local + low-pass of global - local).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import torch
 
+from .layout import VIDEO_DIMS
+
 FILTERS = ("gaussian", "butterworth", "ideal", "box")
+# FreeLong++'s band transitions (nested low-passes of decreasing cut-off)
+BAND_FILTERS = ("ideal", "gaussian", "butterworth")
 
 
 def _grid(shape: tuple[int, int, int], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,19 +225,58 @@ def spectral_blend(global_feat: torch.Tensor, local_feat: torch.Tensor, lowpass:
     return blend_with_rfft_filter(global_feat, local_feat, half, dims=(-3, -2, -1))
 
 
-__all__ = [
-    "FILTERS",
-    "axis_filter_matrices",
-    "blend_with_axis_filters",
-    "blend_with_rfft_filter",
-    "box_lowpass",
-    "butterworth_lowpass",
-    "cached_axis_filters",
-    "cached_rfft_filter",
-    "fuse_by_axis_filters",
-    "gaussian_lowpass",
-    "ideal_lowpass",
-    "make_lowpass",
-    "rfft_half_filter",
-    "spectral_blend",
-]
+def _band_filter_args(kind: str, shape, edge_t: float, edge_s: float, device) -> tuple:
+    """The cache key both band-filter forms take: ``(kind, shape, d_s, d_t, device)`` (space cut-off first)."""
+    if kind not in BAND_FILTERS:
+        raise ValueError(f"filter must be one of {', '.join(BAND_FILTERS)}, got {kind!r}")
+    return kind, tuple(int(s) for s in shape), float(edge_s), float(edge_t), str(device)
+
+
+def lowpass_half(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device) -> torch.Tensor:
+    """The rfft-domain low-pass ``(T, H, W//2+1)`` of cut-off ``edge_t`` (time) / ``edge_s`` (space), cached."""
+    return cached_rfft_filter(*_band_filter_args(kind, shape, edge_t, edge_s, device))
+
+
+def lowpass_axis_matrices(kind: str, shape: tuple[int, int, int], edge_t: float, edge_s: float, device):
+    """The same low-pass as per-axis matrices when it factorises, else ``None`` (:func:`axis_filter_matrices`)."""
+    return cached_axis_filters(*_band_filter_args(kind, shape, edge_t, edge_s, device))
+
+
+def band_weights(
+    kind: str, shape: tuple[int, int, int], edges_t: Sequence[float], edges_s: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Branch weights ``(c + 1, T, H, W//2+1)`` in the rfft layout, narrowest branch first (float64).
+
+    ``edges_t``/``edges_s`` are the boundaries between consecutive branches, narrowest pair first
+    (decreasing). The weights sum to one in every bin up to float rounding (see the module docstring).
+    """
+    edges_s = list(edges_t) if edges_s is None else list(edges_s)
+    lows = [lowpass_half(kind, shape, et, es, "cpu").double() for et, es in zip(edges_t, edges_s)]
+    if not lows:
+        t, h, w = shape
+        return torch.ones((1, t, h, w // 2 + 1), dtype=torch.float64)
+    weights = [1 - lows[0]] + [lows[i - 1] - lows[i] for i in range(1, len(lows))] + [lows[-1]]
+    return torch.stack(weights)
+
+
+def fuse_branches(branches: Sequence[torch.Tensor], lowpasses: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``Z_0 + irfftn(sum_i L_i * rfftn(Z_{i+1} - Z_i))`` over the (T, H, W) axes of video views, in fp32.
+
+    ``branches``: ``(B, heads, T, H, W, d)`` views, narrowest window first; ``lowpasses``: one
+    ``(T, H, W//2+1)`` half filter per consecutive pair (``len(branches) - 1``). Returns the
+    first branch's dtype. Identical branches give the first branch exactly.
+    """
+    if len(lowpasses) != len(branches) - 1:
+        raise ValueError(f"need {len(branches) - 1} low-pass filters for {len(branches)} branches, "
+                         f"got {len(lowpasses)}")
+    first = branches[0]
+    if len(branches) == 1:
+        return first
+    sizes = [first.shape[d] for d in VIDEO_DIMS]
+    spec = None
+    for i, low in enumerate(lowpasses):
+        diff = branches[i + 1].float() - branches[i].float()
+        term = torch.fft.rfftn(diff, dim=VIDEO_DIMS) * low[None, None, :, :, :, None]
+        spec = term if spec is None else spec + term
+    return (first.float() + torch.fft.irfftn(spec, s=sizes, dim=VIDEO_DIMS)).to(first.dtype)
+

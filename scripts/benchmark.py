@@ -46,12 +46,13 @@ import torch
 from omegaconf import OmegaConf
 
 from freelong.app.config import method_from_config
-from freelong.attention import CallContext, TemporalAttention
+from freelong.attention.context import CallContext
+from freelong.attention.processor import TemporalAttention
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
-from freelong.models.diffusers_attention import diffusers_temporal_level
+from freelong.models.diffusers_unet.attention import diffusers_temporal_level
 from freelong.models.spec import CONF_DIR, load_model_config
-from freelong.models.wan_attention import WanSelfAttnAdapter
+from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
     LayerTimer,
@@ -290,7 +291,7 @@ def _memory_peak(device: torch.device) -> tuple[float, str]:
 
 def count_cpu_flash_attention() -> None:
     """Let ``FlopCounterMode`` count the CPU flash kernel, which FreeLong's shared branches call directly
-    (:mod:`freelong.lse_attention`; on ``meta`` it stands in for the CUDA kernels, same FLOPs)."""
+    (:mod:`freelong.attention.lse`; on ``meta`` it stands in for the CUDA kernels, same FLOPs)."""
     from torch.utils import flop_counter
 
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu

@@ -6,7 +6,7 @@
 
 What it measures, in this order (a section that fails or runs out of ``--budget-s`` is recorded and skipped):
 
-0. FreeLong's shared global/local branches on a DiT (``freelong/lse_attention.py``): whether the device's fused
+0. FreeLong's shared global/local branches on a DiT (``freelong/attention/lse.py``): whether the device's fused
    log-sum-exp kernels pass their check (bf16, fp16, fp32), their agreement with global SDPA and token-masked
    local attention, and one Wan2.1-1.3B self-attention at 321 frames, 832x480 (126,360 tokens, 12 heads x 128,
    bf16) and at 416x240 (31,590 tokens: query blocks of 3 frames, window edges cut into tiles) timed as global
@@ -100,8 +100,8 @@ def dit_attention_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     """Section 0: the fused log-sum-exp kernels and FreeLong's shared branches, checked and timed."""
     import torch.nn.functional as F
 
-    from freelong.attention import local_window_mask
-    from freelong.lse_attention import fused_lse_ok, global_and_local_attention_frames
+    from freelong.attention.lse import fused_lse_ok, global_and_local_attention_frames
+    from freelong.attention.windows import local_window_mask
 
     out: dict[str, Any] = {"fused_ok": {str(dt).removeprefix("torch."): fused_lse_ok(device, dt)
                                         for dt in (torch.bfloat16, torch.float16, torch.float32)}}
@@ -127,8 +127,8 @@ def one_self_attention(device: torch.device, dtype: torch.dtype, frames: int, to
     """One DiT self-attention (window 21) timed as global SDPA, separate branches and shared branches."""
     import torch.nn.functional as F
 
-    from freelong.attention import local_attention_frames
-    from freelong.lse_attention import global_and_local_attention_frames
+    from freelong.attention.kernels import local_attention_frames
+    from freelong.attention.lse import global_and_local_attention_frames
 
     q, k, v = (torch.randn(1, frames * tokens, heads, 128, device=device, dtype=dtype).transpose(1, 2)
                for _ in range(3))

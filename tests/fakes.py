@@ -41,7 +41,7 @@ def write_fake_lavie_weights(root: Path, seed: int = 7, layout: str = "freelong"
     ``layout='freelong'`` uses ``<root>/lavie/lavie_base.pt``; ``'official'`` LaVie's
     ``pretrained_models/lavie_base.pt`` layout. Returns the in-memory modules for comparison.
     """
-    from freelong.models.lavie import LAVIE_OVERRIDES, LaVieUNet
+    from freelong.models.lavie.model import LAVIE_OVERRIDES, LaVieUNet
 
     sd = root / "stable-diffusion-v1-4"
     cfg = {k: v for k, v in TINY_UNET_SD_CONFIG.items() if not k.startswith("_")}

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..attention import CallContext
+from ..attention.context import CallContext
 from ..registry import Registry
 
 FAMILIES: Registry[Callable[..., Backbone]] = Registry("freelong.backbones", "model family")

@@ -1,0 +1,269 @@
+"""FreeLong's two branches on a DiT for the price of one: attention over key partitions, merged by log-sum-exp.
+
+On a DiT the local window of a query frame is a contiguous token range *inside* the keys the global
+branch reads. Softmax attention over a union of disjoint key sets is the merge of the attention over
+each set, weighted by their log-sum-exps:
+
+    attn(q, K1 ∪ K2) = w1 * attn(q, K1) + w2 * attn(q, K2),  w_i = exp(lse_i - logaddexp(lse_1, lse_2)),
+
+with ``lse_i = log Σ_{k in K_i} exp(q·k * scale)`` (the identity behind flash attention's online softmax
+and ring attention). So the keys can be cut into tiles, each attended once, and every branch merges
+the tiles it needs. For a block of query frames, :func:`window_tiles` cuts the keys into rectangles that
+lie inside every query frame's window or outside it: the keys every frame of the block has in its window
+(the core), the keys none has, and the staircase at the windows' edges cut again with the query frames
+halved. The local branch merges the inside tiles, the global branch that result and the outside tiles.
+Every query-key pair is attended exactly once, by unmasked kernel calls, so FreeLong costs one full
+attention plus the merges instead of ``1 + window / T`` (:func:`global_and_local_attention_frames`;
+``docs/benchmarks.md`` §9).
+
+Every call uses the SDPA kernel that also returns the log-sum-exp (the CPU flash kernel; on CUDA the
+flash kernel in half precision, the memory-efficient one in fp32, as PyTorch's context-parallel
+attention calls them). A kernel is used only after it reproduced the explicit definition on a small
+problem on that device and dtype (:func:`fused_lse_ok`); otherwise callers fall back to computing the
+branches separately.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .context import TemporalAttentionContext
+from .windows import frames_of_tokens, local_window_bounds
+
+# Query tokens per kernel call: the CPU flash kernel tiles queries by 256 from 768 on, and shorter
+# blocks (one 112-token frame: tiles of 32) run up to 1.7x slower per FLOP; query frames are grouped to reach it.
+QUERY_BLOCK_TOKENS = 1024
+
+_CHECKED: dict[tuple[str, int | None, torch.dtype], bool] = {}
+
+
+def math_attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(q kᵀ / sqrt(d) + log mask) v, logsumexp)`` explicitly in fp32 (the definition).
+
+    ``mask`` is boolean, True where attending is allowed; every query row needs at least one key.
+    Quadratic memory: for short key ranges and checks.
+    """
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    out = torch.matmul(torch.exp(logits - lse[..., None]), v.float())
+    return out.to(v.dtype), lse
+
+
+def _fused_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of unmasked attention from the device's fused SDPA kernel."""
+    if q.device.type in ("cpu", "meta"):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)[:2]
+        return out, lse
+    if q.device.type == "cuda":
+        if q.dtype in (torch.float16, torch.bfloat16):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False)[:2]
+        else:  # fp32: the memory-efficient kernel
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
+        return out, lse[..., : q.shape[-2]]  # the efficient kernel pads the query axis to a multiple of 32
+    raise NotImplementedError(f"no fused log-sum-exp attention kernel on {q.device.type}")
+
+
+def fused_lse_ok(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused kernel reproduces :func:`math_attention_with_lse` here (checked once, cached).
+
+    ``meta`` (memory estimates, nothing computed) is taken as available.
+    """
+    device = torch.device(device)
+    if device.type == "meta":
+        return True
+    key = (device.type, device.index, dtype)
+    if key not in _CHECKED:
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(2, 3, 40, 64, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        try:
+            out, lse = _fused_call(q, k[:, :, :33], v[:, :, :33])  # unequal query and key lengths
+            ref_out, ref_lse = math_attention_with_lse(q, k[:, :, :33], v[:, :, :33])
+            ok = (tuple(lse.shape) == tuple(ref_lse.shape)
+                  and torch.allclose(lse.float(), ref_lse, atol=tol, rtol=tol)
+                  and torch.allclose(out.float(), ref_out.float(), atol=tol, rtol=tol))
+        except (RuntimeError, NotImplementedError, TypeError):
+            ok = False
+        if not ok:
+            warnings.warn(f"no fused log-sum-exp attention on {device} in {dtype}: FreeLong computes its global and "
+                          "local branches separately (same result, about window/T more attention work)", stacklevel=2)
+        _CHECKED[key] = ok
+    return _CHECKED[key]
+
+
+def shares_key_pass(q: torch.Tensor, bias, ctx: TemporalAttentionContext) -> bool:
+    """Whether a call's window branches can come from one pass over the keys: a DiT's frame-major tokens
+    (``ctx.tokens_per_frame > 1``), no position bias or offsets, and a fused kernel that passed its check here."""
+    return ctx.tokens_per_frame > 1 and bias is None and ctx.positions is None and fused_lse_ok(q.device, q.dtype)
+
+
+def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention over the union of disjoint key sets from each set's ``(out, lse)``, in fp32.
+
+    A part with ``lse = -inf`` on a row (no key of that set for that query) contributes nothing there.
+    """
+    rows = parts[0][0].shape[-2]
+    return _merge_row_parts([(0, rows, out, lse) for out, lse in parts], rows)[0].to(parts[0][0].dtype)
+
+
+def query_block_frames(tokens_per_frame: int, window: int) -> int:
+    """Query frames per block: enough for :data:`QUERY_BLOCK_TOKENS`, at most ``window // 2``.
+
+    The cap keeps the block's windows overlapping in a core of at least half a window, so most of the
+    block's keys sit in a few large tiles (:func:`window_tiles`).
+    """
+    return max(1, min(math.ceil(QUERY_BLOCK_TOKENS / tokens_per_frame), window // 2))
+
+
+Bounds = tuple[list[int], list[int]]  # per query frame j: its window is key frames [starts[j], ends[j])
+Tile = tuple[int, int, int, int, tuple[bool, ...]]  # (row0, row1, key0, key1, inside each window), in frames
+
+
+def window_tiles(windows: list[Bounds], r0: int, r1: int, a: int, b: int) -> list[Tile]:
+    """Cut rows ``[r0, r1)`` x key frames ``[a, b)`` into rectangles each inside or outside every row's window.
+
+    ``windows`` holds one ``(starts, ends)`` per branch. For each, the keys in every row's window (the rows'
+    common core) and the keys in no row's window need no further cut; the keys in some rows' windows but not
+    others (the staircase at the windows' edges) are cut again with the rows halved, down to single rows.
+    The tiles cover the rectangle exactly once and each says, per branch, whether it lies in the windows, so
+    attending each tile unmasked reads every key once for all branches.
+    """
+    cuts, spans = {a, b}, []
+    for starts, ends in windows:
+        lo_min, lo_max = min(starts[r0:r1]), max(starts[r0:r1])
+        hi_min, hi_max = min(ends[r0:r1]), max(ends[r0:r1])
+        spans.append((lo_max, hi_min, lo_min, hi_max))  # core [lo_max, hi_min), hull [lo_min, hi_max)
+        cuts.update(x for x in (lo_min, lo_max, hi_min, hi_max) if a < x < b)
+    tiles: list[Tile] = []
+    mixed: list[list[int]] = []
+    edges = sorted(cuts)
+    for x, y in zip(edges, edges[1:]):
+        labels = tuple(True if c0 <= x and y <= c1 else False if y <= u0 or x >= u1 else None
+                       for c0, c1, u0, u1 in spans)
+        if None in labels:  # some rows' windows hold these keys, others' do not
+            if mixed and mixed[-1][1] == x:
+                mixed[-1][1] = y
+            else:
+                mixed.append([x, y])
+        elif tiles and tiles[-1][4] == labels and tiles[-1][3] == x:
+            tiles[-1] = (r0, r1, tiles[-1][2], y, labels)
+        else:
+            tiles.append((r0, r1, x, y, labels))
+    mid = (r0 + r1) // 2  # mixed keys exist only with two or more rows (one row's window is its own core)
+    for x, y in mixed:
+        tiles += window_tiles(windows, r0, mid, x, y) + window_tiles(windows, mid, r1, x, y)
+    return tiles
+
+
+def nested_window_attention_frames(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    windows: list[int | None],
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+    block_frames: int | None = None,
+) -> list[torch.Tensor]:
+    """Frame-window attention of ``(rows, heads, T*S, d)`` frame-major tokens for several windows at once.
+
+    ``windows`` are in frames, narrowest first; ``None`` is every frame (global attention). Returns one output
+    per window, each equal (up to float rounding) to ``local_attention_frames(q, k, v, None, w, layout, S)``
+    (``global_attention`` for ``None``), while every query-key pair inside some window is attended once (and
+    no other): per block of query frames, :func:`window_tiles` cuts the keys into rectangles inside or outside
+    each window, each one unmasked fused-kernel call, and each window's output merges the tiles inside it (a
+    wider window starts from the narrower one's result when the windows nest). Requires :func:`fused_lse_ok`.
+    """
+    s = tokens_per_frame
+    num_frames = frames_of_tokens(q.shape[-2], s)
+    narrowest = min((w for w in windows if w is not None), default=num_frames)
+    block = block_frames or query_block_frames(s, narrowest)
+    everything = ([0] * num_frames, [num_frames] * num_frames)
+    bounds = [everything if w is None else tuple(x.tolist() for x in local_window_bounds(num_frames, w, layout))
+              for w in windows]
+    outs = [_empty_out(q, v) for _ in windows]
+    for i0 in range(0, num_frames, block):
+        i1 = min(num_frames, i0 + block)
+        rows = (i1 - i0) * s
+        parts = []
+        for r0, r1, a, b, inside in window_tiles(bounds, i0, i1, 0, num_frames):
+            if not any(inside):  # keys no window of these rows holds (only without a global window)
+                continue
+            out, lse = _fused_call(q[:, :, r0 * s : r1 * s], k[:, :, a * s : b * s], v[:, :, a * s : b * s])
+            parts.append(((r0 - i0) * s, (r1 - i0) * s, out, lse, inside))
+        prev = None
+        for n, buf in enumerate(outs):
+            nested = prev is not None and all(p[4][n] for p in parts if p[4][n - 1])
+            own = [p[:4] for p in parts if p[4][n] and not (nested and p[4][n - 1])]
+            merged = _merge_row_parts([(0, rows, *prev), *own] if nested else own, rows)
+            buf[:, :, i0 * s : i1 * s] = merged[0]
+            prev = merged
+    return outs
+
+
+def global_and_local_attention_frames(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    layout: str = "adjusted",
+    tokens_per_frame: int = 1,
+    block_frames: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FreeLong's ``(global, local)`` branches of ``(rows, heads, T*S, d)`` frame-major tokens, every key read once.
+
+    Equal (up to float rounding) to ``global_attention(q, k, v)`` and ``local_attention_frames(q, k, v,
+    None, window, layout, S)``: :func:`nested_window_attention_frames` with windows ``[window, None]`` (the
+    local branch merges the tiles inside the windows, the global branch that result and the tiles outside).
+    """
+    local, glob = nested_window_attention_frames(q, k, v, [window, None], layout, tokens_per_frame, block_frames)
+    return glob, local
+
+
+def _merge_row_parts(parts: list, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`merge_partial_attention` of parts ``(row0, row1, out, lse)`` that each cover some query rows.
+
+    Every one of the ``rows`` query rows must be covered by at least one part. Returns ``(out, lse)`` in fp32,
+    the output laid out like the kernels' outputs (tokens outside heads when theirs are).
+    """
+    if len(parts) == 1:
+        return parts[0][2].float(), parts[0][3].float()
+    ref = parts[0][2]
+    b, heads, _, d = ref.shape
+    lse = ref.new_full((b, heads, rows), float("-inf"), dtype=torch.float32)
+    for r0, r1, _, part_lse in parts:
+        lse[..., r0:r1] = torch.logaddexp(lse[..., r0:r1], part_lse.float())
+    if ref.stride(1) < ref.stride(2):  # (B, L, heads, d) in memory, as the CPU flash kernel writes it
+        out = ref.new_zeros((b, rows, heads, d), dtype=torch.float32).transpose(1, 2)
+    else:
+        out = ref.new_zeros((b, heads, rows, d), dtype=torch.float32)
+    for r0, r1, part_out, part_lse in parts:
+        out[:, :, r0:r1].addcmul_(part_out, torch.exp(part_lse.float() - lse[..., r0:r1])[..., None])
+    return out, lse
+
+
+def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """An output buffer laid out like ``q`` (a DiT hands over ``(B, N, heads, d)`` transposed; the kernels'
+    outputs come in that layout too, so copying them in stays a contiguous copy)."""
+    if v.shape[-1] == q.shape[-1]:
+        return torch.empty_like(q)
+    return q.new_empty(q.shape[:-1] + (v.shape[-1],))
+
+
+__all__ = [
+    "QUERY_BLOCK_TOKENS",
+    "fused_lse_ok",
+    "global_and_local_attention_frames",
+    "math_attention_with_lse",
+    "merge_partial_attention",
+    "nested_window_attention_frames",
+    "query_block_frames",
+    "shares_key_pass",
+    "window_tiles",
+]

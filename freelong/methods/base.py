@@ -1,0 +1,164 @@
+"""Method interface and registry.
+
+A method is a dataclass of its parameters that knows how to (1) draw the initial noise and
+(2) install a temporal-attention processor on every temporal attention layer of a UNet.
+``method.attach(unet)`` returns a handle whose ``detach()`` puts the previous processors back.
+Methods are plugins: the registry is fed by the ``freelong.methods`` entry-point group (this package
+declares ``direct``, ``sliding_window``, ``freenoise`` from ``baselines/`` and ``freelong``, ``freelong_pp``
+from the core in ``pyproject.toml``; any installed distribution can add more) and by :func:`register_method` for
+in-process definitions. Every registered method is available to ``get_method(name, **params)``, the Hydra
+``method=`` group and every backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..attention.processor import TemporalAttnProcessor, temporal_attention_layers
+from ..registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("freelong.methods", "method")
+
+
+class AttachHandle:
+    """Restores the processors a method replaced. Also usable as a context manager."""
+
+    def __init__(self, unet: nn.Module, previous: dict[str, TemporalAttnProcessor]):
+        self._unet = unet
+        self._previous = previous
+        self.layer_names = list(previous)
+
+    def detach(self) -> None:
+        layers = temporal_attention_layers(self._unet)
+        for name, proc in self._previous.items():
+            layers[name].set_processor(proc)
+        self._previous = {}
+
+    def __enter__(self) -> AttachHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+@dataclasses.dataclass
+class Method:
+    """Base class. Subclasses are dataclasses whose fields are the method's parameters."""
+
+    name: ClassVar[str] = "base"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- parameters ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the offending parameter."""
+
+    def check_frames(self, num_frames: int) -> None:
+        """Raise ValueError if this method cannot run at ``num_frames`` frames."""
+        window = getattr(self, "window", None)
+        if window is not None and window > num_frames:
+            raise ValueError(
+                f"method.window={window} is larger than num_frames={num_frames}; "
+                f"use a window <= num_frames (window == num_frames means plain global attention)"
+            )
+
+    def check_model(self, model_cfg: Any) -> None:
+        """Raise ValueError if this method cannot run on the model a config describes (before loading it)."""
+
+    def rope_frequencies(
+        self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
+    ) -> torch.Tensor:
+        """The RoPE frequencies to use on ``axis`` at ``num_positions`` positions (default: unchanged).
+
+        Backbones whose positions are RoPE (Wan's 3D RoPE) call this when a method overrides it (RIFLEx).
+        """
+        return freqs
+
+    def with_native_frames(self, native_frames: int | None) -> Method:
+        """This method for a backbone whose native length is ``native_frames`` (FreeLong++ sizes windows by it)."""
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    # -- behaviour ----------------------------------------------------------------------------
+    def processor(self) -> TemporalAttnProcessor:
+        return TemporalAttnProcessor()
+
+    def init_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Initial latents ``(B, C, T, H, W)`` drawn on the generator's device."""
+        device = generator.device if generator is not None else "cpu"
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def for_multi_prompt(self) -> Method:
+        """The method to use for a multi-prompt video (FreeLong switches to random noise there)."""
+        return self
+
+    def prompt_injection(self):
+        """A :class:`freelong.prompts.MotionInjection` for multi-prompt videos, or None (FreeNoise offers one)."""
+        return None
+
+    def attach(self, unet: nn.Module) -> AttachHandle:
+        layers = temporal_attention_layers(unet)
+        if not layers:
+            raise ValueError(f"{type(unet).__name__} has no temporal attention layers to attach {self.name} to")
+        proc = self.processor()
+        previous = {}
+        for name, layer in layers.items():
+            previous[name] = layer.processor
+            layer.set_processor(proc)
+        return AttachHandle(unet, previous)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{self.name}({args})"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        METHODS.register(name, cls)
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def available_methods() -> list[str]:
+    return METHODS.names()
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``; ValueError listing the available methods."""
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"method {name!r} resolves to {cls!r}, not a freelong.methods.Method subclass")
+    cls.name = name
+    return cls
+
+
+def get_method(name: str, **params: Any) -> Method:
+    """Build a registered method: ``get_method("freelong", window=16, d_s=0.25, d_t=0.25)``."""
+    cls = method_class(name)
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(sorted(valid))}"
+        )
+    return cls(**params)
