@@ -16,6 +16,8 @@ class Direct(Method):
     methods (``python run.py -m method=direct,freelong method.window=8,16``); results record them.
     """
 
+    levels = ()
+
     window: int | None = None
     stride: int | None = None
 

@@ -30,6 +30,8 @@ class FreeNoise(Method):
     ``enable_free_noise`` does on AnimateDiff (diffusers backbones only, :mod:`baselines.block_fusion`).
     """
 
+    levels = ("attention", "initial noise")
+
     window: int = 16
     stride: int = 4
     weighting: str = "pyramid"

@@ -54,6 +54,8 @@ class RIFLEx(Method):
     ``factor`` is the official 0.9. ``window``/``stride`` are accepted and ignored (for cross-method sweeps).
     """
 
+    levels = ("positions",)
+
     k: int | None = None
     repeat_after: int | None = None
     factor: float = 0.9

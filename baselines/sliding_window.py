@@ -53,6 +53,8 @@ class SlidingWindow(Method):
     costs ``O(T * window)`` — the sliding-window baseline of the DiT long-video papers.
     """
 
+    levels = ("attention",)
+
     window: int = 16
     stride: int = 4
     attention: str = "fusion"

@@ -24,6 +24,9 @@ from ..registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("freelong.methods", "method")
 
+# The four places a method can act (DESIGN: attention processors, positions, initial noise, the sampling loop).
+LEVELS = ("attention", "positions", "initial noise", "sampling loop")
+
 
 class AttachHandle:
     """Restores the processors a method replaced. Also usable as a context manager."""
@@ -51,6 +54,8 @@ class Method:
     """Base class. Subclasses are dataclasses whose fields are the method's parameters."""
 
     name: ClassVar[str] = "base"
+    # What the method changes, a subset of LEVELS (``python -m freelong methods`` and the README matrix read it).
+    levels: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -150,6 +155,18 @@ def method_class(name: str) -> type[Method]:
         raise TypeError(f"method {name!r} resolves to {cls!r}, not a freelong.methods.Method subclass")
     cls.name = name
     return cls
+
+
+def supported_families(method: Method, families: list[str]) -> list[str]:
+    """The backbone families among ``families`` that ``method`` runs on, as its own :meth:`Method.check_model` says."""
+    ok = []
+    for family in families:
+        try:
+            method.check_model({"family": family, "name": family})
+        except ValueError:
+            continue
+        ok.append(family)
+    return ok
 
 
 def get_method(name: str, **params: Any) -> Method:

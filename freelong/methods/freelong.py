@@ -243,6 +243,8 @@ class FreeLong(Method):
     every mode, so the variants differ only in how the branches are combined.
     """
 
+    levels = ("attention", "initial noise")
+
     window: int = 16
     d_s: float = 0.25
     d_t: float = 0.25

@@ -273,6 +273,8 @@ class FreeLongPP(Method):
     widest branch's lowest band / the narrowest branch's highest band only.
     """
 
+    levels = ("attention", "initial noise")
+
     scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0, 4.0])
     windows: list[int] | None = None
     bands: list[float] | None = None

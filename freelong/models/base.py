@@ -277,6 +277,11 @@ def register_family(family: str) -> Callable[[Callable[..., Backbone]], Callable
     return deco
 
 
+def available_families() -> list[str]:
+    """Every registered model family (entry points included), e.g. ``["animatediff", "lavie", ...]``."""
+    return FAMILIES.names()
+
+
 def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None = None) -> Backbone:
     """Build a backbone from a model config (``cfg.model`` of the Hydra app)."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
