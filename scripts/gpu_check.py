@@ -283,7 +283,8 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
     out: dict[str, Any] = {"model": name, "family": cfg.family, "unet_parameters_m": params, "dtype": str(dtype),
                            "size": [spec["height"], spec["width"]], "steps": [], "memory": []}
-    for r in run_steps(runner, methods, takeable_frames(backbone, spec["frames"], args, methods), args, device):  # memory from the first warm-up run
+    frames = takeable_frames(backbone, spec["frames"], args, methods)
+    for r in run_steps(runner, methods, frames, args, device):  # memory from the first warm-up run
         out["steps"].append({"method": r.method, "frames": r.frames, "step_s": r.step_s, "ratio": r.ratio,
                              "repeats": r.repeats, "peak_mb": r.peak_mb, "act_mb": r.act_mb, "note": r.note})
         out["memory"].append({"method": r.method, "frames": r.frames, "peak_mb": r.peak_mb, "act_mb": r.act_mb,
