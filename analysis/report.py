@@ -40,10 +40,14 @@ FIGURES = {"snr_vs_length.png": "Per-band SNR vs video length (Fig. 2)",
 # Settings that make two runs different columns (besides the method and its parameters).
 SETTINGS = ("model", "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "sampler", "eta",
             "dtype", "fps")
-SCORE_NAMES = {"subject_consistency": "Sub", "background_consistency": "Back", "motion_smoothness": "Motion",
-               "temporal_flickering": "Flicker", "imaging_quality": "Imaging", "aesthetic_quality": "Aesth",
-               "dynamic_degree": "Dyn"}
 STRIP_STILLS = 8  # stills per strip when --strip-every is not given
+
+
+def _score_name(key: str) -> str:
+    """A VBench dimension's column header (:func:`eval.base.dimension_label`), any other score key as it is."""
+    from eval.base import DIMENSION_MODULES, dimension_label
+
+    return dimension_label(key) if key in DIMENSION_MODULES else key
 
 
 class ReportError(ValueError):
@@ -83,7 +87,7 @@ class Cell:
     @property
     def scores(self) -> list[tuple[str, str]]:
         scores = self.record.get("scores") or {}
-        out = [(SCORE_NAMES.get(k, k), _fmt(v)) for k, v in scores.items()
+        out = [(_score_name(k), _fmt(v)) for k, v in scores.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)]
         step = (self.record.get("timings") or {}).get("median_step_s")
         if isinstance(step, (int, float)):

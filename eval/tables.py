@@ -16,17 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .base import TABLE1_DIMS
+from .base import TABLE1_DIMS, dimension_label
 
-COLUMNS = {  # dimension -> Table 1 header
-    "subject_consistency": "Sub",
-    "background_consistency": "Back",
-    "motion_smoothness": "Motion",
-    "temporal_flickering": "Flicker",
-    "imaging_quality": "Imaging",
-}
+COLUMNS = {dim: dimension_label(dim) for dim in TABLE1_DIMS}  # dimension -> Table 1 header
 # Beyond the paper's columns: shown when any run scored it (long-video papers after FreeLong report it).
-EXTRA_COLUMNS = {"overall_consistency": "Overall"}
+EXTRA_COLUMNS = {dim: dimension_label(dim) for dim in ("overall_consistency",)}
 PROTOCOL_LABELS = {"standard": "VBench (standard protocol)", "long": "VBench-Long protocol"}
 TIME_COLUMN = "Time (s/step)"
 PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
