@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from freelong.attention.windows import check_window_stride
 from freelong.methods import Method, register_method
 from freelong.noise import rescheduled_noise
 from freelong.prompts import MotionInjection
@@ -42,10 +43,7 @@ class FreeNoise(Method):
     fusion: str = "attention"
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
-        if not (1 <= self.stride <= self.window):
-            raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
+        check_window_stride(self.window, self.stride)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.fusion not in FUSIONS:

@@ -10,6 +10,7 @@ from freelong.attention.context import PositionBias, TemporalAttentionContext
 from freelong.attention.kernels import global_attention, local_attention
 from freelong.attention.maps import global_attention_probs, local_attention_probs
 from freelong.attention.processor import TemporalAttnProcessor
+from freelong.attention.windows import check_window_stride
 from freelong.methods import Method, register_method
 
 from .window_fusion import WindowFusionProcessor
@@ -60,10 +61,7 @@ class SlidingWindow(Method):
     attention: str = "fusion"
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
-        if not (1 <= self.stride <= self.window):
-            raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
+        check_window_stride(self.window, self.stride)
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"method.attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
 

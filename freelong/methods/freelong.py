@@ -26,7 +26,7 @@ from ..attention.kernels import global_attention, local_attention
 from ..attention.lse import global_and_local_attention_frames, shares_key_pass
 from ..attention.maps import global_attention_probs, local_attention_probs
 from ..attention.processor import TemporalAttnProcessor
-from ..attention.windows import WINDOW_LAYOUTS
+from ..attention.windows import WINDOW_LAYOUTS, check_window_stride
 from ..layout import token_grids
 from ..noise import gaussian_noise, rescheduled_noise
 from ..spectral import (
@@ -272,16 +272,13 @@ class FreeLong(Method):
     branch: str = "blend"
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
+        check_window_stride(self.window, self.noise_stride, "noise_stride")
         for key in ("d_s", "d_t"):
             val = getattr(self, key)
             if not (0 < val <= 1):
                 raise ValueError(f"method.{key} must be in (0, 1], got {val}")
         if self.filter not in FILTERS:
             raise ValueError(f"method.filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
-        if not (1 <= self.noise_stride <= self.window):
-            raise ValueError(f"method.noise_stride must be in [1, window={self.window}], got {self.noise_stride}")
         BlendSchedule.of(self)
         check_noise_fields(self, NOISE_KINDS)
 
