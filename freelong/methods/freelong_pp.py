@@ -3,7 +3,7 @@
 What is verified (the abstract): several attention branches with windows "from global to local",
 fused band by band in the frequency domain ("multi-band SpectralFusion"), and "SpecMix" noise.
 Everything else — the window scales, the Nyquist band edges, the sparse-key global branch, the
-SpecMix formula — comes from secondary notes (``shared/research/papers.md`` §2, marked unverified)
+SpecMix formula — comes from secondary notes (marked unverified; docs/methods.md, FreeLong++)
 and every choice the public text leaves open is a parameter (:data:`OPEN_CHOICES`).
 
 Each temporal attention layer computes, from one shared q/k/v, one branch per window: windows
@@ -40,7 +40,7 @@ from .freelong import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branc
 NOISE_KINDS = ("specmix", "freenoise", "random")
 # Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
-                  "no official code; open choices are parameters (README, FreeLong++ section)")
+                  "no official code; open choices are parameters (docs/methods.md, FreeLong++)")
 # Choices the public text leaves open, each a parameter of FreeLongPP (recorded with every run).
 OPEN_CHOICES = {
     "scales": "window multiples of the native length (notes: {1,2,4} at 4x, {1,2,4,8} at 8x)",
