@@ -145,7 +145,7 @@ def run_official(videos: Sequence[Path], dims: Sequence[str], vbench_python: str
     if missing:
         lines = "\n".join(f"  {p}" for p in missing)
         raise OfficialBackendError(f"the VBench cache {cache} lacks files its local (offline) mode reads:\n{lines}\n"
-                                   f"place them there (see docs/evaluation.md, 'Check our numbers against your VBench'), "
+                                   f"place them there (docs/evaluation.md, 'Check our numbers against your VBench'), "
                                    f"pass --cache-dir, or drop those dimensions")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="freelong-vbench-") as tmp:
