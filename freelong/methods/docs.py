@@ -108,15 +108,16 @@ _MATRIX = re.compile(r"<!-- support-matrix -->\n(?P<body>.*?)<!-- /support-matri
 YES, NO = "✓", "–"
 
 
-def support_matrix() -> str:
-    """Markdown: one row per registered method, what it changes, and a column per backbone family (✓ = runs)."""
+def support_matrix(names: list[str] | None = None) -> str:
+    """Markdown: one row per method (default: every registered one), what it changes, and a column per backbone
+    family (✓ = runs)."""
     from ..models.base import available_families
     from .base import LEVELS, available_methods, get_method, method_class, supported_families
 
     families = available_families()
     lines = ["| method | changes | " + " | ".join(f"`{f}`" for f in families) + " |",
              "|---|---|" + "---|" * len(families)]
-    for name in available_methods():
+    for name in available_methods() if names is None else names:
         levels = [lv for lv in LEVELS if lv in method_class(name).levels]
         ok = set(supported_families(get_method(name), families))
         cells = " | ".join(YES if f in ok else NO for f in families)
