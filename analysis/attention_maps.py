@@ -215,17 +215,11 @@ class CapturingProcessor(TemporalAttnProcessor):
         return f"CapturingProcessor({self.inner!r})"
 
 
-def install_capture(unet: nn.Module, store: AttentionMapStore) -> None:
-    """Wrap every temporal attention layer's current processor (call after ``method.attach``)."""
-    for layer in temporal_attention_layers(unet).values():
-        if not isinstance(layer.processor, CapturingProcessor):
-            layer.set_processor(CapturingProcessor(layer.processor, store))
-
-
 class CaptureMethod:
-    """A method proxy for ``LongVideoPipeline``: attaches ``method``, then wraps its processors.
+    """A method proxy for ``LongVideoPipeline``: the method as it is, its processor wrapped to report its maps.
 
-    The handle it returns is the method's own, so ``detach()`` restores the original processors.
+    ``backbone.attach(CaptureMethod(m, store))`` installs exactly what ``m`` installs, with every processor a
+    :class:`CapturingProcessor` around ``m``'s; the handle's ``detach()`` restores the original processors.
     """
 
     def __init__(self, method: Method, store: AttentionMapStore):
@@ -235,14 +229,9 @@ class CaptureMethod:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.method, name)
 
-    def attach(self, unet: nn.Module):
-        handle = self.method.attach(unet)
-        install_capture(unet, self.store)
-        return handle
-
-    def processor(self) -> CapturingProcessor:
-        """For backbones that install ``method.processor()`` themselves (a DiT's attention adapters)."""
-        return CapturingProcessor(self.method.processor(), self.store)
+    def processor(self) -> CapturingProcessor | None:
+        inner = self.method.processor()
+        return None if inner is None else CapturingProcessor(inner, self.store)
 
     def for_multi_prompt(self) -> CaptureMethod:
         inner = self.method.for_multi_prompt()
@@ -418,7 +407,6 @@ __all__ = [
     "CaptureMethod",
     "CapturingProcessor",
     "explains_itself",
-    "install_capture",
     "locality_summary",
     "plot_attention_maps",
     "resolve_layers",

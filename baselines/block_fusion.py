@@ -29,29 +29,13 @@ from .window_fusion import window_weights
 BLOCK_FAMILIES = ("animatediff", "modelscope")  # model families whose UNets list their motion blocks
 
 
-class BlockFusionHandle:
-    """Restores the blocks' own forward. Also usable as a context manager."""
-
-    def __init__(self, blocks: dict[str, nn.Module]):
-        self._blocks = blocks
-        self.layer_names = list(blocks)
-
-    def detach(self) -> None:
-        for block in self._blocks.values():
-            block.__dict__.pop("forward", None)
-        self._blocks = {}
-
-    def __enter__(self) -> BlockFusionHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
-
-
 def fused_block_forward(block: nn.Module, window: int, stride: int, weighting: str):
     """A ``forward`` for one diffusers ``BasicTransformerBlock`` that fuses windows around attn1 + attn2."""
     from diffusers.models.attention import _chunked_feed_forward
 
+    if getattr(block, "norm_type", "layer_norm") != "layer_norm" or getattr(block, "only_cross_attention", False):
+        raise ValueError(f"method.fusion=block supports layer-norm self-attention blocks only; "
+                         f"{type(block).__name__} is not one")
     weights = window_weights(window, weighting)
     plain = type(block).forward.__get__(block)
 
@@ -93,18 +77,4 @@ def fused_block_forward(block: nn.Module, window: int, stride: int, weighting: s
     return forward
 
 
-def attach_block_fusion(unet: nn.Module, window: int, stride: int, weighting: str) -> BlockFusionHandle:
-    provider = getattr(unet, "temporal_blocks", None)
-    if not callable(provider):
-        raise ValueError(f"method.fusion=block needs a backbone with diffusers motion-module blocks (animatediff, "
-                         f"modelscope, zeroscope); {type(unet).__name__} has none: use method.fusion=attention")
-    blocks = dict(provider())
-    for name, block in blocks.items():
-        if getattr(block, "norm_type", "layer_norm") != "layer_norm" or getattr(block, "only_cross_attention", False):
-            raise ValueError(f"method.fusion=block supports layer-norm self-attention blocks only; {name} is not one")
-    for block in blocks.values():
-        block.forward = fused_block_forward(block, window, stride, weighting)
-    return BlockFusionHandle(blocks)
-
-
-__all__ = ["BlockFusionHandle", "attach_block_fusion", "fused_block_forward"]
+__all__ = ["BLOCK_FAMILIES", "fused_block_forward"]

@@ -68,8 +68,17 @@ class FreeNoise(Method):
     def prompt_injection(self) -> MotionInjection | None:
         return self._injection() if self.motion_injection else None
 
-    def processor(self) -> WindowFusionProcessor:
-        return WindowFusionProcessor(self.window, self.stride, self.weighting)
+    def processor(self) -> WindowFusionProcessor | None:
+        return None if self.fusion == "block" else WindowFusionProcessor(self.window, self.stride, self.weighting)
+
+    @property
+    def fuses_blocks(self) -> bool:
+        return self.fusion == "block"
+
+    def block_forward(self, block):
+        from .block_fusion import fused_block_forward
+
+        return fused_block_forward(block, self.window, self.stride, self.weighting)
 
     def check_model(self, model_cfg) -> None:
         from .block_fusion import BLOCK_FAMILIES
@@ -78,13 +87,6 @@ class FreeNoise(Method):
             raise ValueError(f"method.fusion=block needs a diffusers motion-module backbone (families "
                              f"{', '.join(BLOCK_FAMILIES)}), not model {model_cfg.get('name')}; "
                              f"use method.fusion=attention")
-
-    def attach(self, unet):
-        if self.fusion == "block":
-            from .block_fusion import attach_block_fusion
-
-            return attach_block_fusion(unet, self.window, self.stride, self.weighting)
-        return super().attach(unet)
 
     def init_noise(self, shape, generator=None, dtype=torch.float32):
         return rescheduled_noise(shape, window=self.window, stride=self.stride, generator=generator, dtype=dtype)

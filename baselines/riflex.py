@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from freelong.methods import Method, register_method
 
@@ -52,6 +51,7 @@ class RIFLEx(Method):
     """RIFLEx on a RoPE backbone (Wan's 3D RoPE, LaVie's temporal rotary): one temporal frequency lowered."""
 
     levels = ("positions",)
+    edits_rope = True
 
     k: int | None = None
     """1-based index (as the paper) of the temporal RoPE frequency to lower; `null`: the one whose period is
@@ -84,18 +84,6 @@ class RIFLEx(Method):
                 f"can edit (supported families: {', '.join(sorted(ROPE_FAMILIES))})"
             )
 
-    def attach(self, unet: nn.Module) -> RopeEditHandle:
-        """On a UNet: every rotary module with a ``freq_edit`` slot (LaVie's) gets this method's edit."""
-        rotaries = [m for m in unet.modules() if hasattr(m, "freq_edit")]
-        if not rotaries:
-            raise ValueError(
-                f"method=riflex edits temporal RoPE frequencies; {type(unet).__name__} has no rotary embedding "
-                f"(supported families: {', '.join(sorted(ROPE_FAMILIES))})"
-            )
-        for m in rotaries:
-            m.freq_edit = self.rope_frequencies
-        return RopeEditHandle(rotaries)
-
     def rope_frequencies(
         self, freqs: torch.Tensor, *, axis: str, num_positions: int, native_positions: int
     ) -> torch.Tensor:
@@ -111,23 +99,5 @@ class RIFLEx(Method):
         return out
 
 
-class RopeEditHandle:
-    """Restores the UNet rotary modules' ``freq_edit`` slots (to None)."""
 
-    def __init__(self, modules: list[nn.Module]):
-        self._modules = modules
-        self.layer_names: list[str] = []
-
-    def detach(self) -> None:
-        for m in self._modules:
-            m.freq_edit = None
-        self._modules = []
-
-    def __enter__(self) -> RopeEditHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
-
-
-__all__ = ["ROPE_FAMILIES", "RIFLEx", "RopeEditHandle", "intrinsic_index", "rope_periods"]
+__all__ = ["ROPE_FAMILIES", "RIFLEx", "intrinsic_index", "rope_periods"]

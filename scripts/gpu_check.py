@@ -283,12 +283,13 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
     out: dict[str, Any] = {"model": name, "family": cfg.family, "unet_parameters_m": params, "dtype": str(dtype),
                            "size": [spec["height"], spec["width"]], "steps": [], "memory": []}
-    for r in run_steps(runner, methods, spec["frames"], args, device):  # memory from the first warm-up run
+    frames = takeable_frames(backbone, spec["frames"], args, methods)
+    for r in run_steps(runner, methods, frames, args, device):  # memory from the first warm-up run
         out["steps"].append({"method": r.method, "frames": r.frames, "step_s": r.step_s, "ratio": r.ratio,
                              "repeats": r.repeats, "peak_mb": r.peak_mb, "act_mb": r.act_mb, "note": r.note})
         out["memory"].append({"method": r.method, "frames": r.frames, "peak_mb": r.peak_mb, "act_mb": r.act_mb,
                               "memory_kind": r.memory_kind, "step_s": r.step_s, "note": r.note})
-    for frames in spec["memory_frames"]:
+    for frames in (takeable_frames(backbone, f, args, methods) for f in spec["memory_frames"]):
         for m in methods:
             if budget.left() <= 0:
                 out["memory"].append({"method": m.name, "frames": frames, "note": "skipped: time budget used up"})
@@ -300,18 +301,35 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     return out
 
 
+def takeable_frames(backbone, frames: int, args: argparse.Namespace, methods: list) -> int:
+    """The first frame count from ``frames`` on that the backbone and every method can take.
+
+    Wan's VAE takes 4n+1 frames and its methods count windows in latent frames, so 16 becomes 65 there
+    (17 latent frames for the 16-frame windows); the SD-like UNets keep ``frames``.
+    """
+    for n in range(frames, 8 * frames + 2):
+        try:
+            backbone.check_shape(n, args.height, args.width)
+            for m in methods:
+                m.check_frames(backbone.latent_frames(n))
+            return n
+        except ValueError:
+            continue
+    return frames  # none near: each step reports the backbone's or the method's own error as its note
+
+
 def peak_memory_step(runner: StepRunner, method, frames: int, device: torch.device) -> dict[str, Any]:
     """One guided step at ``frames`` frames: peak memory (CUDA max allocated / CPU peak RSS) and its time."""
     from scripts.benchmark import _memory_before, _memory_peak
 
     try:
-        method.check_frames(frames)
+        method.check_frames(runner.bb.latent_frames(frames))
     except ValueError as err:
         return {"note": f"skipped: {err}"}
     try:
         latents = runner.latents(method, frames)
         before = _memory_before(device)
-        with method.attach(runner.bb.unet):
+        with runner.bb.attach(method):
             synchronize(device)
             t0 = time.perf_counter()
             runner.step(latents)

@@ -11,3 +11,21 @@ def random_qkv(rows: int, heads: int, length: int, d: int, seed: int = 0,
     """``[q, k, v]``, each ``(rows, heads, length, d)`` standard normal from one seeded generator."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(rows, heads, length, d, generator=g, dtype=dtype) for _ in range(3)]
+
+
+def bare_backbone(denoiser: torch.nn.Module, name: str = "bare"):
+    """A :class:`~freelong.models.base.Backbone` around a denoiser alone (tests that build only a UNet).
+
+    Installing a method needs nothing but the denoiser, so tests attach through the one installer,
+    ``Backbone.attach``, without building a VAE or a text encoder.
+    """
+    from freelong.models.base import Backbone
+
+    ident = torch.nn.Identity()
+    return Backbone(name, denoiser, vae=ident, text_encoder=ident, tokenizer=None, scheduler_config={}, sampling={},
+                    native_frames=16)
+
+
+def attach(method, denoiser: torch.nn.Module):
+    """``bare_backbone(denoiser).attach(method)``: the handle of the one installer."""
+    return bare_backbone(denoiser).attach(method)

@@ -6,6 +6,6 @@ package, one module per method. All of them are found through the ``freelong.met
 (``pyproject.toml``); ``python -m freelong methods`` lists what is registered.
 """
 
-from .base import METHODS, AttachHandle, Method, available_methods, get_method, method_class, register_method
+from .base import LEVELS, METHODS, Method, available_methods, get_method, method_class, register_method
 
-__all__ = ["METHODS", "AttachHandle", "Method", "available_methods", "get_method", "method_class", "register_method"]
+__all__ = ["LEVELS", "METHODS", "Method", "available_methods", "get_method", "method_class", "register_method"]

@@ -1,13 +1,16 @@
 """Method interface and registry.
 
-A method is a dataclass of its parameters that knows how to (1) draw the initial noise and
-(2) install a temporal-attention processor on every temporal attention layer of a UNet.
-``method.attach(unet)`` returns a handle whose ``detach()`` puts the previous processors back.
-Methods are plugins: the registry is fed by the ``freelong.methods`` entry-point group (this package
-declares ``direct``, ``sliding_window``, ``freenoise`` from ``baselines/`` and ``freelong``, ``freelong_pp``
-from the core in ``pyproject.toml``; any installed distribution can add more) and by :func:`register_method` for
-in-process definitions. Every registered method is available to ``get_method(name, **params)``, the Hydra
-``method=`` group and every backbone.
+A method is a dataclass of its parameters that *describes* what it changes (:data:`LEVELS`): the processor
+every temporal attention layer gets (:meth:`Method.processor`), the RoPE frequencies (:meth:`Method.
+rope_frequencies`), the initial noise (:meth:`Method.init_noise`), or whole motion blocks
+(:meth:`Method.block_forward`). It installs nothing itself: ``backbone.attach(method)``
+(:meth:`freelong.models.base.Backbone.attach`) is the one installer, for every family, and returns a
+:class:`freelong.handle.Handle` whose ``detach()`` undoes it exactly.
+Methods are plugins: the registry is fed by the ``freelong.methods`` entry-point group (``pyproject.toml``
+declares the paper's own family from :mod:`freelong.methods` and every comparison method from ``baselines``;
+any installed distribution can add more) and by :func:`register_method` for in-process definitions. Every
+registered method is available to ``get_method(name, **params)``, the Hydra ``method=`` group and every
+backbone it accepts (:meth:`Method.check_model`); ``python -m freelong methods`` lists them.
 """
 
 from __future__ import annotations
@@ -19,34 +22,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..attention.processor import TemporalAttnProcessor, temporal_attention_layers
+from ..attention.processor import TemporalAttnProcessor
 from ..registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("freelong.methods", "method")
 
 # The four places a method can act (DESIGN: attention processors, positions, initial noise, the sampling loop).
 LEVELS = ("attention", "positions", "initial noise", "sampling loop")
-
-
-class AttachHandle:
-    """Restores the processors a method replaced. Also usable as a context manager."""
-
-    def __init__(self, unet: nn.Module, previous: dict[str, TemporalAttnProcessor]):
-        self._unet = unet
-        self._previous = previous
-        self.layer_names = list(previous)
-
-    def detach(self) -> None:
-        layers = temporal_attention_layers(self._unet)
-        for name, proc in self._previous.items():
-            layers[name].set_processor(proc)
-        self._previous = {}
-
-    def __enter__(self) -> AttachHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
 
 
 @dataclasses.dataclass
@@ -56,6 +38,8 @@ class Method:
     name: ClassVar[str] = "base"
     # What the method changes, a subset of LEVELS (``python -m freelong methods`` and the README matrix read it).
     levels: ClassVar[tuple[str, ...]] = ()
+    # True when the method edits the backbone's RoPE frequencies (:meth:`rope_frequencies`; RIFLEx).
+    edits_rope: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,8 +77,18 @@ class Method:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     # -- behaviour ----------------------------------------------------------------------------
-    def processor(self) -> TemporalAttnProcessor:
+    def processor(self) -> TemporalAttnProcessor | None:
+        """The processor every temporal attention layer gets (None: leave the attention as it is)."""
         return TemporalAttnProcessor()
+
+    @property
+    def fuses_blocks(self) -> bool:
+        """True when the method replaces whole motion blocks' ``forward`` (:meth:`block_forward`) instead."""
+        return False
+
+    def block_forward(self, block: nn.Module) -> Callable[..., torch.Tensor]:
+        """The ``forward`` that replaces a motion transformer block's own (only when :attr:`fuses_blocks`)."""
+        raise NotImplementedError(f"method {self.name} does not replace transformer blocks")
 
     def init_noise(
         self, shape: tuple[int, ...], generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
@@ -110,17 +104,6 @@ class Method:
     def prompt_injection(self):
         """A :class:`freelong.prompts.MotionInjection` for multi-prompt videos, or None (FreeNoise offers one)."""
         return None
-
-    def attach(self, unet: nn.Module) -> AttachHandle:
-        layers = temporal_attention_layers(unet)
-        if not layers:
-            raise ValueError(f"{type(unet).__name__} has no temporal attention layers to attach {self.name} to")
-        proc = self.processor()
-        previous = {}
-        for name, layer in layers.items():
-            previous[name] = layer.processor
-            layer.set_processor(proc)
-        return AttachHandle(unet, previous)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params().items())

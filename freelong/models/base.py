@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..attention.context import CallContext
+from ..attention.processor import temporal_attention_layers
+from ..handle import Handle
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..methods.base import Method
 
 FAMILIES: Registry[Callable[..., Backbone]] = Registry("freelong.backbones", "model family")
 
@@ -140,9 +145,61 @@ class Backbone:
         """Extra keyword arguments of ``scheduler.step`` (DDIM/DDPM: the generator, DDIM's eta)."""
         return {"generator": generator, **({"eta": eta} if sampler == "ddim" else {})}
 
-    def attach(self, method: Any):
-        """Install ``method`` on this backbone's denoiser; returns the handle whose ``detach()`` undoes it."""
-        return method.attach(self.unet)
+    # -- installing a method: the one installer, for every family ----------------------------------
+    def attach(self, method: Method) -> Handle:
+        """Install ``method`` on this backbone's denoiser; the returned handle's ``detach()`` undoes it exactly.
+
+        Everything is found on the live model at this call (a module swapped since the backbone was built is
+        the one that gets the method). The method's RoPE edit goes on the backbone's rotary positions
+        (:meth:`install_rope_edit`) when it edits them, its processor on every temporal attention layer
+        (:meth:`attention_layers`), and its block forward on every motion block (:meth:`temporal_blocks`) when
+        it fuses blocks. A failure part-way undoes what was done and re-raises.
+        """
+        handle = Handle()
+        try:
+            if method.edits_rope:
+                self.install_rope_edit(method, handle)
+            processor = method.processor()
+            if processor is not None:
+                layers = self.attention_layers()
+                if not layers:
+                    raise ValueError(f"{self.name} has no temporal attention layers to attach {method.name} to")
+                self.prepare_attention(handle)
+                for layer in layers.values():
+                    handle.set_processor(layer, processor)
+                handle.layer_names = list(layers)
+            if method.fuses_blocks:
+                blocks = self.temporal_blocks()
+                if not blocks:
+                    raise ValueError(f"method {method.name} replaces motion transformer blocks, and {self.name} has "
+                                     f"none (diffusers motion-module backbones have them: animatediff, modelscope)")
+                for block in blocks.values():
+                    handle.set_attr(block, "forward", method.block_forward(block))
+        except BaseException:
+            handle.detach()
+            raise
+        return handle
+
+    def attention_layers(self) -> dict[str, Any]:
+        """The temporal attention layers of the live denoiser by module path (``processor``/``set_processor``)."""
+        return temporal_attention_layers(self.unet)
+
+    def temporal_blocks(self) -> dict[str, nn.Module]:
+        """The motion transformer blocks of the live denoiser (diffusers' video UNets list theirs), else ``{}``."""
+        provider = getattr(self.unet, "temporal_blocks", None)
+        return dict(provider()) if callable(provider) else {}
+
+    def prepare_attention(self, handle: Handle) -> None:
+        """Whatever the layers need before processors go on (a DiT records its token grid); undo goes to ``handle``."""
+
+    def install_rope_edit(self, method: Method, handle: Handle) -> None:
+        """Give every rotary embedding with a ``freq_edit`` slot (LaVie's temporal RoPE) the method's edit."""
+        rotaries = [m for m in self.unet.modules() if hasattr(m, "freq_edit")]
+        if not rotaries:
+            raise ValueError(f"method {method.name} edits temporal RoPE frequencies; {self.name} has no rotary "
+                             f"embedding it can edit")
+        for m in rotaries:
+            handle.set_attr(m, "freq_edit", method.rope_frequencies)
 
     # -- the calls the pipeline makes -------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:

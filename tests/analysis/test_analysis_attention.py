@@ -11,7 +11,6 @@ from analysis.attention_maps import (
     AttentionMapStore,
     CaptureMethod,
     CapturingProcessor,
-    install_capture,
     locality_summary,
 )
 from freelong import get_method
@@ -35,8 +34,7 @@ def test_capture_equals_a_direct_softmax_for_one_layer(lavie_tiny):
     inputs = []
     hook = layer.register_forward_pre_hook(lambda mod, args: inputs.append(args[0].detach().clone()))
     store = AttentionMapStore(layers=[name], max_chunk_elems=1000)  # forces several row chunks
-    handle = get_method("direct").attach(unet)
-    install_capture(unet, store)
+    handle = lavie_tiny.attach(CaptureMethod(get_method("direct"), store))
     try:
         x, ctx = _unet_inputs(lavie_tiny)
         unet(x, torch.tensor(500), ctx, call=CallContext(step_index=0, num_steps=1))
@@ -139,11 +137,11 @@ def test_capture_leaves_the_output_unchanged_and_detach_restores(lavie_tiny):
     method = get_method("freelong", window=8)
     x, ctx = _unet_inputs(lavie_tiny, frames=16)
     call = CallContext(step_index=0, num_steps=1)
-    with method.attach(unet):
+    with lavie_tiny.attach(method):
         plain = unet(x, torch.tensor(500), ctx, call=call)
     before = {n: layer.processor for n, layer in temporal_attention_layers(unet).items()}
     store = AttentionMapStore(steps=[0])
-    handle = CaptureMethod(method, store).attach(unet)
+    handle = lavie_tiny.attach(CaptureMethod(method, store))
     assert all(isinstance(layer.processor, CapturingProcessor) for layer in temporal_attention_layers(unet).values())
     captured = unet(x, torch.tensor(500), ctx, call=call)
     unet(x, torch.tensor(400), ctx, call=CallContext(step_index=1, num_steps=2))  # not a selected step

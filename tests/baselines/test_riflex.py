@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import attach
 
 from freelong import get_method
 from freelong.models.spec import load_model_config
@@ -73,26 +74,26 @@ def test_no_edit_up_to_the_intrinsic_period(tiny_transformer):
     assert not torch.equal(edited(x7)[0], rope(x7)[0])
 
 
-def test_riflex_on_lavie_rotary_matches_formula_and_detaches():
-    from torch import nn
-
+def test_riflex_on_lavie_rotary_matches_formula_and_detaches(lavie_tiny):
     from freelong.models.lavie.blocks import RotaryEmbedding
 
-    rot = RotaryEmbedding(32)
-    unet = nn.ModuleDict({"a": rot})
+    rotaries = [m for m in lavie_tiny.unet.modules() if isinstance(m, RotaryEmbedding)]
+    rot = rotaries[0]
+    assert len(rotaries) > 1 and len(rot.freqs) == 16  # the real LaVie's 32 rotary channels: 16 frequencies
     g = torch.Generator().manual_seed(0)
     x20, x40 = torch.randn(2, 3, 20, 40, generator=g), torch.randn(2, 3, 40, 40, generator=g)
     plain20, plain40 = rot.rotate(x20), rot.rotate(x40)
     periods = periods_from_definition(10000, 32)
     assert periods[:4] == [6, 11, 20, 35]  # 16 native frames -> k = 3 (N_k = 20)
-    handle = get_method("riflex").attach(unet)
+    handle = lavie_tiny.attach(get_method("riflex"))
+    assert all(m.freq_edit is not None for m in rotaries)
     assert torch.equal(rot.rotate(x20), plain20)  # 20 <= N_k: unchanged
     ref = RotaryEmbedding(32)
     ref.freqs[2] = 0.9 * 2 * math.pi / 40
     assert torch.allclose(rot.rotate(x40), ref.rotate(x40), atol=1e-6)
     assert not torch.allclose(rot.rotate(x40), plain40)
     handle.detach()
-    assert rot.freq_edit is None and torch.equal(rot.rotate(x40), plain40)
+    assert all(m.freq_edit is None for m in rotaries) and torch.equal(rot.rotate(x40), plain40)
 
 
 def test_riflex_fails_validation_on_backbones_without_rope():
@@ -104,7 +105,7 @@ def test_riflex_fails_validation_on_backbones_without_rope():
     from torch import nn
 
     with pytest.raises(ValueError, match="no rotary embedding"):
-        method.attach(nn.Linear(2, 2))
+        attach(method, nn.Linear(2, 2))
     with pytest.raises(ValueError, match="method.factor"):
         get_method("riflex", factor=1.5)
     with pytest.raises(ValueError, match="method.k"):

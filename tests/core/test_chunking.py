@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import attach
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from baselines.window_fusion import WindowFusionProcessor, window_weights
@@ -110,7 +111,7 @@ def _run(unet, x, ctx, chunk, budget=None, method=None):
         with torch.no_grad():
             if method is None:
                 return unet(x, 700, ctx)
-            with method.attach(unet):
+            with attach(method, unet):
                 return unet(x, 700, ctx)
     finally:
         unet.frame_chunk_size, unet.chunk_budget_mb = None, None

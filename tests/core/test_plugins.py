@@ -71,7 +71,7 @@ def test_a_second_distribution_adds_a_method(tmp_path, monkeypatch, lavie_tiny, 
     unet = lavie_tiny.unet
     x, ctx = torch.randn(1, 4, 6, 8, 12), torch.randn(1, 77, 32)
     plain = unet(x, 500, ctx)
-    with method.attach(unet):
+    with lavie_tiny.attach(method):
         halved = unet(x, 500, ctx)
     assert not torch.allclose(plain, halved, atol=1e-4)
     torch.testing.assert_close(unet(x, 500, ctx), plain, atol=0, rtol=0)  # detached exactly

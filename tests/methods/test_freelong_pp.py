@@ -227,14 +227,14 @@ def test_on_lavie_two_branches_equal_freelong_and_native_length_is_the_plain_mod
     g = torch.Generator().manual_seed(0)
     x, txt = torch.randn(1, 4, 32, 4, 6, generator=g), torch.randn(1, 77, 32, generator=g)
     call = CallContext(step_index=0, num_steps=10)
-    with get_method("freelong").attach(unet):
+    with lavie_tiny.attach(get_method("freelong")):
         ref = unet(x, 500, txt, call=call)
     m = get_method("freelong_pp", scales=[1, 2], bands=[0.25], sparse_global_keys=1.0).with_native_frames(16)
-    with m.attach(unet):
+    with lavie_tiny.attach(m):
         assert torch.equal(unet(x, 500, txt, call=call), ref)
     x16 = x[:, :, :16]
     plain = unet(x16, 500, txt)
-    with get_method("freelong_pp").with_native_frames(16).attach(unet):
+    with lavie_tiny.attach(get_method("freelong_pp").with_native_frames(16)):
         torch.testing.assert_close(unet(x16, 500, txt, call=call), plain, atol=2e-6, rtol=0)
 
 
@@ -247,7 +247,7 @@ def test_runs_on_videocrafter2_and_changes_long_videos(one_thread):
     x, txt = torch.randn(1, 4, 64, 4, 4, generator=g), torch.randn(1, 77, 32, generator=g)
     kw = bb.unet_kwargs()
     plain = bb.unet(x, torch.tensor(501), txt, **kw)
-    with get_method("freelong_pp", local_only_levels=[]).with_native_frames(bb.native_frames).attach(bb.unet):
+    with bb.attach(get_method("freelong_pp", local_only_levels=[]).with_native_frames(bb.native_frames)):
         out = bb.unet(x, torch.tensor(501), txt, **kw)
     assert out.shape == plain.shape and torch.isfinite(out).all()
     assert not torch.allclose(out, plain, atol=1e-4)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import attach
 
 from freelong import available_methods, get_method
 from freelong.attention.context import CallContext
@@ -29,7 +30,7 @@ def test_every_method_reduces_to_the_plain_model_at_16_frames(unet, inputs, name
     x, ctx = inputs
     plain = unet(x, 500, ctx)
     method = get_method(name, **({} if name == "direct" else {"window": 16}))
-    with method.attach(unet):
+    with attach(method, unet):
         out = unet(x, 500, ctx, call=CallContext(step_index=3, num_steps=10))
     torch.testing.assert_close(out, plain, atol=2e-6, rtol=0)
 
@@ -41,7 +42,7 @@ def test_methods_change_long_videos_and_detach_restores_exactly(unet, name):
     x, ctx = torch.randn(1, 4, 24, 8, 12, generator=g), torch.randn(1, 77, 32, generator=g)
     before = unet(x, 500, ctx)
     originals = {n: layer.processor for n, layer in temporal_attention_layers(unet).items()}
-    handle = get_method(name, window=8).attach(unet)
+    handle = attach(get_method(name, window=8), unet)
     during = unet(x, 500, ctx)
     handle.detach()
     after = unet(x, 500, ctx)

@@ -97,7 +97,7 @@ def test_methods_attach_to_the_temporal_self_attentions_only(backbone):
     temporal = {n for n in before
                 if ".motion_modules." in n or ".temp_attentions." in n or n.startswith("transformer_in")}
     assert temporal and len(temporal) < len(before)
-    with get_method("freelong", window=8).attach(backbone.unet):
+    with backbone.attach(get_method("freelong", window=8)):
         during = model.attn_processors
         for name, proc in during.items():
             if name in temporal:
@@ -115,7 +115,7 @@ def test_every_method_equals_the_plain_model_at_16_frames(backbone, name, one_th
     x, ctx = _inputs(16)
     plain = _plain(backbone, x, ctx)
     method = get_method(name, **({} if name == "direct" else {"window": 16}))
-    with method.attach(backbone.unet):
+    with backbone.attach(method):
         out = backbone.unet(x, 500, ctx, call=CallContext(step_index=2, num_steps=8))
     assert _rel(out, plain) < 1e-5
 
@@ -124,7 +124,7 @@ def test_every_method_equals_the_plain_model_at_16_frames(backbone, name, one_th
 def test_absolute_positions_match_diffusers_within_the_table(animatediff, one_thread):
     """24 frames (inside the 32-entry table): our processors add positions 0..23 like diffusers' pos_embed."""
     x, ctx = _inputs(24, batch=1)
-    with get_method("direct").attach(animatediff.unet):
+    with animatediff.attach(get_method("direct")):
         ours = animatediff.unet(x, 500, ctx)
     assert _rel(ours, _plain(animatediff, x, ctx)) < 1e-5
 
@@ -145,7 +145,7 @@ def test_beyond_the_table_positions_extend_the_sinusoid(animatediff, one_thread)
     x, ctx = _inputs(40, batch=1)
     with pytest.raises(RuntimeError):
         _plain(animatediff, x, ctx)
-    with get_method("direct").attach(animatediff.unet):
+    with animatediff.attach(get_method("direct")):
         ours = animatediff.unet(x, 500, ctx)
     saved = {b: b.pos_embed.pe for b in blocks}
     try:
@@ -166,7 +166,7 @@ def test_methods_change_long_videos_and_detach_restores_diffusers_exactly(backbo
     procs = dict(model.attn_processors)
     pos = {id(m): getattr(m, "pos_embed", None) for m in model.modules() if hasattr(m, "pos_embed")}
     before = _plain(backbone, x, ctx)
-    handle = get_method(name, window=8).attach(backbone.unet)
+    handle = backbone.attach(get_method(name, window=8))
     during = backbone.unet(x, 500, ctx)
     handle.detach()
     after = _plain(backbone, x, ctx)
@@ -198,8 +198,8 @@ def test_freenoise_block_fusion_equals_diffusers_free_noise(animatediff, one_thr
 
 
 def test_block_fusion_needs_diffusers_blocks(lavie_tiny):
-    with pytest.raises(ValueError, match="method.fusion=block"):
-        get_method("freenoise", fusion="block").attach(lavie_tiny.unet)
+    with pytest.raises(ValueError, match="replaces motion transformer blocks, and lavie_tiny has none"):
+        lavie_tiny.attach(get_method("freenoise", fusion="block"))
     with pytest.raises(ValueError, match="method.fusion"):
         get_method("freenoise", fusion="blocks")
 
@@ -210,7 +210,7 @@ def test_long_video_runs_with_feed_forward_chunks(animatediff, one_thread):
     x, ctx = _inputs(48, batch=1, seed=2)
     unet = animatediff.unet
     try:
-        with get_method("freelong", window=16).attach(unet):
+        with animatediff.attach(get_method("freelong", window=16)):
             unet.frame_chunk_size = 0
             whole = unet(x, 500, ctx)
             unet.frame_chunk_size, unet.chunk_budget_mb = None, 0.05
@@ -233,3 +233,31 @@ def test_multi_prompt_context_reaches_animatediff_but_not_modelscope(animatediff
         modelscope.unet(x, 500, per_frame)
     with pytest.raises(ValueError, match="motion_injection"):
         animatediff.unet(x, 500, {"down": per_frame, "mid": per_frame, "up": per_frame})
+
+
+@torch.no_grad()
+def test_a_method_reaches_motion_blocks_swapped_after_the_backbone_was_built(one_thread):
+    """diffusers' enable_free_noise()/disable_free_noise() replace every motion block with a new module. A method
+    attached afterwards acts on the live blocks (slots found at build time installed it where nothing runs)."""
+    bb = load_backbone("animatediff_tiny")
+    x, ctx = _inputs(24, batch=1, seed=3)
+    unet = bb.unet
+    method = get_method("freelong", window=8)
+    plain = unet(x, 500, ctx)
+    with bb.attach(method):
+        with_method = unet(x, 500, ctx)
+    assert _rel(with_method, plain) > 1e-3
+    old_blocks = dict(unet.temporal_blocks())
+    pipe = bb.diffusers_pipeline()
+    pipe.enable_free_noise(context_length=16, context_stride=4)
+    pipe.disable_free_noise()
+    live = unet.temporal_blocks()
+    assert live.keys() == old_blocks.keys() and all(live[k] is not old_blocks[k] for k in live)
+    torch.testing.assert_close(unet(x, 500, ctx), plain, atol=1e-6, rtol=0)  # same weights, new modules
+    with bb.attach(method) as handle:
+        assert all(isinstance(slot.attn.processor, TemporalProcessorAdapter) and any(
+            slot.attn is getattr(b, "attn1", None) or slot.attn is getattr(b, "attn2", None) for b in live.values())
+            for slot in unet.temporal_layers().values())
+        torch.testing.assert_close(unet(x, 500, ctx), with_method, atol=1e-6, rtol=0)
+    assert not handle.attached
+    torch.testing.assert_close(unet(x, 500, ctx), plain, atol=1e-6, rtol=0)

@@ -46,7 +46,7 @@ def test_at_the_native_16_frames_every_method_is_the_plain_model(bb, key):
     gen = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(1, 4, 16, 8, 8, generator=gen), torch.randn(1, 77, 32, generator=gen)
     plain = _unet(bb, x, ctx)
-    with _method(key).attach(bb.unet):
+    with bb.attach(_method(key)):
         torch.testing.assert_close(_unet(bb, x, ctx), plain, atol=1e-5, rtol=1e-4)
 
 
@@ -59,7 +59,7 @@ def test_methods_replace_every_temporal_attention_and_detach_restores(bb):
     plain = _unet(bb, x, ctx)
     outs = {}
     for key in METHODS:
-        handle = _method(key).attach(bb.unet)
+        handle = bb.attach(_method(key))
         assert set(handle.layer_names) == set(layers)
         assert len({id(m.processor) for m in layers.values()}) == 1
         outs[key] = _unet(bb, x, ctx)

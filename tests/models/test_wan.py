@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from freelong import LongVideoPipeline, get_method, load_backbone
-from freelong.models.wan.attention import WanSelfAttnAdapter, attach_wan
+from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.models.wan.backbone import check_wan_frames, latent_frame_count
 
 PROMPT = "a red fox runs through snow"
@@ -81,7 +81,7 @@ def test_frame_aware_adapter_equals_diffusers_processor(wan):
     model = wan.transformer
     with torch.no_grad():
         ref = model(hidden_states=x, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
-        with attach_wan(model, get_method("direct")) as handle:
+        with wan.attach(get_method("direct")) as handle:
             assert len(handle.layer_names) == len(model.blocks)
             assert all(isinstance(b.attn1.processor, WanSelfAttnAdapter) for b in model.blocks)
             assert not any(isinstance(b.attn2.processor, WanSelfAttnAdapter) for b in model.blocks)

@@ -55,12 +55,27 @@ class DiffusersVideoUNet(nn.Module):
         return int(self.model.config.in_channels)
 
     def temporal_layers(self) -> dict[str, Any]:
-        """The temporal self-attentions (attn1/attn2 of every motion block) as attachable slots."""
+        """The temporal self-attentions (attn1/attn2 of every motion block) of the live model as attachable slots."""
+        self._refresh_slots()
         return self._slots
 
     def temporal_blocks(self) -> dict[str, nn.Module]:
-        """The motion-module ``BasicTransformerBlock``s (for block-level fusion, ``method.fusion=block``)."""
+        """The live motion-module ``BasicTransformerBlock``s (for block-level fusion, ``method.fusion=block``)."""
+        self._refresh_slots()
         return self._blocks
+
+    def _refresh_slots(self) -> None:
+        """Find the slots again when a motion block was swapped since they were found.
+
+        diffusers' ``enable_free_noise()``/``disable_free_noise()`` replace the motion blocks with new modules; slots
+        of the old ones would install methods where nothing runs. Unchanged blocks keep their slots (and the state
+        the slots share, such as a block's set-aside ``pos_embed``).
+        """
+        live = dict(self.model.named_modules())
+        if all(live.get(name) is block for name, block in self._blocks.items()) and all(
+                live.get(name) is slot.attn for name, slot in self._slots.items()):
+            return
+        self._slots, self._blocks = find_temporal_slots(self.model, len(self.model.config.block_out_channels))
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor,
                 call: CallContext | None = None) -> torch.Tensor:

@@ -7,10 +7,10 @@ tokens, frame-major. :class:`WanSelfAttnAdapter` is a diffusers attention proces
 them to one of our :class:`~freelong.attention.TemporalAttnProcessor` s with
 ``ctx.tokens_per_frame = H'*W'``. Cross-attention (``attn2``) keeps diffusers' processor.
 
-:func:`attach_wan` installs a method's processor on every block, records the latent grid of each
-forward (a pre-hook on the transformer), and — for methods that edit RoPE frequencies (RIFLEx,
-:meth:`freelong.methods.Method.rope_frequencies`) — swaps ``transformer.rope`` for a wrapper.
-The handle's ``detach()`` puts diffusers' own processor objects and rope module back.
+The Wan backbone installs methods through these pieces (:meth:`freelong.models.base.Backbone.attach`): every
+block's self-attention as a :class:`WanSelfAttnSlot`, a pre-hook recording the latent grid of each forward
+(:func:`record_token_grid`), and — for methods that edit RoPE frequencies (RIFLEx) — :class:`RopeFrequencyEdit`
+in place of ``transformer.rope``. Detaching puts diffusers' own processor objects and rope module back.
 """
 
 from __future__ import annotations
@@ -178,34 +178,28 @@ class RopeFrequencyEdit(nn.Module):
         return cos, sin
 
 
-class DiTAttachHandle:
-    """Undo :func:`attach_wan`: diffusers' processors (the same objects), the rope module, the hook."""
+class WanSelfAttnSlot:
+    """One Wan self-attention (``blocks.i.attn1``) as an attachable layer: ``processor`` / ``set_processor``.
 
-    def __init__(self, transformer: nn.Module, previous: dict, hook, rope: nn.Module | None):
-        self._transformer = transformer
-        self._previous = previous
-        self._hook = hook
-        self._rope = rope
-        self.layer_names = [k.removesuffix(".processor") for k in previous]
+    Setting one of our processors installs a :class:`WanSelfAttnAdapter` around it; setting anything else
+    (diffusers' own processor, when a handle detaches) puts that object back as it is.
+    """
 
-    def detach(self) -> None:
-        if self._previous:
-            modules = dict(self._transformer.named_modules())
-            for key, proc in self._previous.items():
-                modules[key.removesuffix(".processor")].set_processor(proc)
-            self._previous = {}
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        if self._rope is not None:
-            self._transformer.rope = self._rope
-            self._rope = None
+    def __init__(self, name: str, attn: nn.Module, state: DiTCallState, level: int):
+        self.layer_name = name
+        self.attn = attn
+        self.state = state
+        self.level = level
 
-    def __enter__(self) -> DiTAttachHandle:
-        return self
+    @property
+    def processor(self):
+        current = self.attn.processor
+        return current.processor if isinstance(current, WanSelfAttnAdapter) else current
 
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def set_processor(self, processor) -> None:
+        if isinstance(processor, TemporalAttnProcessor):
+            processor = WanSelfAttnAdapter(processor, self.state, self.layer_name, level=self.level)
+        self.attn.set_processor(processor)
 
 
 def wan_self_attentions(transformer: nn.Module) -> dict[str, nn.Module]:
@@ -213,44 +207,33 @@ def wan_self_attentions(transformer: nn.Module) -> dict[str, nn.Module]:
     return {f"blocks.{i}.attn1": block.attn1 for i, block in enumerate(transformer.blocks)}
 
 
-def attach_wan(transformer: nn.Module, method, state: DiTCallState | None = None,
-               native_latent_frames: int | None = None) -> DiTAttachHandle:
-    """Install ``method`` on a ``WanTransformer3DModel``; returns the handle that restores it exactly."""
-    from ...methods import Method
+def wan_attention_slots(transformer: nn.Module, state: DiTCallState) -> dict[str, WanSelfAttnSlot]:
+    """Every block's self-attention of the live transformer as a :class:`WanSelfAttnSlot` (level = block index)."""
+    return {name: WanSelfAttnSlot(name, attn, state, level=i)
+            for i, (name, attn) in enumerate(wan_self_attentions(transformer).items())}
 
-    state = state or DiTCallState()
-    proc = method.processor()
-    previous = {}
-    for i, (name, attn) in enumerate(wan_self_attentions(transformer).items()):
-        previous[f"{name}.processor"] = attn.processor
-        attn.set_processor(WanSelfAttnAdapter(proc, state, name, level=i))
 
+def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.utils.hooks.RemovableHandle:
+    """A forward pre-hook that writes each call's latent token grid ``(T', H', W')`` into ``state``."""
     patch = tuple(transformer.config.patch_size)
 
-    def record_grid(module, args, kwargs):
+    def hook(module, args, kwargs):
         x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         _, _, t, h, w = x.shape
         state.grid = (t // patch[0], h // patch[1], w // patch[2])
 
-    hook = transformer.register_forward_pre_hook(record_grid, with_kwargs=True)
-    rope = None
-    edit = getattr(method, "rope_frequencies", None)  # a method, or a proxy of one (analysis capture)
-    if edit is not None and getattr(edit, "__func__", None) is not Method.rope_frequencies:
-        if native_latent_frames is None:
-            raise ValueError(f"{method.name} edits RoPE frequencies and needs the backbone's native latent frames")
-        rope = transformer.rope
-        transformer.rope = RopeFrequencyEdit(rope, edit, native_latent_frames)
-    return DiTAttachHandle(transformer, previous, hook, rope)
+    return transformer.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 __all__ = [
-    "DiTAttachHandle",
+    "WanSelfAttnSlot",
+    "record_token_grid",
+    "wan_attention_slots",
     "PerFrameCrossAttn",
     "per_frame_text",
     "DiTCallState",
     "RopeFrequencyEdit",
     "WanSelfAttnAdapter",
-    "attach_wan",
     "wan_rotary",
     "wan_self_attentions",
 ]

@@ -25,18 +25,29 @@ import inspect
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ...attention.context import CallContext
+from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import Backbone, register_family
 from ..frames import TEMPORAL_COMPRESSION, check_wan_frames, latent_frame_count  # noqa: F401 (re-exported)
 from ..tiny import randomize_
-from .attention import DiTCallState, attach_wan, per_frame_text
+from .attention import (
+    DiTCallState,
+    RopeFrequencyEdit,
+    WanSelfAttnSlot,
+    per_frame_text,
+    record_token_grid,
+    wan_attention_slots,
+)
+
+if TYPE_CHECKING:
+    from ...methods.base import Method
 
 SAMPLERS = ("unipc",)
 
@@ -109,9 +120,16 @@ class WanBackbone(Backbone):
     def scheduler_step_kwargs(self, sampler: str, generator: torch.Generator, eta: float) -> dict[str, Any]:
         return {}  # UniPC (flow prediction) is deterministic: no generator, no eta
 
-    def attach(self, method):
-        return attach_wan(self.unet, method, self.call_state, native_latent_frames=self.latent_frames(
-            self.native_frames))
+    # -- installing a method (Backbone.attach calls these) -------------------------------------------
+    def attention_layers(self) -> dict[str, WanSelfAttnSlot]:
+        return wan_attention_slots(self.unet, self.call_state)
+
+    def prepare_attention(self, handle: Handle) -> None:
+        handle.on_detach(record_token_grid(self.unet, self.call_state).remove)
+
+    def install_rope_edit(self, method: Method, handle: Handle) -> None:
+        native = self.latent_frames(self.native_frames)
+        handle.set_attr(self.unet, "rope", RopeFrequencyEdit(self.unet.rope, method.rope_frequencies, native))
 
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
         """``eps_u + w (eps_c - eps_u)`` of the flow prediction, with two transformer calls as WanPipeline.
