@@ -47,18 +47,18 @@ class LocalWindowProcessor(TemporalAttnProcessor):
 @register_method("sliding_window")
 @dataclass
 class SlidingWindow(Method):
-    """Windows of ``window`` frames every ``stride`` frames, overlapping outputs averaged (``attention=fusion``).
-
-    ``attention=local``: every frame attends to its own window of ``window`` frames instead (``stride``
-    unused; the edge-adjusted window of :func:`freelong.attention.local_window_bounds`), so the attention
-    costs ``O(T * window)`` — the sliding-window baseline of the DiT long-video papers.
-    """
+    """Temporal attention in windows of frames; overlapping window outputs averaged, or one window per frame."""
 
     levels = ("attention",)
 
     window: int = 16
+    """Attention window in frames (latent frames on a DiT)."""
     stride: int = 4
+    """Frames between window starts, in [1, window] (`attention=fusion` only)."""
     attention: str = "fusion"
+    """`fusion`: windows every `stride` frames, each frame averages the windows that contain it; `local`: every
+    frame attends to its own edge-adjusted window of `window` frames (`stride` unused), O(T · window), the
+    sliding-window baseline of the DiT long-video papers."""
 
     def validate(self) -> None:
         check_window_stride(self.window, self.stride)

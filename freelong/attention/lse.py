@@ -14,7 +14,7 @@ lie inside every query frame's window or outside it: the keys every frame of the
 halved. The local branch merges the inside tiles, the global branch that result and the outside tiles.
 Every query-key pair is attended exactly once, by unmasked kernel calls, so FreeLong costs one full
 attention plus the merges instead of ``1 + window / T`` (:func:`global_and_local_attention_frames`;
-``docs/benchmarks.md`` §9).
+``docs/performance.md`` §9).
 
 Every call uses the SDPA kernel that also returns the log-sum-exp (the CPU flash kernel; on CUDA the
 flash kernel in half precision, the memory-efficient one in fp32, as PyTorch's context-parallel

@@ -244,15 +244,9 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
 @register_method("freelong")
 @dataclass
 class FreeLong(Method):
-    """FreeLong with the official code's defaults.
+    """FreeLong with the official (released) code's defaults: SpectralBlend of a global and a local branch.
 
-    ``blend_steps=None`` blends at every denoising step as the released code does; the paper blends
-    during the first 25 of 50 steps and then uses the local branch only (``blend_steps=25``).
-    ``local_only_levels=[0]`` (the released code) skips the global branch at the highest-resolution
-    level; ``[]`` blends at every level. ``noise='freenoise'`` uses FreeNoise's shuffled noise with
-    window ``window`` and stride ``noise_stride`` (the paper, single prompt); ``'random'`` is i.i.d.
-    ``multi_prompt_noise`` replaces ``noise`` for multi-prompt videos (the paper: ``'random'``).
-    ``branch`` (Fig. 6 ablation, :func:`combine_branches`) changes the combination wherever FreeLong
+    ``branch`` (the Fig. 6 ablation, :func:`combine_branches`) changes the combination wherever FreeLong
     blends; the calls it runs local-only (``local_only_levels``, steps after ``blend_steps``) stay local in
     every mode, so the variants differ only in how the branches are combined.
     """
@@ -260,16 +254,36 @@ class FreeLong(Method):
     levels = ("attention", "initial noise")
 
     window: int = 16
+    """Local attention window in frames (latent frames on a DiT): each frame attends to a `window`-frame
+    neighbourhood in the local branch."""
     d_s: float = 0.25
+    """Spatial cut-off of the low-pass filter, in (0, 1] (a fraction of Nyquist)."""
     d_t: float = 0.25
+    """Temporal cut-off of the low-pass filter, in (0, 1] (a fraction of Nyquist)."""
     filter: str = "gaussian"
+    """Low-pass shape: `gaussian` exp(-½[(t/d_t)² + (h/d_s)² + (w/d_s)²]), `butterworth` 1/(1 + r^8),
+    `ideal` (r ≤ 1) or `box` (|t| ≤ d_t, |h|, |w| ≤ d_s)."""
     blend_steps: int | None = None
+    """`null`: blend at every denoising step (released code); `n`: blend during the first n steps, then the
+    local branch only (the paper: τ = 25 of 50)."""
     local_only_levels: list[int] = field(default_factory=lambda: [0])
+    """UNet resolution levels (0 = highest; block indices on a DiT) that run the local branch only and skip the
+    global one (released code: `[0]`); `[]` blends everywhere."""
     noise: str = "freenoise"
+    """Initial noise: `freenoise` (FreeNoise's shuffled noise with window `window` and stride `noise_stride`;
+    the paper, single prompt) or `random` (i.i.d.)."""
     noise_stride: int = 4
+    """FreeNoise shuffle block size of the initial noise, in [1, window]."""
     layout: str = "adjusted"
+    """Local window at the video's ends: `adjusted` keeps exactly `window` frames (official LaVie code),
+    `centered` truncates it, |i − j| ≤ window/2 (official VideoCrafter2 code; `method=freelong_vc2`)."""
     multi_prompt_noise: str = "random"
+    """Noise used instead of `noise` for multi-prompt videos (the paper: `random`; `freenoise` keeps the
+    shuffle)."""
     branch: str = "blend"
+    """How the branches are combined: `blend` (FreeLong) or a Fig. 6 ablation variant: `global`, `local`,
+    `sum` (their mean), `low_global` (low frequencies of the global branch), `high_local` (high frequencies of
+    the local branch)."""
 
     def validate(self) -> None:
         check_window_stride(self.window, self.noise_stride, "noise_stride")

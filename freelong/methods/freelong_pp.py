@@ -3,7 +3,7 @@
 What is verified (the abstract): several attention branches with windows "from global to local",
 fused band by band in the frequency domain ("multi-band SpectralFusion"), and "SpecMix" noise.
 Everything else — the window scales, the Nyquist band edges, the sparse-key global branch, the
-SpecMix formula — comes from secondary notes (``shared/research/papers.md`` §2, marked unverified)
+SpecMix formula — comes from secondary notes (marked unverified; docs/methods.md, FreeLong++)
 and every choice the public text leaves open is a parameter (:data:`OPEN_CHOICES`).
 
 Each temporal attention layer computes, from one shared q/k/v, one branch per window: windows
@@ -40,7 +40,7 @@ from .freelong import BRANCH_INPUTS, BlendSchedule, check_noise_fields, combine_
 NOISE_KINDS = ("specmix", "freenoise", "random")
 # Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
-                  "no official code; open choices are parameters (README, FreeLong++ section)")
+                  "no official code; open choices are parameters (docs/methods.md, FreeLong++)")
 # Choices the public text leaves open, each a parameter of FreeLongPP (recorded with every run).
 OPEN_CHOICES = {
     "scales": "window multiples of the native length (notes: {1,2,4} at 4x, {1,2,4,8} at 8x)",
@@ -240,43 +240,62 @@ class MultiBandProcessor(TemporalAttnProcessor):
 @register_method("freelong_pp")
 @dataclass
 class FreeLongPP(Method):
-    """FreeLong++, reconstructed (see the module docstring and README's FreeLong++ section).
+    """FreeLong++, reconstructed (see the module docstring and the FreeLong++ section of docs/methods.md).
 
-    ``scales`` are branch windows as multiples of the backbone's native length (``native_frames``,
-    filled in from the backbone when null); ``windows`` (frames) replaces them when set; ``scales:
-    null`` (and no ``windows``) means powers of two up to the video's length, the notes' {1, 2, 4} at
-    4x and {1, 2, 4, 8} at 8x. ``bands``: increasing edges in normalised frequency (1 = Nyquist), one
-    per pair of neighbouring branches, the first between the widest and the next; null = the Nyquist
-    rule (the branch with window a x native keeps frequencies up to 1/(2a)). ``spatial_bands``: the
-    spatial cut-offs (null: the same as ``bands``, an isotropic filter as FreeLong's).
-    ``sparse_global_keys``: fraction of frames kept as keys of the global branch (1.0 = dense; only
-    when there is more than one branch). ``noise``: ``specmix`` (FreeNoise base with window
-    ``native_frames`` and stride ``noise_stride``, mixed with fresh noise towards the ends), ``freenoise``
-    or ``random``. ``blend_steps``/``local_only_levels``/``layout``: as FreeLong (the narrowest branch
-    runs alone when fusion is off). ``branch`` (component study, FreeLong's modes,
-    :meth:`MultiBandProcessor.combine`): ``blend`` fuses the bands; ``global``/``local`` run the
-    widest/narrowest branch alone; ``sum`` is the plain mean of all; ``low_global``/``high_local`` keep the
-    widest branch's lowest band / the narrowest branch's highest band only.
+    Every choice the public text leaves open is a field (:data:`OPEN_CHOICES`); `branch` runs FreeLong's
+    component-study modes (:meth:`MultiBandProcessor.combine`) with global = the widest branch and local = the
+    narrowest.
     """
 
     levels = ("attention", "initial noise")
 
     scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    """Branch windows as multiples of the backbone's native length (`native_frames`), increasing; the widest is
+    global. `null` (and no `windows`): powers of two up to the video length (the notes' {1, 2, 4} at 4x,
+    {1, 2, 4, 8} at 8x)."""
     windows: list[int] | None = None
+    """Branch windows in frames, increasing (replaces `scales` when set)."""
     bands: list[float] | None = None
+    """Increasing band edges in normalised frequency (1 = Nyquist), one per pair of neighbouring branches,
+    widest pair first. `null`: the notes' Nyquist rule, window a × native keeps up to 1/(2a) (`[0.125, 0.25]` for
+    scales `[1, 2, 4]`)."""
     spatial_bands: list[float] | None = None
+    """Spatial cut-offs of the same edges (`null`: equal to `bands`, an isotropic filter like FreeLong's)."""
     filter: str = "gaussian"
+    """Band transitions: `gaussian`, `butterworth` (order 4) or `ideal`; the band weights sum to one in every
+    frequency bin (the notes name a "Gaussian, D0 = 0.25" in an unclear context)."""
     sparse_global_keys: float = 0.5
+    """Fraction of frames, uniformly spaced with the first and last included, kept as keys of the global branch
+    (notes: 50 %); `1.0` is dense. Only with more than one branch."""
     global_widest: bool = True
+    """The widest branch attends to every frame (its window must then cover the video); `false`: it is local
+    too."""
     noise: str = "specmix"
+    """Initial noise: `specmix` (a FreeNoise base with window `native_frames` and stride `noise_stride`, mixed
+    with fresh noise towards the ends), `freenoise` (window = the native length) or `random`."""
     noise_stride: int = 4
+    """FreeNoise shuffle block of SpecMix's base noise, in [1, native_frames]."""
     specmix_cutoff: float | None = None
+    """SpecMix mixes every frequency (`null`), or only spatial frequencies ≥ this radius in (0, 1] (lower ones
+    keep the base)."""
     blend_steps: int | None = None
+    """As FreeLong's: `null` fuses at every step; `n` fuses during the first n steps, then the narrowest branch
+    runs alone."""
     local_only_levels: list[int] = field(default_factory=lambda: [0])
+    """As FreeLong's: UNet levels (0 = highest resolution) that run the narrowest branch alone; use `[]` on a
+    DiT."""
     layout: str = "adjusted"
+    """As FreeLong's: local windows at the video's ends, `adjusted` (LaVie code) or `centered` (VideoCrafter2
+    code)."""
     multi_prompt_noise: str = "random"
+    """Noise used instead of `noise` for multi-prompt videos."""
     branch: str = "blend"
+    """Component study: `blend` fuses the bands; `global` / `local` run the widest / narrowest branch alone;
+    `sum` is the plain mean of all branches; `low_global` / `high_local` keep only the widest branch's lowest
+    band / the narrowest branch's highest band. One branch (the native length) runs alone in every mode."""
     native_frames: int | None = None
+    """The backbone's native length (latent frames on a DiT); `null` is filled in from the model
+    (`Method.with_native_frames`)."""
 
     # -- parameters ---------------------------------------------------------------------------
     def validate(self) -> None:
