@@ -23,12 +23,13 @@ import logging
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from freelong.errors import error_exit
 
 log = logging.getLogger("freelong.analysis")
 
@@ -355,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         index = build_report(args.paths, args.out, copy=args.copy, strip_every=args.strip_every, title=args.title)
     except (ReportError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     print(f"wrote {index}")
     return 0
 

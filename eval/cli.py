@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from freelong.errors import error_exit
+
 from .base import ALIASES, ALL_DIMS, GROUPS, parse_dims
 from .transforms import IMAGING_MODES
 
@@ -102,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dims = parse_dims(args.dims)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if args.write_back:
         from freelong.app.writeback import main_write_back  # writes run records: app code (lazy; cli is an entry)
 
@@ -131,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
         prompts = resolve_prompts(videos, args.prompt, args.prompt_file)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if args.protocol == "long":
         from .long_eval import run_long_cli
 
@@ -140,14 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     elif args.backend == "official":
-        from .official import run_official
+        from .official import OfficialBackendError, run_official
 
         try:
             results, rows, meta = run_official(videos, dims, args.vbench_python, device=args.device,
                                                imaging_mode=args.imaging_mode, cache_dir=args.cache_dir)
-        except (RuntimeError, FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        except (OfficialBackendError, FileNotFoundError, ValueError) as err:  # a CUDA error is not a user error
+            return error_exit(err)
     else:
         from freelong.metadata import package_versions
 
@@ -161,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                   batch_size=args.batch_size, precision=args.precision,
                                   imaging_mode=args.imaging_mode)
         except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return error_exit(err)
         if args.random_init:
             logging.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
         scores = evaluator.score_many(videos, progress=not args.no_progress, prompts=prompts)

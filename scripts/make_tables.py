@@ -39,6 +39,7 @@ from eval.tables import (
 )
 from freelong.app.records import generated_records, read_results
 from freelong.app.status import missing_warnings
+from freelong.errors import error_exit
 from freelong.video_io import atomic_write_text
 
 
@@ -87,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = records_frame(generated_records(read_results(args.run_dirs)))  # failed out, each video once
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if records.empty:
         print(f"error: no results.jsonl with videos under {' '.join(args.run_dirs)}", file=sys.stderr)
         return 1

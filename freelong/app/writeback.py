@@ -24,6 +24,7 @@ from typing import Any
 
 from eval.base import get_dimension
 
+from ..errors import error_exit
 from .records import RunRecords, is_failed, natural_key, read_records
 
 log = logging.getLogger("freelong.eval")
@@ -163,11 +164,9 @@ def main_write_back(args, weights: dict[str, str]) -> int:
     try:
         run_dirs = find_run_dirs(args.videos)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if not run_dirs:
-        print(f"error: no run directories (videos/*.json records) under {' '.join(args.videos)}", file=sys.stderr)
-        return 2
+        return error_exit(f"no run directories (videos/*.json records) under {' '.join(args.videos)}")
     if args.backend != "native":
         print("error: --write-back scores with the native backend only", file=sys.stderr)
         return 2
@@ -180,8 +179,7 @@ def main_write_back(args, weights: dict[str, str]) -> int:
                               weights=weights, cache_dir=args.cache_dir,
                               batch_size=args.batch_size, precision=args.precision, imaging_mode=args.imaging_mode)
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     report = write_back(run_dirs, evaluator, progress=not args.no_progress)
     print(f"write-back ({', '.join(evaluator.dims)}) in {len(run_dirs)} run dir(s): {report.summary()}")
     if report.wrong_kind:

@@ -143,15 +143,8 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         self.d_t = d_t
         self.filter = filter
 
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         num_frames = q.shape[-2] // ctx.tokens_per_frame
         pos = ctx.positions  # additive frame positions (AnimateDiff); None elsewhere
         if self.window >= num_frames:  # the local window already covers every frame

@@ -138,15 +138,8 @@ class MultiBandProcessor(TemporalAttnProcessor):
                if every or (i == 0 and "local" in needs) or (i == last and "global" in needs)]
         return idx, True
 
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         tokens = ctx.tokens_per_frame  # S tokens per frame, frame-major (1: UNet temporal attention)
         plan = self.plan(q.shape[-2] // tokens)
         idx, combined = self.runs(plan, ctx)
