@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -82,18 +81,6 @@ def _expected(records) -> dict[str, float]:
     out["Time (s/step)"] = float(np.median([r["timings"]["median_step_s"] for r in records]))
     return out
 
-
-@pytest.fixture()
-def make_tables(capsys):
-    """Run the script's main() in-process; return (exit code, stdout, stderr)."""
-    from scripts.make_tables import main
-
-    def _run(args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
-
-    return _run
 
 
 def test_table1_values_reference_and_compare(runs, make_tables):
