@@ -27,7 +27,7 @@ PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
 PER_VIDEO_PERCENT = ("imaging_quality",)  # VBench stores these per video on 0-100 already
 
 # FreeLong (NeurIPS 2024) Table 1: 128 frames; the paper does not name the backbone, LongDiff (CVPR 2025)
-# lists the same numbers as "LaVie, 128 frames" (research/papers.md §1.4). Time unit unstated.
+# lists the same numbers as "LaVie, 128 frames". Time unit unstated.
 PAPER_TABLE1 = {
     "direct": {"Sub": 88.95, "Back": 93.23, "Motion": 92.77, "Flicker": 91.44, "Imaging": 64.76, "Time": 1.8},
     "sliding_window": {"Sub": 85.80, "Back": 92.83, "Motion": 95.79, "Flicker": 94.00, "Imaging": 66.57, "Time": 2.6},
@@ -203,7 +203,7 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join([header, sep, *body])
 
 
-# FreeLOC (CVPR 2026, official README; research/papers.md §2.3): Wan2.1-T2V-1.3B at 4x = 321 frames, 832x480,
+# FreeLOC (CVPR 2026, official README): Wan2.1-T2V-1.3B at 4x = 321 frames, 832x480,
 # sample_shift 8, guide_scale 6, VBench in percent. A separate, source-labelled reference for the Wan rows.
 FREELOC_COLUMNS = {  # dimension -> FreeLOC header
     "subject_consistency": "SC",

@@ -14,7 +14,7 @@ DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "t
         "imaging_quality")
 
 
-# FreeLong (NeurIPS 2024) Table 1, copied by hand from the paper (research/papers.md §1.4); never imported.
+# FreeLong (NeurIPS 2024) Table 1, copied by hand from the paper; never imported.
 PAPER_ROWS = {
     "direct": {"Sub": 88.95, "Back": 93.23, "Motion": 92.77, "Flicker": 91.44, "Imaging": 64.76, "Time": 1.8},
     "sliding_window": {"Sub": 85.80, "Back": 92.83, "Motion": 95.79, "Flicker": 94.00, "Imaging": 66.57, "Time": 2.6},
