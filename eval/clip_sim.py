@@ -19,9 +19,11 @@ import torch
 
 def clip_processor():
     """transformers' (PIL) ``CLIPImageProcessor`` with its defaults, which are ``openai/clip-vit-base-patch32``'s."""
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor()
+    try:  # newer transformers name the PIL backend apart (the default one needs torchvision)
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
+    return Processor()
 
 
 class ClipSim:

@@ -130,6 +130,9 @@ class I3D(nn.Module):
         self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)
         self.dropout = nn.Dropout(0.5)
         self.logits = Unit3D(cin, num_classes, logits=True)
+        for m in self.modules():  # He init: random-init twins keep their activations' scale through the depth
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name, _, _ in TRUNK:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cdfvd_reference import random_clips, random_feature_sets, random_i3d_state
 
 from eval.fvd import (
     FeatureStats,
@@ -22,8 +23,6 @@ from eval.fvd import (
     save_stats,
 )
 from eval.i3d import I3D, i3d_features, load_i3d, preprocess_i3d, same_padding
-
-from cdfvd_reference import random_clips, random_feature_sets, random_i3d_state
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REFERENCE = DATA / "cdfvd_i3d_reference.npz"
@@ -157,7 +156,8 @@ def test_statistics_round_trip(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("cdfvd") is None, reason="cd-fvd (optional lane) not installed")
 def test_against_cdfvd_itself(tmp_path):  # pragma: no cover - runs only where cd-fvd imports
-    from cdfvd.third_party.i3d.utils import load_i3d_model, preprocess_i3d as cd_preprocess
+    from cdfvd.third_party.i3d.utils import load_i3d_model
+    from cdfvd.third_party.i3d.utils import preprocess_i3d as cd_preprocess
 
     model = random_i3d()
     path = tmp_path / "i3d.pt"
