@@ -229,3 +229,105 @@ def run_freenoise_cli(args, videos: Sequence[Path], weights: Mapping[str, str]) 
     if args.random_init:
         log.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
     return 0, results, rows, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-video features kept beside a run's videos (score later, tabulate later)
+# ----------------------------------------------------------------------------------------------
+FEATURES_SUFFIX = ".freenoise.npz"
+
+
+def save_video_features(path: Path, features: np.ndarray) -> Path:
+    """One video's segment features ``(S, D)`` float32, written atomically."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    with open(tmp, "wb") as f:
+        np.savez(f, features=np.asarray(features, np.float32))
+    os.replace(tmp, path)
+    return path
+
+
+def load_video_features(path: Path) -> np.ndarray:
+    with np.load(path) as z:
+        return z["features"]
+
+
+def record_scores(ev: FreeNoiseEvaluator, result: VideoResult, features_file: str | None) -> dict[str, Any]:
+    """What a video's record holds under this protocol: CLIP-SIM and where its segment features are."""
+    scores: dict[str, Any] = {}
+    if result.clip_sim is not None:
+        scores["clip_sim"] = result.clip_sim
+    scores["meta"] = {"protocol": "freenoise", "label": ev.label, "random_init": ev.random_init,
+                      "backend": "native", "extractor": ev.extractor, "features": features_file,
+                      "segments": None if result.features is None else int(len(result.features)),
+                      "segment_frames": ev.segment_frames, "frames": result.num_frames,
+                      "weights": {n: (d if isinstance(d, str) or d is None else None) for n, d in ev.digests.items()},
+                      "errors": {"video": result.error} if result.error else {}, "seconds": result.seconds}
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# The table (scripts/make_tables.py --protocol freenoise)
+# ----------------------------------------------------------------------------------------------
+# FreeNoise Table 1 (VideoCrafter v1, 64 frames, 256x256, A100): FVD, KVD, CLIP-SIM, seconds per video.
+PAPER_TABLE1 = {
+    "direct": (737.61, 359.11, 0.9104, 21.97),
+    "sliding_window": (224.55, 44.09, 0.9438, 36.76),
+    "gen_l_video": (177.63, 21.06, 0.9370, 77.89),
+    "freenoise": (85.83, 7.06, 0.9732, 25.75),
+}
+PAPER_NOTE = ("paper: FreeNoise Table 1 (ICLR 2024), VideoCrafter (v1) 256x256, 64 frames, A100; "
+              "FreeNoise +17 % time vs direct, Gen-L-Video +255 %")
+METHOD_ORDER = ("direct", "sliding_window", "gen_l_video", "freenoise", "freelong", "freelong_vc2", "freelong_pp")
+
+
+def freenoise_table(records: Sequence[Mapping[str, Any]], reference: FeatureStats,
+                    min_segments: int | None = None, compare: bool = True):
+    """One row per (method, frames, size): FVD, KVD, CLIP-SIM, videos, segments, seconds per video and its ratio
+    to direct, beside the paper's values. ``records`` carry ``run_dir`` (``freelong.app.records.read_results``)."""
+    import pandas as pd
+
+    rows: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        meta = ((rec.get("scores") or {}).get("meta")) or {}
+        if meta.get("protocol") != "freenoise" or not meta.get("features"):
+            continue
+        if meta.get("extractor") != reference.extractor:
+            raise ValueError(f"{rec.get('run_dir')}: features from {meta.get('extractor')}, the reference holds "
+                             f"{reference.extractor}")
+        key = (rec.get("method", "?"), rec.get("num_frames"), f"{rec.get('height')}x{rec.get('width')}")
+        row = rows.setdefault(key, {"features": [], "clip": [], "time": []})
+        row["features"].append(load_video_features(Path(rec["run_dir"]) / "videos" / meta["features"]))
+        if isinstance((rec.get("scores") or {}).get("clip_sim"), (int, float)):
+            row["clip"].append(float(rec["scores"]["clip_sim"]))
+        if isinstance(rec.get("wall_time_s"), (int, float)):
+            row["time"].append(float(rec["wall_time_s"]))
+    out = []
+    for (method, frames, size), row in rows.items():
+        gen = FeatureStats(np.concatenate(row["features"]), extractor=reference.extractor)
+        try:
+            dist = fvd_kvd(reference, gen, min_segments)
+        except TooFewVideosError as err:
+            log.warning("%s: %s", method, err)
+            dist = {"fvd": np.nan, "kvd": np.nan}
+        out.append({"method": method, "frames": frames, "size": size, "videos": len(row["features"]),
+                    "segments": gen.num, "FVD": dist["fvd"], "KVD": dist["kvd"],
+                    "CLIP-SIM": float(np.mean(row["clip"])) if row["clip"] else np.nan,
+                    "Time (s/video)": float(np.mean(row["time"])) if row["time"] else np.nan})
+    table = pd.DataFrame(out)
+    if table.empty:
+        return table
+    table["_order"] = table["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER))
+    table = table.sort_values(["frames", "size", "_order", "method"]).drop(columns="_order").reset_index(drop=True)
+    direct = table[table["method"] == "direct"].set_index(["frames", "size"])["Time (s/video)"]
+    table["Time vs direct"] = [t / direct.get((f, s), np.nan) - 1.0 if (f, s) in direct.index else np.nan
+                               for f, s, t in zip(table["frames"], table["size"], table["Time (s/video)"])]
+    if compare:
+        for i, col in enumerate(("FVD", "KVD", "CLIP-SIM", "Time (s/video)")):
+            table[f"paper {col}"] = table["method"].map(lambda m, i=i: PAPER_TABLE1.get(m, (np.nan,) * 4)[i])
+        table["paper Time vs direct"] = table["paper Time (s/video)"] / PAPER_TABLE1["direct"][3] - 1.0
+    return table

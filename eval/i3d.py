@@ -105,12 +105,13 @@ class Mixed(nn.Module):
 class I3D(nn.Module):
     """``I3D()(x (B, 3, T, 224, 224) in [-1, 1])`` → time-averaged logits ``(B, num_classes)``.
 
-    ``width`` < 1 scales every channel count (tiny random-init twins for smoke runs; never for numbers).
+    ``width`` < 1 scales every channel count and ``input_size`` < 224 shrinks the frames it is fed (the final
+    average pool covers the whole ``input_size/32`` grid): tiny random-init twins for smoke runs, never for numbers.
     """
 
-    def __init__(self, num_classes: int = 400, width: float = 1.0):
+    def __init__(self, num_classes: int = 400, width: float = 1.0, input_size: int = I3D_SIZE):
         super().__init__()
-        self.num_classes, self.width = num_classes, width
+        self.num_classes, self.width, self.input_size = num_classes, width, input_size
 
         def w(c: int) -> int:
             return max(1, int(round(c * width)))
@@ -127,7 +128,7 @@ class I3D(nn.Module):
                 widths = tuple(w(c) for c in args)
                 self.add_module(name, Mixed(cin, widths))
                 cin = widths[0] + widths[2] + widths[4] + widths[5]
-        self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)
+        self.avg_pool = nn.AvgPool3d((2, input_size // 32, input_size // 32), stride=1)  # (2, 7, 7) at 224
         self.dropout = nn.Dropout(0.5)
         self.logits = Unit3D(cin, num_classes, logits=True)
         for m in self.modules():  # He init: random-init twins keep their activations' scale through the depth
@@ -152,7 +153,7 @@ def preprocess_i3d(videos: np.ndarray | torch.Tensor, size: int = I3D_SIZE) -> t
     return (2.0 * frames.reshape(b, t, c, size, size).transpose(1, 2) / 255.0 - 1.0).contiguous()
 
 
-TINY_I3D = {"num_classes": 16, "width": 0.125}
+TINY_I3D = {"num_classes": 16, "width": 0.125, "input_size": 64}
 
 
 def load_i3d(path: str | Path | None, random_init: bool = False, seed: int = 0) -> I3D:
@@ -174,6 +175,6 @@ def i3d_features(model: I3D, videos: np.ndarray, batch_size: int = 8, device: st
     """Features ``(B, num_classes)`` float32 of uint8 clips ``(B, T, H, W, 3)``, ``batch_size`` clips per call."""
     out = []
     for i in range(0, len(videos), batch_size):
-        x = preprocess_i3d(videos[i:i + batch_size]).to(device=device, dtype=dtype)
+        x = preprocess_i3d(videos[i:i + batch_size], model.input_size).to(device=device, dtype=dtype)
         out.append(model(x).float().cpu().numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, model.num_classes), np.float32)

@@ -12,6 +12,9 @@ from PIL import Image
 
 from eval.clip_sim import ClipSim, adjacent_similarity
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared CPU: no oversubscription
+
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "lavie_gif_frames.npz"
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])

@@ -18,6 +18,9 @@ from eval.i3d import i3d_features, load_i3d
 from eval.video import load_video
 from freelong.video_io import write_video
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared CPU: no oversubscription
+
+
 
 def test_cut_segments_are_consecutive_and_drop_the_remainder():
     frames = np.arange(70)[:, None, None, None] * np.ones((1, 2, 3, 3), np.int64)
