@@ -135,3 +135,23 @@ def test_table_refuses_unscored_runs_and_missing_reference(small_runs, capsys):
     assert "--write-back --protocol freenoise" in capsys.readouterr().err
     assert tables_main([str(runs / "gen"), "--protocol", "freenoise", "--out-dir", str(runs / "t2")]) == 2
     assert "needs --reference" in capsys.readouterr().err
+
+
+def test_experiments_compose_with_freenoise_settings(compose_cfg):
+    from hydra import compose, initialize_config_dir
+
+    from freelong.app.config import CONF_DIR
+
+    ref = compose_cfg("experiment=freenoise_reference")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        table = compose("config", overrides=["experiment=paper_freenoise_table1"], return_hydra_config=True)
+    for cfg in (ref, table):  # FreeNoise §5: DDIM 50, eta 0, CFG 15, 256x256, the same base model and sampler
+        assert (cfg.height, cfg.width, cfg.num_inference_steps, cfg.sampler, cfg.eta, cfg.guidance_scale) == \
+            (256, 256, 50, "ddim", 0.0, 15.0)
+        assert cfg.model.name == "videocrafter2" and cfg.eval.name == "none"
+    assert (ref.num_frames, ref.method.name, ref.num_seeds) == (16, "direct", 16)
+    assert (table.num_frames, table.num_seeds) == (64, 4) and table.seed == ref.seed  # the first 4 seeds are shared
+    methods = str(table.hydra.sweeper.params.method).split(",")
+    assert methods == ["direct", "sliding_window", "freenoise", "freelong_vc2"]
+    for m in methods:  # every swept method composes on this model
+        assert compose_cfg("experiment=paper_freenoise_table1", f"method={m}").method is not None
