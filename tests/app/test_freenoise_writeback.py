@@ -110,6 +110,11 @@ def check_write_back_and_table(runs: Path, capsys, per_method: int):
     printed = capsys.readouterr().out
     assert "FreeNoise Table 1" in printed and "737.61" in printed  # the paper's direct FVD beside ours
     table = pd.read_csv(out / "freenoise_table1.csv").set_index("method")
+    # the paper's rows not run here are shown with its numbers only; its time ratios are +17 % and +255 %
+    assert table.loc["gen_l_video", "videos"] == 0 and np.isnan(table.loc["gen_l_video", "FVD"])
+    assert table.loc["freenoise", "paper Time vs direct"] == pytest.approx(25.75 / 21.97 - 1)
+    assert round(table.loc["gen_l_video", "paper Time vs direct"], 2) == 2.55
+    assert round(table.loc["freenoise", "paper Time vs direct"], 2) == 0.17
     assert table.loc["direct", "videos"] == per_method and table.loc["freenoise", "videos"] == per_method  # shards
     assert table.loc["freenoise", "segments"] == 2 * per_method and table.loc["direct", "Time vs direct"] == 0.0
     ref = load_stats(runs / "ref" / "videos" / CACHE_NAME.format(extractor="i3d16-random"))
