@@ -160,3 +160,14 @@ def test_experiments_compose_with_freenoise_settings(compose_cfg):
     assert methods == ["direct", "sliding_window", "freenoise", "freelong_vc2"]
     for m in methods:  # every swept method composes on this model
         assert compose_cfg("experiment=paper_freenoise_table1", f"method={m}").method is not None
+
+
+def test_run_time_freenoise_protocol_is_one_clear_error(compose_cfg):
+    import torch
+
+    from freelong.app.eval_hook import build_run_evaluator
+    from freelong.errors import ConfigError
+
+    cfg = compose_cfg("eval=fast", "eval.protocol=freenoise")
+    with pytest.raises(ConfigError, match="eval.protocol=freenoise scores a set.*--write-back --protocol freenoise"):
+        build_run_evaluator(cfg.eval, torch.device("cpu"), random_init=True)
