@@ -71,7 +71,8 @@ class FreeNoiseEvaluator:
             from .weights import resolve_eval_weights
 
             paths = resolve_eval_weights(names, weights, cache_dir)
-            self.digests = {n: identity(p).get("sha256") or identity(p).get("files") for n, p in paths.items()}
+            ids = {n: identity(p) for n, p in paths.items()}  # hashes each file once
+            self.digests = {n: i.get("sha256") or i.get("files") for n, i in ids.items()}
         self.paths = paths
         self.i3d = load_i3d(paths["i3d_400"], random_init, seed).to(self.device)
         self.clip = ClipSim(paths["clip_vit_b32"], random_init, seed, self.device) if clip_sim else None

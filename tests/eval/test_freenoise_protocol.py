@@ -87,3 +87,24 @@ def test_too_small_sets_are_refused_with_one_line(dirs, capsys):
     assert not out.exists()
     assert main([str(dirs / "gen"), "--out", str(out), *ARGS]) == 2
     assert "needs --reference" in capsys.readouterr().err
+
+
+def test_real_weight_path_loads_the_checkpoint_strictly_and_tags_it(tmp_path):
+    import torch
+    from cdfvd_reference import random_i3d_state
+
+    from eval.i3d import I3D
+    from freelong.weights import sha256_file
+
+    shapes = {k: tuple(v.shape) for k, v in I3D().state_dict().items()}
+    path = tmp_path / "i3d_pretrained_400.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in random_i3d_state(shapes).items()}, path)
+    ev = FreeNoiseEvaluator(device="cpu", weights={"i3d_400": str(path)}, clip_sim=False)
+    digest = sha256_file(path)
+    assert ev.extractor == f"i3d400-{digest[:12]}" and ev.label == "real"
+    assert ev.describe()["weights"]["i3d_400"]["sha256"] == digest
+    assert ev.i3d.num_classes == 400 and ev.i3d.input_size == 224  # the full network (features: test_fvd.py)
+    bad = tmp_path / "bad.pt"
+    torch.save({k: v for k, v in torch.load(path).items() if not k.startswith("logits")}, bad)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        FreeNoiseEvaluator(device="cpu", weights={"i3d_400": str(bad)}, clip_sim=False)
