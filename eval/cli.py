@@ -51,15 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-back", action="store_true",
                    help="the paths are run/sweep dirs: score their videos into their records "
                         "(freelong/app/writeback.py)")
-    p.add_argument("--protocol", choices=["standard", "long"], default="standard",
+    p.add_argument("--protocol", choices=["standard", "long", "freenoise"], default="standard",
                    help="standard: VBench, each video one clip (videos under 5 s); long: VBench-Long (scenes, "
-                        "2 s / 10 s clips, fused; videos of 5 s or more)")
+                        "2 s / 10 s clips, fused; videos of 5 s or more); freenoise: FreeNoise's FVD/KVD of "
+                        "16-frame segments against --reference, and CLIP-SIM (--dims is ignored)")
     p.add_argument("--prompt", default=None, help="prompt of every video (overall_consistency; default: file name)")
     p.add_argument("--prompt-file", default=None, help='JSON {"video file": "prompt", ...} covering every video')
     add_compare_arguments(p)
     from .long_eval import add_long_arguments
 
     add_long_arguments(p)
+    from .freenoise_protocol import add_freenoise_arguments
+
+    add_freenoise_arguments(p)
     return p
 
 
@@ -96,6 +100,35 @@ def write_outputs(out: Path, csv_path: Path, results: dict[str, Any], rows: list
     atomic_write_json(out.with_suffix(".meta.json"), meta)
 
 
+def _freenoise_main(args, videos: list[Path], out: Path, csv_path: Path) -> int:
+    """``--protocol freenoise``: one set-level result (FVD, KVD, CLIP-SIM, counts) and one row per video."""
+    from freelong.metadata import package_versions
+
+    from .freenoise_protocol import run_freenoise_cli
+
+    if args.backend != "native" or args.compare_official:
+        print("error: --protocol freenoise runs with --backend native only", file=sys.stderr)
+        return 2
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    code, results, rows, meta = run_freenoise_cli(args, videos, _parse_weights(args.weight))
+    if code:
+        return code
+    failed = [r for r in rows if r.get("error")]
+    meta.update({"created": started, "wall_time_s": time.perf_counter() - t0, "versions": package_versions(),
+                 "num_with_errors": len(failed), "overall": results})
+    write_outputs(out, csv_path, results, rows, meta)
+    for key in ("fvd", "kvd", "clip_sim"):
+        value = results.get(key)
+        print(f"{key:<9} {'n/a' if value is None else f'{value:.4f}'}")
+    print(f"{results['num_videos']} video(s), {results['num_segments']} segment(s) of {meta['segment_frames']} "
+          f"frames; reference {results['reference_segments']} segment(s)")
+    for r in failed:
+        print(f"  {r['video_path']}: {r['error']}", file=sys.stderr)
+    print(f"wrote {out}, {csv_path}, {out.with_suffix('.meta.json')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -115,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out)
     csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
+    if args.protocol == "freenoise":
+        return _freenoise_main(args, videos, out, csv_path)
     if args.compare_official:
         from .compare import compare_main
 
