@@ -219,3 +219,35 @@ def test_processor_refuses_an_unknown_wan_without_a_layer_list():
     x = torch.randn(1, 4, 3, 4, 4)
     with pytest.raises(ValueError, match="method.tsa_layers"), attach_wan(tr, get_method("freeloc"), DiTCallState()):
         tr(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 4, 32))
+
+
+# ---------------------------------------------------------------------------------------------- app, tables
+def test_wan_4x_sweeps_freeloc_as_released(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from freelong.app.config import CONF_DIR, method_from_config, validate_config
+
+    sweep = OmegaConf.load(CONF_DIR / "experiment" / "wan_4x.yaml").hydra.sweeper.params.method.split(",")
+    assert "freeloc_official" in sweep
+    cfg = compose_cfg("experiment=wan_4x", "method=freeloc_official")
+    validate_config(cfg)  # 321 frames = 81 latent frames: the release's 4x setting
+    m = method_from_config(cfg.method)
+    assert m.name == "freeloc" and m.official_quirks and m.tsa_layers is None
+    assert m.vrpr_setting(81) == (10, 14, 2, 8)
+
+
+def test_make_tables_puts_our_freeloc_row_beside_the_published_one(tmp_path):
+    import json
+
+    from eval.tables import freeloc_table, records_frame
+    from freelong.app.records import read_results
+
+    scores = {"subject_consistency": 0.98, "background_consistency": 0.97, "motion_smoothness": 0.99,
+              "imaging_quality": 60.0, "aesthetic_quality": 0.6, "dynamic_degree": True, "meta": {"frames": 321}}
+    recs = [{"video": f"v/{m}.mp4", "model": "wan2_1_t2v_1_3b", "random_init": False, "method": m,
+             "method_params": {}, "num_frames": 321, "timings": {"median_step_s": 1.0}, "scores": scores}
+            for m in ("freeloc", "riflex", "direct")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    table = freeloc_table(records_frame(read_results([tmp_path]))).set_index("Method")
+    assert list(table.index) == ["direct", "riflex", "freeloc"]
+    assert table.at["freeloc", "FreeLOC (SC/BC/MS/IQ/AQ/DD)"] == "98.44/97.78/98.97/67.44/61.21/36.27"

@@ -168,3 +168,13 @@ def test_bad_input_fails_at_validation_naming_the_key(compose_cfg):
         with pytest.raises(ValueError, match=key) as err:
             validate_config(compose_cfg(*overrides))
         assert "\n" not in str(err.value)
+
+
+def test_videocrafter2_sweeps_include_freepca(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from freelong.app.config import CONF_DIR, validate_config
+
+    for exp in ("paper_table1_vc2", "sweep_methods"):
+        assert "freepca" in OmegaConf.load(CONF_DIR / "experiment" / f"{exp}.yaml").hydra.sweeper.params.method
+    validate_config(compose_cfg("experiment=paper_table1_vc2", "method=freepca"))
