@@ -107,6 +107,34 @@ def test_below_the_threshold_it_is_sliding_window_averaging():
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bias", "positions"])
+def test_unets_positional_terms_follow_the_window_convention(kind):
+    """LaVie's relative bias and AnimateDiff's additive positions: below the threshold FreePCA equals the harness's
+    flat window fusion with the same terms (window-local positions, the bias on the window's own frames)."""
+    from baselines.window_fusion import WindowFusionProcessor
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(4, 2, 24, 8, generator=g) for _ in range(3))
+    table = torch.randn(2, 64, 8, generator=g)
+    slopes = torch.randn(2, generator=g)
+
+    def bias(qi, kj):
+        return slopes[:, None, None] * (kj[None, None, :] - qi[None, :, None]).abs().float() * 0.1
+
+    def positions(idx):
+        return table[:, idx], 0.5 * table[:, idx], 0.25 * table[:, idx]
+
+    ctx = ctx_for(24, 2, (2, 1), 100)
+    b = bias if kind == "bias" else None
+    if kind == "positions":
+        ctx.positions = positions
+    got = FreePCAProcessor()(q, k, v, bias=b, ctx=ctx)
+    ref = WindowFusionProcessor(16, 4, "flat")(q, k, v, bias=b, ctx=ctx)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    ctx.extra["timestep"] = 900  # and the fusing path runs with them
+    assert torch.isfinite(FreePCAProcessor()(q, k, v, bias=b, ctx=ctx)).all()
+
+
 def test_pca_fuse_takes_the_most_similar_components_from_global():
     """keep=0: the local window unchanged; keep=W: the global window (the fused scores are then all global)."""
     g = torch.Generator().manual_seed(1)
