@@ -264,6 +264,14 @@ class Band:
             ok &= (qi[:, None] % tokens_per_frame - kj[None, :] % tokens_per_frame).abs() < self.stripe
         return ok
 
+    def holds_everywhere(self, r0: int, r1: int, a: int, b: int) -> bool:
+        """Whether every query in ``[r0, r1)`` may attend every key in ``[a, b)`` (no mask needed there)."""
+        if self.stripe is not None or a < self.key_lo or (self.key_hi is not None and b > self.key_hi):
+            return False
+        u = self.unit
+        lo_delta, hi_delta = r0 // u - (b - 1) // u, (r1 - 1) // u - a // u
+        return (self.lo is None or lo_delta >= self.lo) and (self.hi is None or hi_delta <= self.hi)
+
     def key_span(self, r0: int, r1: int, num_tokens: int) -> tuple[int, int]:
         """The key tokens ``[a, b)`` this clause can reach from query tokens ``[r0, r1)`` (empty: ``a >= b``)."""
         u = self.unit
@@ -288,9 +296,12 @@ class KeyTier:
             return 0, 0
         return min(a for a, _ in spans), max(b for _, b in spans)
 
-    def mask(self, r0: int, r1: int, a: int, b: int, tokens_per_frame: int, device=None) -> torch.Tensor:
-        qi = torch.arange(r0, r1, device=device)
-        kj = torch.arange(a, b, device=device)
+    def mask(self, r0: int, r1: int, a: int, b: int, tokens_per_frame: int, device=None) -> torch.Tensor | None:
+        """``(r1 - r0, b - a)`` bool: which of the span's keys each query may attend; None when all of them."""
+        if any(band.holds_everywhere(r0, r1, a, b) for band in self.bands):
+            return None
+        qi = torch.arange(r0, r1, device=device, dtype=torch.int32)
+        kj = torch.arange(a, b, device=device, dtype=torch.int32)
         out = torch.zeros(r1 - r0, b - a, dtype=torch.bool, device=device)
         for band in self.bands:
             out |= band.allowed(qi, kj, tokens_per_frame)
@@ -352,7 +363,7 @@ def tiered_attention(
             a, b = tier.key_span(r0, r1, n)
             if a >= b:
                 continue
-            mask = None if v.device.type == "meta" else tier.mask(r0, r1, a, b, s, v.device)
+            mask = None if v.device.type == "meta" else tier.mask(r0, r1, a, b, s, v.device)  # None: all keys
             if mask is not None and not bool(mask.any()):
                 continue
             q_t, k_t = qk[tier.name]

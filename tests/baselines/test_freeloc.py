@@ -70,6 +70,11 @@ def test_equals_the_live_official_code(name):
 
 
 # ---------------------------------------------------------------------------------------------- the kernel
+def full_mask(tier, r0, r1, a, b, s):
+    m = tier.mask(r0, r1, a, b, s)
+    return torch.ones(r1 - r0, b - a, dtype=torch.bool) if m is None else m
+
+
 def reference_tiered(qk, v, tiers, s):
     """One explicit softmax over all tokens: each (query, key) logit from the first tier whose mask holds it
     (tiers are disjoint), written from the definition with the masks evaluated pair by pair."""
@@ -77,7 +82,7 @@ def reference_tiered(qk, v, tiers, s):
     logits = torch.full(v.shape[:2] + (n, n), float("-inf"))
     for tier in tiers:
         q, k = qk[tier.name]
-        m = tier.mask(0, n, 0, n, s)
+        m = full_mask(tier, 0, n, 0, n, s)
         lt = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
         logits = torch.where(m, lt, logits)
     return torch.softmax(logits, dim=-1) @ v
@@ -95,7 +100,7 @@ def test_tiered_attention_is_one_softmax_over_the_union(kind, quirks):
     tiers = [tp.tier for tp in tps]
     # tiers are disjoint
     n = frames * s
-    cover = sum(t.mask(0, n, 0, n, s).int() for t in tiers)
+    cover = sum(full_mask(t, 0, n, 0, n, s).int() for t in tiers)
     assert cover.max() == 1
     q, k, v = random_qkv(1, 2, n, 8, seed=1)
     qk = {t.name: (q + 0.1 * i, k - 0.1 * i) for i, t in enumerate(tiers)}
@@ -112,13 +117,13 @@ def test_quirk_geometry_is_the_releases_token_rounding():
     s, frames = 16, 41
     n = s * frames
     tiers = [tp.tier for tp in vrpr_tiers(frames, s, 12, 20, 2, 8, 20, True)]
-    cover = sum(t.mask(0, n, 0, n, s).int() for t in tiers)
+    cover = sum(full_mask(t, 0, n, 0, n, s).int() for t in tiers)
     delta = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs()
     assert torch.equal(cover == 0, (delta > 176) & (delta < 256))
     clean = [tp.tier for tp in vrpr_tiers(frames, s, 12, 20, 2, 8, 20, False)]
-    assert torch.equal(sum(t.mask(0, n, 0, n, s).int() for t in clean), torch.ones(n, n, dtype=torch.int))
-    sink = tsa_tiers(frames, s, 8, 24, 8, 12, 1, 3, 20, True)[1].tier.mask(0, n, 0, n, s)
-    assert sink.any(dim=0).nonzero().max().item() == 127
+    assert torch.equal(sum(full_mask(t, 0, n, 0, n, s).int() for t in clean), torch.ones(n, n, dtype=torch.int))
+    sink = tsa_tiers(frames, s, 8, 24, 8, 12, 1, 3, 20, True)[1].tier
+    assert full_mask(sink, 0, n, 0, n, s).any(dim=0).nonzero().max().item() == 127
 
 
 @pytest.mark.parametrize("frames", [21, 41, 81, 161])
@@ -136,10 +141,10 @@ def test_clean_positions_stay_in_the_native_range_with_their_sign(frames, kind):
     for tp in proc.tiers(kind, frames, s):
         if tp.q_pos is None:
             if kind == "vrpr":  # standard positions only within window_1 - 1 frames
-                mask = tp.tier.mask(0, n, 0, n, s)
+                mask = full_mask(tp.tier, 0, n, 0, n, s)
                 assert (f[:, None] - f[None, :]).abs()[mask].max() <= m.vrpr_setting(frames)[0] - 1
             continue
-        mask = tp.tier.mask(0, n, 0, n, s)
+        mask = full_mask(tp.tier, 0, n, 0, n, s)
         if not mask.any():
             continue
         rel = torch.tensor(tp.q_pos)[f][:, None] - torch.tensor(tp.k_pos)[f][None, :]
@@ -187,7 +192,7 @@ def test_tsa_reads_fewer_keys_than_dense_at_321_frames():
     allowed = 0
     for tp in tsa_tiers(frames, s, 8, 24, 8, 12, 1, 3, 20, True):
         for r in rows.tolist():
-            allowed += int(tp.tier.mask(r, r + 1, 0, n, s).sum())
+            allowed += int(full_mask(tp.tier, r, r + 1, 0, n, s).sum())
     density = allowed / (len(rows) * n)
     assert 0.15 < density < 0.45
 
