@@ -595,8 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(args.model, args.widths)
     default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
-    if cfg.family == "wan" and "freeloc" in names and not is_wan_1_3b_shape(cfg):
-        names[names.index("freeloc")] = "freeloc:tsa_layers=[0]"  # the release's list is for Wan2.1-1.3B only
+    if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
+        names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
     methods = [method_from_spec(n, cfg.family) for n in names]
     backbone = build(cfg, device, dtype)
     native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
