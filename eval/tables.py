@@ -36,7 +36,7 @@ PAPER_TABLE1 = {
 }
 PAPER_FAMILY = "lavie"
 PAPER_NOTE = "paper: FreeLong Table 1, LaVie, 128 frames, 320x512 (backbone per LongDiff; time unit not stated)"
-METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
+METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca")
 
 
 def is_random_init(record: dict[str, Any]) -> bool:
@@ -236,6 +236,6 @@ def freeloc_table(df: pd.DataFrame) -> pd.DataFrame:
         ref = FREELOC_WAN_4X.get(method)
         row["FreeLOC (SC/BC/MS/IQ/AQ/DD)"] = "/".join(f"{ref[c]:g}" for c in FREELOC_COLUMNS.values()) if ref else "—"
         rows.append(row)
-    order = {m: i for i, m in enumerate((*METHOD_ORDER, "riflex"))}
+    order = {m: i for i, m in enumerate((*METHOD_ORDER, "riflex", "freeloc"))}
     rows.sort(key=lambda r: order.get(r["Method"], len(order)))
     return pd.DataFrame(rows)

@@ -21,8 +21,9 @@ allocate for activations with the fused attention kernels.
 
 Wan (a DiT): frame counts are video frames (4n+1; the methods see n+1 latent frames), one step is two
 transformer calls (cond, uncond) and a UniPC update, methods come with their Wan presets
-(``conf/method/<name>_wan.yaml``: windows of 21 latent frames) and ``riflex`` joins the default list;
-the split times the 3D self-attentions (``attn1``).
+(``conf/method/<name>_wan.yaml``: windows of 21 latent frames), ``riflex`` and ``freeloc`` join the default list
+(``freepca`` leaves it: UNets only); the split times the 3D self-attentions (``attn1``). FreeLOC uses its release's
+layer list on Wan2.1-1.3B's shape and ``tsa_layers=[0]`` (one TSA block, the other VRPR) on reduced widths.
 
 Models: timings do not depend on the weights, so random weights are the default (nothing to
 download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
@@ -63,8 +64,8 @@ from freelong.profiling import (
     track_tensor_memory,
 )
 
-METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
-DIT_METHODS = (*METHODS, "riflex")
+METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca")
+DIT_METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "riflex", "freeloc")
 PROMPT = "a teddy bear walking on the street, high quality"
 
 # Per family: configs that replace the model YAML's unet / vae / text_encoder sections.
@@ -125,6 +126,13 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def is_wan_1_3b_shape(cfg) -> bool:
+    """Whether a Wan config has Wan2.1-T2V-1.3B's blocks and heads (FreeLOC's published layer list fits it)."""
+    from baselines.freeloc import WAN_1_3B_SHAPE
+
+    return all(cfg.unet.get(k) == v for k, v in WAN_1_3B_SHAPE.items())
 
 
 def is_dit(backbone) -> bool:
@@ -230,7 +238,7 @@ class StepRunner:
 
     @torch.no_grad()
     def step(self, latents: torch.Tensor) -> torch.Tensor:
-        call = CallContext(step_index=0, num_steps=50)
+        call = CallContext(step_index=0, num_steps=50, extra={"timestep": float(self.t)})
         eps = self.bb.predict_noise(latents, self.t.to(self.device), self.cond, self.uncond, self.args.guidance, call)
         if self.device.type == "meta":
             return eps
@@ -521,7 +529,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)}; "
-                        "Wan: + riflex, with the *_wan presets)")
+                        f"Wan: {','.join(DIT_METHODS)}, with the *_wan presets)")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -587,6 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(args.model, args.widths)
     default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
+    if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
+        names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
     methods = [method_from_spec(n, cfg.family) for n in names]
     backbone = build(cfg, device, dtype)
     native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)

@@ -43,6 +43,46 @@ def wan_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
+def wan_temporal_frequencies(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Wan's temporal RoPE frequencies ``theta^(-2j/t_dim)``, ``t_dim = d - 4*(d//6)`` (float64, as diffusers')."""
+    t_dim = head_dim - 4 * (head_dim // 6)
+    return 1.0 / (theta ** (torch.arange(0, t_dim, 2, dtype=torch.float64)[: t_dim // 2] / t_dim))
+
+
+class WanFrameRope:
+    """:class:`~freelong.attention.context.FrameRope` of one Wan self-attention call.
+
+    Holds the un-rotated ``(B, N, heads, d)`` q and k and diffusers' cos/sin tables; ``q_at(p)`` rotates the
+    temporal channels (the leading ``t_dim``) by ``p[f] * theta_j`` for the tokens of frame ``f`` and the spatial
+    channels as diffusers does, returning ``(B, heads, N, d)`` like the q handed to the processor.
+    """
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, rotary_emb, grid: tuple[int, int, int]):
+        self._q, self._k = q, k
+        self._cos, self._sin = rotary_emb
+        self.grid = grid
+        self.freqs = wan_temporal_frequencies(q.shape[-1])
+
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables ``(1, N, 1, d)`` with the temporal channels at ``positions`` (one per frame)."""
+        t, h, w = self.grid
+        if positions.shape != (t,):
+            raise ValueError(f"need one temporal position per latent frame ({t}), got shape {tuple(positions.shape)}")
+        t_dim = 2 * len(self.freqs)
+        angles = torch.outer(positions.to(torch.float64).cpu(), self.freqs).repeat_interleave(2, dim=1)
+        cos, sin = self._cos.clone(), self._sin.clone()
+        for table, fn in ((cos, torch.cos), (sin, torch.sin)):
+            vals = fn(angles).to(device=table.device, dtype=table.dtype)  # (T, t_dim)
+            table.view(table.shape[0], t, h * w, *table.shape[2:-1], -1)[..., :t_dim] = vals[None, :, None, None]
+        return cos, sin
+
+    def q_at(self, positions: torch.Tensor) -> torch.Tensor:
+        return wan_rotary(self._q, *self.tables(positions)).transpose(1, 2)
+
+    def k_at(self, positions: torch.Tensor) -> torch.Tensor:
+        return wan_rotary(self._k, *self.tables(positions)).transpose(1, 2)
+
+
 class WanSelfAttnAdapter:
     """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours."""
 
@@ -52,8 +92,10 @@ class WanSelfAttnAdapter:
         self.name = name
         self.level = level
 
-    def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None):
-        """``(B, heads, N, d)`` q, k, v with RMS norms and RoPE applied (diffusers' order and dtypes)."""
+    def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None, keep_raw: bool = False):
+        """``(B, heads, N, d)`` q, k, v with RMS norms and RoPE applied (diffusers' order and dtypes).
+
+        ``keep_raw``: also return a :class:`WanFrameRope` over the un-rotated q/k (or None without RoPE)."""
         if getattr(attn, "fused_projections", False):
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:
@@ -61,9 +103,12 @@ class WanSelfAttnAdapter:
         query = attn.norm_q(query)
         key = attn.norm_k(key)
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
+        raw = WanFrameRope(query, key, rotary_emb, self.state.grid) if keep_raw and rotary_emb is not None else None
         if rotary_emb is not None:
             query = wan_rotary(query, *rotary_emb)
             key = wan_rotary(key, *rotary_emb)
+        if keep_raw:
+            return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), raw
         return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
 
     def __call__(
@@ -79,7 +124,11 @@ class WanSelfAttnAdapter:
         if self.state.grid is None:
             raise RuntimeError(f"{self.name}: latent grid unknown (the transformer's pre-hook did not run)")
         t, h, w = self.state.grid
-        q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+        rope = None
+        if getattr(self.processor, "needs_rope", False):
+            q, k, v, rope = self.qkv(attn, hidden_states, rotary_emb, keep_raw=True)
+        else:
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
         call = self.state.call or CallContext()
         ctx = TemporalAttentionContext(
             frame_shape=(t, h, w),
@@ -90,6 +139,7 @@ class WanSelfAttnAdapter:
             num_steps=call.num_steps,
             extra=call.extra,
             tokens_per_frame=h * w,
+            rope=rope,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx)
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
@@ -233,7 +283,9 @@ __all__ = [
     "per_frame_text",
     "DiTCallState",
     "RopeFrequencyEdit",
+    "WanFrameRope",
     "WanSelfAttnAdapter",
     "wan_rotary",
     "wan_self_attentions",
+    "wan_temporal_frequencies",
 ]
