@@ -353,3 +353,32 @@ def _copy_transformer(wan):
     import copy
 
     return copy.deepcopy(wan.transformer)
+
+
+@torch.no_grad()
+def test_every_denoiser_of_a_two_expert_pipeline_gets_the_method(wan, one_thread):
+    """Wan2.2-style ``transformer_2`` (the low-noise expert below ``boundary_ratio``; here steps 3-4 of 4): both
+    experts get the method with their own state and the pipeline's global step index (blend_steps=2 switches at the
+    hand-over). With identical expert weights the two-expert pipeline equals the one-expert one."""
+    import copy
+
+    from diffusers import WanPipeline
+
+    case = Case(wan)
+    single = case.pipe
+    two = WanPipeline(**wan.components, transformer_2=copy.deepcopy(wan.transformer), boundary_ratio=0.8)
+    two.set_progress_bar_config(disable=True)
+    method = get_method("freelong", window=3, noise_stride=1, local_only_levels=[], blend_steps=2)
+    latents = case.latents(method)
+    with freelong.enable(single, method, trained_frames=21):
+        ref = case.theirs(latents, steps=4)
+    case.pipe = two
+    calls = []
+    counter = two.transformer_2.register_forward_pre_hook(lambda *a: calls.append(1))
+    with freelong.enable(two, method, trained_frames=21) as handle:
+        assert set(handle.denoisers) == {"transformer", "transformer_2"}
+        got = case.theirs(latents, steps=4)
+    counter.remove()
+    assert 0 < len(calls) < 8  # the low-noise expert ran some of the 4 steps (x2 guidance branches)
+    assert _rel(got, ref) < 1e-6
+    assert _rel(case.theirs(latents, steps=4), ref) > 1e-4
