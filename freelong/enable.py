@@ -290,18 +290,20 @@ def prepare_latents(
     width: int,
     generator: torch.Generator | None = None,
     batch_size: int = 1,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     trained_frames: int | None = None,
 ) -> torch.Tensor:
     """The method's initial latents for ``pipe(..., latents=...)`` (FreeNoise rescheduling, FreeLong's and
     FreeLong++'s noise; i.i.d. Gaussian for methods that leave the noise alone), shaped as the pipeline's own
     ``prepare_latents``: ``(batch_size, C, latent frames, height/s, width/s)``, on the generator's device.
 
-    Equal to :meth:`freelong.LongVideoPipeline.prepare_latents` over the same modules and generator.
+    The noise is drawn in fp32 (equal to :meth:`freelong.LongVideoPipeline.prepare_latents` over the same modules
+    and generator) and returned in ``dtype`` (default: the denoiser's; AnimateDiff's pipeline does not cast
+    ``latents=`` itself).
     """
     method = get_method(method) if isinstance(method, str) else method
     _check_method(method)
-    name, model = next(iter(find_denoisers(pipe).items()))
+    model = next(iter(find_denoisers(pipe).values()))
     view = denoiser_view(model, pipe=pipe, trained_frames=trained_frames)
     method = method.with_native_frames(view.latent_frames(view.native_frames))
     factor = view.vae_scale_factor if getattr(view, "vae", None) is not None else 8
@@ -309,7 +311,10 @@ def prepare_latents(
         raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
     frames = view.latent_frames(int(num_frames))
     shape = (int(batch_size), view.latent_channels, frames, height // factor, width // factor)
-    return method.init_noise(shape, generator=generator, dtype=dtype)
+    noise = method.init_noise(shape, generator=generator, dtype=torch.float32)
+    if dtype is None:
+        dtype = next(model.parameters()).dtype
+    return noise.to(dtype)
 
 
 __all__ = ["DENOISER_ATTRS", "Enabled", "HOOK_NAME", "enable", "find_denoisers", "prepare_latents"]

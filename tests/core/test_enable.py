@@ -302,14 +302,15 @@ def test_coexists_with_a_diffusers_cache_hook(cases, one_thread):
     latents = case.latents(get_method("direct"))
     plain = case.theirs(latents)
     model.enable_cache(FirstBlockCacheConfig(threshold=0.0))  # threshold 0: never reuses, so nothing changes
+    method = get_method("sliding_window", window=3, stride=1)
     try:
         assert torch.equal(case.theirs(latents), plain)
-        method = get_method("sliding_window", window=3, stride=1)
-        with freelong.enable(case.pipe, method, trained_frames=21):
+        with freelong.enable(case.pipe, method, trained_frames=21):  # freelong disabled first
             cached = case.theirs(latents)
-        model.disable_cache()
-        with freelong.enable(case.pipe, method, trained_frames=21):
-            uncached = case.theirs(latents)
+        handle = freelong.enable(case.pipe, method, trained_frames=21)
+        model.disable_cache()  # the cache disabled first
+        uncached = case.theirs(latents)
+        handle.disable()
     finally:
         if getattr(model, "_cache_config", None) is not None:
             model.disable_cache()
