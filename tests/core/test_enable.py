@@ -383,3 +383,49 @@ def test_every_denoiser_of_a_two_expert_pipeline_gets_the_method(wan, one_thread
     assert 0 < len(calls) < 8  # the low-noise expert ran some of the 4 steps (x2 guidance branches)
     assert _rel(got, ref) < 1e-6
     assert _rel(case.theirs(latents, steps=4), ref) > 1e-4
+
+
+@torch.no_grad()
+def test_coexists_with_diffusers_model_cpu_offload(cases, one_thread):
+    """``pipe.enable_model_cpu_offload`` (device "cpu" here) re-installs accelerate's hooks at the end of every
+    call: the method stays on over several calls whichever came first, and disable() leaves offloading working."""
+    case = cases["animatediff"]
+    model = case.pipe.unet
+    method = get_method("freelong", window=8, blend_steps=1)
+    latents = case.latents(get_method("direct"))
+    with freelong.enable(case.pipe, method):
+        ref = case.theirs(latents)
+    plain = case.theirs(latents)
+    try:
+        for enable_first in (True, False):
+            if enable_first:
+                handle = freelong.enable(case.pipe, method)
+                case.pipe.enable_model_cpu_offload(device="cpu")
+            else:
+                case.pipe.enable_model_cpu_offload(device="cpu")
+                handle = freelong.enable(case.pipe, method)
+            for _ in range(2):
+                assert torch.equal(case.theirs(latents), ref), enable_first
+            handle.disable()
+            assert hasattr(model, "_hf_hook")
+            assert torch.equal(case.theirs(latents), plain)
+            case.pipe.remove_all_hooks()
+    finally:
+        case.pipe.remove_all_hooks()
+    assert torch.equal(case.theirs(latents), plain)
+
+
+@torch.no_grad()
+def test_state_resets_at_the_end_of_each_pipeline_call(cases, one_thread):
+    """WanPipeline ends every call with maybe_free_model_hooks → reset_state: the hook forgets the call."""
+    from freelong.enable import HOOK_NAME
+
+    case = cases["wan"]
+    seen = []
+    with freelong.enable(case.pipe, "direct", trained_frames=21):
+        hook = case.pipe.transformer._diffusers_hook.get_hook(HOOK_NAME)
+        original = hook.view.publish_call
+        hook.view.publish_call = lambda call: seen.append((hook.checked_frames, call.extra["branch"])) or original(call)
+        case.theirs(case.latents(get_method("direct")), steps=1)
+        assert hook.checked_frames is None and hook.context._context is None
+    assert seen == [(11, "cond"), (11, "uncond")]
