@@ -23,9 +23,13 @@ class PositionBias(Protocol):
 
 @dataclass
 class CallContext:
-    """Per-call information the pipeline threads through the UNet (like diffusers' attention kwargs)."""
+    """Per-call information the pipeline threads through the UNet (like diffusers' attention kwargs).
 
-    step_index: int | None = None
+    ``step_index`` is an ``int`` from :class:`~freelong.LongVideoPipeline` and a 0-dim int64 CPU tensor under
+    :func:`freelong.enable` (so a compiled model does not recompile per step): compare it, do not index with it.
+    """
+
+    step_index: int | torch.Tensor | None = None
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
