@@ -28,6 +28,10 @@ class CallContext:
     step_index: int | None = None
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by window loops (freelong.sampling): the absolute frame index of each frame in this call
+    # (a window of a longer video), and the per-frame timesteps (FIFO), both ``(T,)``; None = the whole video, one t.
+    frame_index: torch.Tensor | None = None
+    timesteps: torch.Tensor | None = None
 
 
 @dataclass
@@ -45,6 +49,9 @@ class TemporalAttentionContext:
     ``positions`` (None except for diffusers' AnimateDiff, where ``S = 1``): the backbone's additive frame
     positions (:class:`FramePositions`, a sinusoidal table) for the processor to add itself, at
     absolute frames for global attention and at window-local frames for windowed branches.
+
+    ``frame_index`` / ``timesteps`` (None unless a sampling loop runs the network on a window of the
+    video, :mod:`freelong.sampling`): the window's absolute frame indices and its per-frame timesteps.
     """
 
     frame_shape: tuple[int, int, int]
@@ -56,6 +63,8 @@ class TemporalAttentionContext:
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_per_frame: int = 1
     positions: FramePositions | None = None
+    frame_index: torch.Tensor | None = None
+    timesteps: torch.Tensor | None = None
 
     def num_frames(self, q: torch.Tensor) -> int:
         """Frames in a ``(rows, heads, T*S, d)`` tensor."""

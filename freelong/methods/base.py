@@ -122,6 +122,18 @@ class Method:
             layer.set_processor(proc)
         return AttachHandle(unet, previous)
 
+    # -- the sampling-loop level (freelong.sampling) ----------------------------------------------
+    def sampling_loop(self, native_frames: int):
+        """The :class:`freelong.sampling.SamplingLoop` this method runs (None: the standard loop).
+
+        ``native_frames``: the backbone's native length in latent frames (FIFO's window).
+        """
+        return None
+
+    def model_method(self) -> Method:
+        """The method whose attention/positions/noise levels the backbone installs (itself; FreeInit: its inner)."""
+        return self
+
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{self.name}({args})"

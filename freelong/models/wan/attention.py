@@ -90,6 +90,8 @@ class WanSelfAttnAdapter:
             num_steps=call.num_steps,
             extra=call.extra,
             tokens_per_frame=h * w,
+            frame_index=call.frame_index,
+            timesteps=call.timesteps,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx)
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
