@@ -331,7 +331,8 @@ class FifoLoop(SamplingLoop):
                 cond_idx = torch.full_like(idx, min(max(head_frame, 0), num_frames - 1))
                 eps = ctx.denoise(x, timesteps[a_:b_].to(x.device), num_steps=s, frame_index=idx,
                                   cond_index=cond_idx)
-                z = torch.cat([ctx.randn((b, c, 1, h, w), x) for _ in range(f)], dim=2) if self.eta > 0 else None
+                # one draw per frame, discarded halves and σ = 0 included: the official RNG order
+                z = torch.cat([ctx.randn((b, c, 1, h, w), x) for _ in range(f)], dim=2)
                 new = ddim.step(x, eps, levels[a_:b_], z)
                 keep = f // 2 if self.lookahead else 0
                 queue[:, :, a_ + keep : b_] = new[:, :, keep:]
