@@ -22,9 +22,9 @@ class FreeInit(Method):
 
     levels = ("sampling loop",)
 
-    inner: Any = "direct"
-    """The wrapped method: a registered name (Hydra) or a Method (Python); its attention/positions/noise apply."""
-    inner_params: dict[str, Any] = field(default_factory=dict)
+    inner: str = "direct"
+    """The wrapped method: a registered name (Hydra), or a Method (Python; then held as that Method)."""
+    inner_params: dict = field(default_factory=dict)
     """The inner method's parameters (recorded in results.jsonl; its dataclass defaults when empty)."""
     num_iters: int = 3
     """Sampling rounds K (diffusers 3, the official script 5; 1 = no FreeInit)."""
