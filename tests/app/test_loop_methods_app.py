@@ -14,8 +14,8 @@ from freelong.errors import ConfigError
 
 CASES = [
     # a 4-frame native length keeps FIFO's base sample and queue small on a shared CPU
-    ("fifo", "videocrafter2_tiny", ["model.native_frames=4", "method.num_partitions=1", "method.lookahead=false",
-                                    "num_frames=6"]),
+    pytest.param("fifo", "videocrafter2_tiny", ["model.native_frames=4", "method.num_partitions=1",
+                                                 "method.lookahead=false", "num_frames=6"], marks=pytest.mark.slow),
     ("gen_l_video", "animatediff_tiny", ["method.window=16", "method.stride=8", "num_frames=24"]),
     ("freeinit", "wan_tiny", ["method.num_iters=2", "method.inner=freelong", "+method.inner_params.window=4",
                               "num_frames=25"]),

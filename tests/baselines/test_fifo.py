@@ -150,6 +150,7 @@ def test_bad_input_fails_before_any_weight():
         get_method("fifo").sampling_loop(21)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_pipeline_fifo_gives_num_frames_from_a_base_sample_of_the_same_seed(vc2, one_thread):
     """Through the pipeline: the base video is a direct DDIM sample on the FIFO grid from the seed's first
