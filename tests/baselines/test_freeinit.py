@@ -55,8 +55,10 @@ def animatediff():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("kw", [dict(num_iters=2), pytest.param(dict(num_iters=3, filter="gaussian", fast_sampling=True),
-                                                                marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kw", [
+    dict(num_iters=2),
+    pytest.param(dict(num_iters=3, filter="gaussian", fast_sampling=True), marks=pytest.mark.slow),
+])
 def test_freeinit_direct_equals_diffusers_enable_free_init(animatediff, kw, one_thread):
     bb = animatediff
     latents = torch.randn(1, 4, 16, 8, 8, generator=torch.Generator().manual_seed(3))
