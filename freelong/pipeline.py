@@ -220,9 +220,15 @@ class LongVideoPipeline:
 
 
 def _frames_of(cond: Any, index: torch.Tensor) -> Any:
-    """A per-frame ``(B, T, L, D)`` conditioning (or a dict of them) at frames ``index``; one per video as is."""
+    """A per-frame ``(B, T, L, D)`` conditioning (or a dict of them) at frames ``index``; one per video as is.
+
+    When every index is the same frame (one prompt per window) the result is that frame's ``(B, L, D)``, so
+    backbones that take one context per video (ModelScope) run multi-prompt window methods too."""
     if isinstance(cond, Mapping):
         return {k: _frames_of(v, index) for k, v in cond.items()}
     if cond.ndim == 4:
-        return cond[:, index.clamp(0, cond.shape[1] - 1).to(cond.device)]
+        index = index.clamp(0, cond.shape[1] - 1).to(cond.device)
+        if bool((index == index[0]).all()):
+            return cond[:, index[0]]
+        return cond[:, index]
     return cond

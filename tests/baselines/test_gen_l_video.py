@@ -103,3 +103,23 @@ def test_bad_input():
 
     with pytest.raises(ValueError, match="UniPCMultistepScheduler is a multistep solver"):
         check_single_step(UniPCMultistepScheduler(), "method gen_l_video")
+
+
+@torch.no_grad()
+def test_multi_prompt_windows_on_a_one_context_backbone(one_thread):
+    """ModelScope takes one text context per video; with one prompt per window each window gets one. With
+    stride == window the windows are independent: each equals a one-prompt run of its own prompt."""
+    from freelong import load_backbone
+
+    bb = load_backbone("modelscope_tiny")
+    method = get_method("gen_l_video", window=4, stride=4)
+    latents = torch.randn(1, 4, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(num_frames=8, height=32, width=32, num_inference_steps=2, latents=latents, output_type="latent")
+    pipe = LongVideoPipeline(bb, method, progress=False)
+    segments = {"segments": [{"prompt": "a cat", "frames": 4}, {"prompt": "a dog", "frames": 4}],
+                "transition_frames": 0}
+    multi = pipe(segments, **kw)
+    cat, dog = pipe("a cat", **kw), pipe("a dog", **kw)
+    assert torch.allclose(multi[:, :, :4], cat[:, :, :4], atol=1e-5)
+    assert torch.allclose(multi[:, :, 4:], dog[:, :, 4:], atol=1e-5)
+    assert not torch.allclose(cat, dog, atol=1e-3)
