@@ -71,9 +71,6 @@ class SamplingLoop:
         """Latent frames of initial noise the pipeline draws for a ``num_frames`` video (FIFO: one window)."""
         return num_frames
 
-    def output_frames(self, num_frames: int) -> int:
-        return num_frames
-
     def run(self, ctx: LoopContext, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -217,10 +214,6 @@ class FrameDDIM:
         if noise is not None:
             out = out + sigma * noise
         return out
-
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
-        a = float(self.alphas[index])
-        return a**0.5 * x0 + (1 - a) ** 0.5 * noise
 
 
 def frame_ddim_for(scheduler: Any, timesteps: np.ndarray, eta: float, where: str) -> FrameDDIM:
@@ -387,7 +380,7 @@ class RoundsLoop(SamplingLoop):
                 z = self.renoise(ctx.make_scheduler(), x0, eps0)
                 fresh = ctx.randn(latents.shape, z).float()
                 x = spectral_blend(z, fresh, lowpass).to(latents.dtype)
-            n = max(1, int(steps / self.num_iters * (k + 1))) if self.fast_sampling else steps
+            n = freeinit_rounds_steps(steps, self.num_iters)[k] if self.fast_sampling else steps
             x0 = self.inner.run(replace(ctx, num_inference_steps=n, desc=f"{ctx.desc} round {k + 1}"), x)
         return x0
 
