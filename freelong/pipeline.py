@@ -2,8 +2,11 @@
 
 Stages (diffusers-style): 1. check inputs, 2. encode the prompt (a string, or prompt segments for a
 multi-prompt video, :mod:`freelong.prompts`), 3. the method's initial noise,
-4. attach the method, 5. denoise with classifier-free guidance (a progress bar; every UNet call
-carries the step index to the temporal-attention processors), 6. detach, 7. decode in frame
+4. attach the method, 5. denoise with classifier-free guidance: the method's sampling loop
+(:mod:`freelong.sampling`; the standard ``for t in timesteps`` loop unless the method owns the loop, as
+Gen-L-Video, FIFO-Diffusion and FreeInit do) calls a guided denoiser on the whole video or on windows, with a
+scalar or per-frame timestep, and every call carries the step index (and a window's frames) to the
+temporal-attention processors, 6. detach, 7. decode in frame
 chunks so decoder memory does not grow with the frame count, 8. uint8 video.
 """
 
