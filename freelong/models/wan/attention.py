@@ -140,6 +140,8 @@ class WanSelfAttnAdapter:
             extra=call.extra,
             tokens_per_frame=h * w,
             rope=rope,
+            frame_index=call.frame_index,
+            timesteps=call.timesteps,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx)
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
