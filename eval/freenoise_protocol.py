@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from freelong.errors import error_exit
+
 from .fvd import FeatureStats, TooFewVideosError, check_enough, fvd_kvd, load_stats, min_samples, save_stats
 
 log = logging.getLogger("freelong.eval")
@@ -225,8 +227,7 @@ def run_freenoise_cli(args, videos: Sequence[Path], weights: Mapping[str, str]) 
         results, rows, meta = run_freenoise(args.reference, videos, ev, progress=not args.no_progress,
                                             min_segments=args.min_segments)
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2, {}, [], {}
+        return error_exit(err), {}, [], {}
     if args.random_init:
         log.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
     return 0, results, rows, meta

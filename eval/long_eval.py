@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from freelong.errors import error_exit
+
 from .long import (
     BACKGROUND_EXTRACTORS,
     CLIP2CLIP_DIMS,
@@ -379,8 +381,7 @@ def run_long_cli(args, dims: Sequence[str], videos: Sequence[Path], prompts: Map
                                        cache_dir=args.cache_dir, batch_size=args.batch_size,
                                        precision=args.precision, imaging_mode=args.imaging_mode)
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2, {}, [], {}
+        return error_exit(err), {}, [], {}
     if args.random_init:
         log.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
     return 0, results, rows, meta

@@ -407,17 +407,24 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     return [results[m.name] for m in methods]
 
 
+def runnable_methods(backbone, methods: list[Method], frames: int, rows: list[dict[str, Any]]) -> list[Method]:
+    """The methods that can run at ``frames`` frames; a ``skipped`` row in ``rows`` for each that cannot."""
+    ok = []
+    for m in methods:
+        try:
+            m.check_frames(backbone.latent_frames(frames))
+            ok.append(m)
+        except ValueError as err:
+            rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
+    return ok
+
+
 def run_sampling(backbone, methods: list[Method], frames: int, args, device: torch.device) -> list[dict[str, Any]]:
     """A whole short generation per method (encode, ``--sampling-steps`` denoising steps, VAE decode)."""
     from freelong.pipeline import LongVideoPipeline
 
     rows = []
-    for m in methods:
-        try:
-            m.check_frames(backbone.latent_frames(frames))
-        except ValueError as err:
-            rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
-            continue
+    for m in runnable_methods(backbone, methods, frames, rows):
         pipe = LongVideoPipeline(backbone, m, decode_chunk_size=None, progress=False)
         before = _memory_before(device)
         video = pipe(PROMPT, num_frames=frames, height=args.height, width=args.width,
@@ -455,12 +462,7 @@ def run_loop_videos(backbone, methods: list[Method], frames: int, args, device: 
 
     steps = args.sampling_steps or 4
     rows = []
-    for m in methods:
-        try:
-            m.check_frames(backbone.latent_frames(frames))
-        except ValueError as err:
-            rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
-            continue
+    for m in runnable_methods(backbone, methods, frames, rows):
         pipe = LongVideoPipeline(backbone, m, progress=False)
         counter = UNetCounter(backbone.unet)
         before = _memory_before(device)

@@ -50,6 +50,21 @@ def lavie_tiny():
     return load_backbone("lavie_tiny")
 
 
+# The diffusers families' tiny backbones, one per test module (tests may swap their blocks or attach methods).
+@pytest.fixture(scope="module")
+def animatediff():
+    from freelong import load_backbone
+
+    return load_backbone("animatediff_tiny")
+
+
+@pytest.fixture(scope="module")
+def modelscope():
+    from freelong import load_backbone
+
+    return load_backbone("modelscope_tiny")
+
+
 @pytest.fixture()
 def make_tables(capsys):
     """Run scripts/make_tables.py's main() in-process: ``make_tables(args)`` -> (returncode, stdout, stderr)."""

@@ -183,9 +183,14 @@ def main_write_back(args, weights: dict[str, str]) -> int:
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
         return error_exit(err)
     report = write_back(run_dirs, evaluator, progress=not args.no_progress)
-    print(f"write-back ({', '.join(evaluator.dims)}) in {len(run_dirs)} run dir(s): {report.summary()}")
+    return finish_report(report, f"write-back ({', '.join(evaluator.dims)})", len(run_dirs), args.random_init)
+
+
+def finish_report(report: Any, what: str, num_run_dirs: int, random_init: bool) -> int:
+    """Print a write-back's summary, the videos left alone and the errors; the exit status (1 on any error)."""
+    print(f"{what} in {num_run_dirs} run dir(s): {report.summary()}")
     if report.wrong_kind:
-        hint = "without --random-init" if args.random_init else "with --random-init (smoke runs)"
+        hint = "without --random-init" if random_init else "with --random-init (smoke runs)"
         print(f"note: {len(report.wrong_kind)} video(s) left alone; score them {hint}", file=sys.stderr)
     for name, err in report.errors.items():
         print(f"  {name}: {err}", file=sys.stderr)
@@ -248,13 +253,6 @@ def _main_write_back_freenoise(args, run_dirs: list[Path], weights: dict[str, st
                                 cache_dir=args.cache_dir, batch_size=min(args.batch_size, 8),
                                 clip_sim=not getattr(args, "no_clip_sim", False))
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     report = write_back_freenoise(run_dirs, ev, progress=not args.no_progress)
-    print(f"write-back (freenoise: segment features, clip_sim) in {len(run_dirs)} run dir(s): {report.summary()}")
-    if report.wrong_kind:
-        hint = "without --random-init" if args.random_init else "with --random-init (smoke runs)"
-        print(f"note: {len(report.wrong_kind)} video(s) left alone; score them {hint}", file=sys.stderr)
-    for name, err in report.errors.items():
-        print(f"  {name}: {err}", file=sys.stderr)
-    return 1 if report.errors else 0
+    return finish_report(report, "write-back (freenoise: segment features, clip_sim)", len(run_dirs), args.random_init)

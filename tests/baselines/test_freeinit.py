@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong import LongVideoPipeline, get_method
 from freelong.sampling import freeinit_rounds_steps
 from freelong.spectral import freeinit_lowpass
 
@@ -48,10 +48,6 @@ def test_box_equals_the_official_box_and_ideal_keeps_its_quirk():
     assert ideal[8, 20, 54] == 1 and ideal[8, 20, 55] == 0  # w coordinates 0.6875 (d² 0.47) and 0.71875 (0.52)
     assert abs(freeinit_lowpass("butterworth", (16, 8, 12)).mean().item() - 0.010) < 0.002
 
-
-@pytest.fixture(scope="module")
-def animatediff():
-    return load_backbone("animatediff_tiny")
 
 
 @torch.no_grad()

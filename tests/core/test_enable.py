@@ -34,14 +34,6 @@ def wan():
     return load_backbone("wan_tiny")
 
 
-@pytest.fixture(scope="module")
-def animatediff():
-    return load_backbone("animatediff_tiny")
-
-
-@pytest.fixture(scope="module")
-def modelscope():
-    return load_backbone("modelscope_tiny")
 
 
 class Case:

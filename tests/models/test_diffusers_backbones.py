@@ -19,14 +19,6 @@ from freelong.models.diffusers_unet.attention import (
 METHODS = ["direct", "sliding_window", "freenoise", "freelong"]
 
 
-@pytest.fixture(scope="module")
-def animatediff():
-    return load_backbone("animatediff_tiny")
-
-
-@pytest.fixture(scope="module")
-def modelscope():
-    return load_backbone("modelscope_tiny")
 
 
 @pytest.fixture(params=["animatediff", "modelscope"])
