@@ -109,7 +109,7 @@ def test_windowing_keeps_text_rows_and_columns(cog):
 
     attn, hidden, enc, rope = _layer_inputs(cog)
     diffusers_proc = attn.processor
-    proc = get_method("sliding_window", window=3, stride=1).processor()
+    proc = get_method("sliding_window", window=3, stride=1, attention="local").processor()
     adapter = JointTextFirstAdapter(proc, cog.call_state, "x", 0)
     with torch.no_grad():
         ref_video, ref_text = diffusers_proc(attn, hidden, enc, image_rotary_emb=rope)
