@@ -108,7 +108,7 @@ def joint_keys(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = Non
     ``k``, ``v``: ``(B, heads, L, d)`` with the same ``B`` (rows) and heads as the video q/k/v; ``mask``: optional
     boolean ``(B, L)``, True for the text keys that may be attended (HunyuanVideo's prompt mask).
     """
-    if mask is not None and bool(mask.all()):
+    if mask is not None and mask.device.type != "meta" and bool(mask.all()):
         mask = None
     token = _JOINT_KEYS.set((k, v, mask))
     try:

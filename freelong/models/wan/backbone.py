@@ -168,8 +168,8 @@ class WanBackbone(Backbone):
 
     def expert_for(self, t: torch.Tensor, guidance_scale: float) -> tuple[torch.nn.Module, DiTCallState, float]:
         """The expert ``WanPipeline`` runs at timestep ``t`` and its guidance scale (A14B: switched at the boundary)."""
-        if self.transformer_2 is None or self.boundary_ratio is None:
-            return self.unet, self.call_state, guidance_scale
+        if self.transformer_2 is None or self.boundary_ratio is None or t.device.type == "meta":
+            return self.unet, self.call_state, guidance_scale  # meta (estimates): no value, the first expert
         boundary = self.boundary_ratio * float(self.scheduler_config.get("num_train_timesteps", 1000))
         if float(t) >= boundary:
             return self.unet, self.call_state, guidance_scale
