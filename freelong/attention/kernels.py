@@ -108,8 +108,14 @@ def joint_keys(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = Non
     ``k``, ``v``: ``(B, heads, L, d)`` with the same ``B`` (rows) and heads as the video q/k/v; ``mask``: optional
     boolean ``(B, L)``, True for the text keys that may be attended (HunyuanVideo's prompt mask).
     """
-    if mask is not None and mask.device.type != "meta" and bool(mask.all()):
+    if mask is not None and mask.device.type == "meta":
+        mask = None  # no values (memory/FLOP estimates): every text key
+    elif mask is not None and bool(mask.all()):
         mask = None
+    elif mask is not None and bool((mask == mask[:1]).all()):
+        # one key set for every row (batch 1, the prompt's padding): keep the attended keys, no mask at all
+        keep = mask[0].nonzero().flatten()
+        k, v, mask = k[:, :, keep], v[:, :, keep], None
     token = _JOINT_KEYS.set((k, v, mask))
     try:
         yield
@@ -132,8 +138,11 @@ def _append_joint_keys(q, k, v, bias, mask):
     k, v = torch.cat([k, kt.to(k.dtype)], dim=-2), torch.cat([v, vt.to(v.dtype)], dim=-2)
     if mask is None and tmask is None:
         return k, v, None
+    if mask is None:  # a key mask only (rows differ in their prompt padding): (B, 1, 1, Lk + Lt), broadcast by SDPA
+        video = q.new_ones((tmask.shape[0], 1, 1, lk), dtype=torch.bool)
+        return k, v, torch.cat([video, tmask[:, None, None, :].to(q.device)], dim=-1)
     lead = tuple(q.shape[:-2])
-    video = (_as_ndim(mask, q.ndim) if mask is not None else q.new_ones((1, 1, 1, 1), dtype=torch.bool))
+    video = _as_ndim(mask, q.ndim)
     text = (tmask[:, None, None, :] if tmask is not None else q.new_ones((1, 1, 1, 1), dtype=torch.bool))
     full = torch.cat([video.expand(*lead, lq, lk), text.to(q.device).expand(*lead, lq, lt)], dim=-1)
     return k, v, full

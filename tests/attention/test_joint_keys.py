@@ -57,3 +57,17 @@ def test_joint_keys_refuse_a_position_bias():
     q, k, v = random_qkv(1, 2, 6, 8)
     with joint_keys(k[:, :, :2], v[:, :, :2]), pytest.raises(NotImplementedError, match="position bias"):
         global_attention(q, k, v, lambda qi, ki: torch.zeros(2, len(qi), len(ki)))
+
+
+def test_rows_with_different_prompt_padding_get_a_broadcast_key_mask():
+    """Batch 2, different text masks: each row's video queries see only its own unpadded text keys."""
+    t, s = 4, 3
+    q, k, v = random_qkv(2, 2, t * s, 8, seed=2)
+    kt, vt = random_qkv(2, 2, 5, 8, seed=3)[1:]
+    mask = torch.tensor([[True, True, False, False, False], [True, True, True, True, False]])
+    with joint_keys(kt, vt, mask):
+        local = local_attention(q, k, v, None, 2, tokens_per_frame=s)
+    for row in range(2):
+        ref = masked_reference(q[row:row + 1], k[row:row + 1], v[row:row + 1], kt[row:row + 1], vt[row:row + 1],
+                               frame_mask(t, s, 2), mask[row:row + 1])
+        assert torch.allclose(local[row:row + 1], ref, atol=1e-5)
