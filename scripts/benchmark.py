@@ -54,7 +54,9 @@ from freelong.attention.context import CallContext
 from freelong.attention.processor import TemporalAttention
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
+from freelong.models.cogvideox.attention import JointTextFirstAdapter
 from freelong.models.diffusers_unet.attention import diffusers_temporal_level
+from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
 from freelong.models.spec import CONF_DIR, load_model_config
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
@@ -129,6 +131,72 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+# The DiTs of issue 27, keyed by model name where one family holds several architectures. "full" = the model
+# YAML's own transformer and VAE (the real architecture; on the meta device nothing is allocated) with a one-layer
+# text encoder (it never runs on meta); "reduced" = the real head dim (so the real RoPE split) and token grid
+# rules, 2 heads, 2 blocks, small VAE and text encoder, for CPU ratios.
+_T5_SMALL = {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 1, "num_heads": 4}
+_WAN_REDUCED = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 128, "text_dim": 64,
+                "freq_dim": 64, "ffn_dim": 512, "num_layers": 2, "cross_attn_norm": True,
+                "qk_norm": "rms_norm_across_heads", "eps": 1e-6}
+WIDTH_PRESETS.update({
+    "wan2_2_ti2v_5b": {
+        "full": {"text_encoder": {**_T5_SMALL, "d_model": 4096, "num_heads": 64, "d_kv": 64}},
+        "reduced": {
+            "unet": {**_WAN_REDUCED, "in_channels": 48, "out_channels": 48},
+            "vae": {"base_dim": 8, "decoder_base_dim": 8, "z_dim": 48, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1,
+                    "is_residual": True, "in_channels": 12, "out_channels": 12, "patch_size": 2,
+                    "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+                    "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48},
+            "text_encoder": _T5_SMALL,
+        },
+    },
+    "wan2_2_t2v_a14b": {
+        "full": {"text_encoder": {**_T5_SMALL, "d_model": 4096, "num_heads": 64, "d_kv": 64}},
+        "reduced": {
+            "unet": {**_WAN_REDUCED, "in_channels": 16, "out_channels": 16},
+            "vae": {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1},
+            "text_encoder": _T5_SMALL,
+        },
+    },
+    "cogvideox": {
+        "full": {"text_encoder": {**_T5_SMALL, "d_model": 4096, "num_heads": 64, "d_kv": 64}},
+        "reduced": {
+            "unet": {"num_attention_heads": 2, "attention_head_dim": 64, "in_channels": 16, "out_channels": 16,
+                     "time_embed_dim": 64, "text_embed_dim": 64, "num_layers": 2, "sample_width": 90,
+                     "sample_height": 60, "sample_frames": 49, "patch_size": 2, "max_text_seq_length": 226,
+                     "use_rotary_positional_embeddings": True},
+            "vae": {"block_out_channels": [16, 16, 16, 16], "latent_channels": 16, "layers_per_block": 1,
+                    "norm_num_groups": 4, "temporal_compression_ratio": 4, "scaling_factor": 0.7},
+            "text_encoder": {**_T5_SMALL, "feed_forward_proj": "gated-gelu"},
+        },
+    },
+    "hunyuanvideo": {
+        "full": {"text_encoder": {"hidden_size": 4096, "intermediate_size": 256, "num_hidden_layers": 3,
+                                  "num_attention_heads": 32, "num_key_value_heads": 8},
+                 "extra": {"temporal_compression": 4, "max_sequence_length": 256,
+                           "prompt_template": {"template": "{}", "crop_start": 0},
+                           "text_encoder_2": {"hidden_size": 768, "intermediate_size": 256, "num_hidden_layers": 1,
+                                              "num_attention_heads": 12, "max_position_embeddings": 77}}},
+        "reduced": {
+            "unet": {"in_channels": 16, "out_channels": 16, "num_attention_heads": 2, "attention_head_dim": 128,
+                     "num_layers": 1, "num_single_layers": 1, "num_refiner_layers": 1, "patch_size": 2,
+                     "patch_size_t": 1, "text_embed_dim": 64, "pooled_projection_dim": 32,
+                     "rope_axes_dim": [16, 56, 56]},
+            "vae": {"block_out_channels": [16, 16, 16, 16], "latent_channels": 16, "layers_per_block": 1,
+                    "norm_num_groups": 4, "scaling_factor": 0.476986},
+            "text_encoder": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                             "num_attention_heads": 2, "num_key_value_heads": 2},
+            "extra": {"temporal_compression": 4, "max_sequence_length": 256,
+                      "prompt_template": {"template": "{}", "crop_start": 0},
+                      "text_encoder_2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                         "num_attention_heads": 2, "max_position_embeddings": 77}},
+        },
+    },
+})
+DIT_FAMILIES = ("wan", "cogvideox", "hunyuanvideo")
+# Method presets (conf/method/<name>_<suffix>.yaml) of models whose native length differs from their family's.
+PRESET_SUFFIX = {"wan2_2_ti2v_5b": "wan2_2_ti2v"}
 
 
 def is_wan_1_3b_shape(cfg) -> bool:
@@ -170,7 +238,7 @@ def model_config(name: str, widths: str):
     cfg = load_model_config(name)
     if widths == "config":
         return cfg
-    presets = WIDTH_PRESETS.get(cfg.family, {})
+    presets = WIDTH_PRESETS.get(cfg.name) or WIDTH_PRESETS.get(cfg.family, {})
     if widths not in presets:
         raise SystemExit(
             f"error: no '{widths}' width preset for model family {cfg.family!r} (have: "
@@ -200,9 +268,15 @@ def build(cfg, device: torch.device, dtype: torch.dtype):
 def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     if device.type == "meta":
         ucfg = backbone.unet.config
-        dim = int(ucfg["cross_attention_dim"] if "cross_attention_dim" in ucfg else ucfg["text_dim"])
         length = getattr(backbone, "max_sequence_length", 77)
-        cond = torch.zeros(1, length, dim, device=device, dtype=backbone.dtype)
+        if "pooled_projection_dim" in ucfg:  # HunyuanVideo: Llama states + mask + CLIP pooled (embedded guidance)
+            cond = {"prompt_embeds": torch.zeros(1, length, int(ucfg["text_embed_dim"]), device=device,
+                                                 dtype=backbone.dtype),
+                    "mask": torch.ones(1, length, device=device), "pooled": torch.zeros(
+                        1, int(ucfg["pooled_projection_dim"]), device=device, dtype=backbone.dtype)}
+            return cond, None
+        key = next(k for k in ("cross_attention_dim", "text_dim", "text_embed_dim") if k in ucfg)
+        cond = torch.zeros(1, length, int(ucfg[key]), device=device, dtype=backbone.dtype)
         return cond, (cond.clone() if guidance > 1 else None)
     cond = backbone.encode_text([PROMPT])
     return cond, (backbone.encode_text([""]) if guidance > 1 else None)
@@ -212,8 +286,9 @@ def text_context(backbone, device: torch.device, guidance: float) -> tuple[torch
 # Measuring
 # ----------------------------------------------------------------------------------------------
 def temporal_level(name: str, module) -> str | None:
-    if isinstance(getattr(module, "processor", None), WanSelfAttnAdapter):
-        return "attn1"  # a DiT's 3D self-attentions, all blocks together
+    adapters = (WanSelfAttnAdapter, JointTextFirstAdapter, JointVideoFirstAdapter)
+    if isinstance(getattr(module, "processor", None), adapters):
+        return "attn1"  # a DiT's 3D (joint) self-attentions, all blocks together
     if isinstance(module, TemporalAttention):
         return f"L{module.level}"
     return diffusers_temporal_level(name, module)  # diffusers' motion-module attentions (AnimateDiff, ModelScope)
@@ -278,6 +353,13 @@ def method_from_spec(spec: str, family: str = "") -> Method:
         raise SystemExit(f"error: --methods entry {spec!r}: {err}") from None
 
 
+def preset_suffix(spec: str, cfg) -> str:
+    """The model's own method preset suffix where ``conf/method/<name>_<suffix>.yaml`` exists, else the family's."""
+    name = spec.split(":")[0]
+    own = PRESET_SUFFIX.get(cfg.name.removesuffix("_tiny"))
+    return own if own and (CONF_DIR / "method" / f"{name}_{own}.yaml").is_file() else cfg.family
+
+
 def with_label(method: Method, label: str) -> Method:
     method.name = label  # the instance's label in the tables (the class keeps its registered name)
     return method
@@ -331,7 +413,8 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
         for m in runnable:
             res = results[m.name]
             lat = runner.latents(m, frames)
-            base = module_bytes(bb.unet) + lat.numel() * 4 + 2 * runner.cond.numel() * runner.cond.element_size()
+            conds = runner.cond.values() if isinstance(runner.cond, dict) else [runner.cond]
+            base = module_bytes(bb.unet) + lat.numel() * 4 + 2 * sum(c.numel() * c.element_size() for c in conds)
             with bb.attach(m), track_tensor_memory() as tracker, FlopCounterMode(display=False) as flops:
                 runner.step(lat)
             res.act_mb = tracker.peak_mb
@@ -495,6 +578,13 @@ def meta_decode_estimate(backbone, frames: int, args) -> dict[str, Any]:
     factor = backbone.vae_scale_factor
     h, w = args.height // factor, args.width // factor
     vae_dtype = next(backbone.vae.parameters()).dtype
+    if is_dit(backbone) and not hasattr(backbone, "expert_for"):  # CogVideoX, HunyuanVideo: one call, all frames
+        z = torch.zeros(1, backbone.latent_channels, backbone.latent_frames(frames), h, w, device="meta",
+                        dtype=vae_dtype)
+        with torch.no_grad(), track_tensor_memory() as tracker:
+            backbone.vae.decode(z)
+        return {"frames_per_call": "all latent frames (untiled)", "act_mb": tracker.peak_mb,
+                "peak_mb": tracker.peak_mb + module_bytes(backbone.vae) / MB}
     if is_dit(backbone):  # AutoencoderKLWan: one latent frame per step with its causal cache; 2 frames show it
         z = torch.zeros(1, backbone.latent_channels, 2, h, w, device="meta", dtype=vae_dtype)
         with torch.no_grad(), track_tensor_memory() as tracker:
@@ -660,11 +750,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
 
     cfg = model_config(args.model, args.widths)
-    default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
+    default = ",".join(DIT_METHODS if cfg.family in DIT_FAMILIES else METHODS)
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
     if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
         names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
-    methods = [method_from_spec(n, cfg.family) for n in names]
+    methods = [method_from_spec(n, preset_suffix(n, cfg)) for n in names]
     backbone = build(cfg, device, dtype)
     native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
     methods = [with_label(m.with_native_frames(native), m.name) for m in methods]

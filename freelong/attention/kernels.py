@@ -6,10 +6,19 @@ no ``T x T`` mask is built. On a DiT (``S > 1`` tokens per frame, frame-major) a
 token range, so windows are unmasked SDPA calls on slices (:func:`local_attention_frames`). FreeLong's
 one-pass global+local kernel is :mod:`freelong.attention.lse`; the explicit fp32 maps for analyses are
 :mod:`freelong.attention.maps`.
+
+Joint text-video attention (CogVideoX ``[text, video]``, HunyuanVideo ``[video, text]``): inside
+:func:`joint_keys`, every kernel call here appends the given text keys/values to the keys it attends to, so
+every video query of every branch (global, each window, each sparse subset) also sees all text tokens, in one
+softmax with its video keys. Methods need no code of their own for it; the family's adapter
+(:mod:`freelong.models.cogvideox.attention`, :mod:`freelong.models.hunyuanvideo.attention`) hands the
+processor the video tokens only and computes the text queries' rows itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -79,6 +88,58 @@ def local_attention_positions(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
+_JOINT_KEYS: contextvars.ContextVar[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None] = (
+    contextvars.ContextVar("freelong_joint_keys", default=None)
+)
+
+
+@contextlib.contextmanager
+def joint_keys(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
+    """Within this context every query of every kernel call here also attends to ``k``/``v`` (text tokens).
+
+    ``k``, ``v``: ``(B, heads, L, d)`` with the same ``B`` (rows) and heads as the video q/k/v; ``mask``: optional
+    boolean ``(B, L)``, True for the text keys that may be attended (HunyuanVideo's prompt mask).
+    """
+    if mask is not None and mask.device.type == "meta":
+        mask = None  # no values (memory/FLOP estimates): every text key
+    elif mask is not None and bool(mask.all()):
+        mask = None
+    elif mask is not None and bool((mask == mask[:1]).all()):
+        # one key set for every row (batch 1, the prompt's padding): keep the attended keys, no mask at all
+        keep = mask[0].nonzero().flatten()
+        k, v, mask = k[:, :, keep], v[:, :, keep], None
+    token = _JOINT_KEYS.set((k, v, mask))
+    try:
+        yield
+    finally:
+        _JOINT_KEYS.reset(token)
+
+
+def joint_keys_active() -> bool:
+    """Whether kernel calls now append joint text keys (one-pass LSE paths then step aside)."""
+    return _JOINT_KEYS.get() is not None
+
+
+def _append_joint_keys(q, k, v, bias, mask):
+    kt, vt, tmask = _JOINT_KEYS.get()
+    if bias is not None:
+        raise NotImplementedError("joint text keys with a position bias (a UNet's temporal attention) do not exist")
+    if kt.shape[0] != q.shape[0] or q.ndim != 4:
+        raise ValueError(f"joint text keys for {kt.shape[0]} rows, queries have shape {tuple(q.shape)}")
+    lq, lk, lt = q.shape[-2], k.shape[-2], kt.shape[-2]
+    k, v = torch.cat([k, kt.to(k.dtype)], dim=-2), torch.cat([v, vt.to(v.dtype)], dim=-2)
+    if mask is None and tmask is None:
+        return k, v, None
+    if mask is None:  # a key mask only (rows differ in their prompt padding): (B, 1, 1, Lk + Lt), broadcast by SDPA
+        video = q.new_ones((tmask.shape[0], 1, 1, lk), dtype=torch.bool)
+        return k, v, torch.cat([video, tmask[:, None, None, :].to(q.device)], dim=-1)
+    lead = tuple(q.shape[:-2])
+    video = _as_ndim(mask, q.ndim)
+    text = (tmask[:, None, None, :] if tmask is not None else q.new_ones((1, 1, 1, 1), dtype=torch.bool))
+    full = torch.cat([video.expand(*lead, lq, lk), text.to(q.device).expand(*lead, lq, lt)], dim=-1)
+    return k, v, full
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
               mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """Softmax attention ``softmax(q k^T * scale + bias + log(mask)) v`` through SDPA.
@@ -87,7 +148,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
     Masks are given as many dimensions as ``q`` has: PyTorch's fused CPU kernel refuses a 3D
     ``(heads, Lq, Lk)`` mask and would fall back to the math kernel, which materialises the whole
     ``(rows, heads, Lq, Lk)`` attention matrix (10x slower and quadratic memory at 512 frames).
+    Inside :func:`joint_keys` the text keys are appended to ``k``/``v`` (one softmax over both).
     """
+    if _JOINT_KEYS.get() is not None:
+        k, v, mask = _append_joint_keys(q, k, v, bias, mask)
     if bias is None and mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if bias is None:
@@ -174,6 +238,9 @@ def local_attention_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
     outside a query's window get weight ``exp(-inf) = 0`` in both. Blocks are batched into SDPA
     calls whose gathered keys and values stay about the size of ``k`` and ``v``.
     """
+    if joint_keys_active():
+        raise NotImplementedError("local attention in query blocks serves one token per frame; joint text keys "
+                                  "exist on DiTs only")
     rows, heads, num_frames, d = q.shape
     block = block_size or local_block_size(window)
     q_idx, k_idx, allowed = local_block_plan(num_frames, window, layout, block)
@@ -231,9 +298,7 @@ def local_attention_frames(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
         while i1 < num_frames and start[i1] == start[i0] and end[i1] == end[i0]:
             i1 += 1
         k0, k1 = start[i0] * s, end[i0] * s
-        out[:, :, i0 * s : i1 * s] = F.scaled_dot_product_attention(
-            q[:, :, i0 * s : i1 * s], k[:, :, k0:k1], v[:, :, k0:k1]
-        )
+        out[:, :, i0 * s : i1 * s] = attention(q[:, :, i0 * s : i1 * s], k[:, :, k0:k1], v[:, :, k0:k1])
         i0 = i1
     return out
 

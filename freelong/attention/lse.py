@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from .context import TemporalAttentionContext
+from .kernels import joint_keys_active
 from .windows import frames_of_tokens, local_window_bounds
 
 # Query tokens per kernel call: the CPU flash kernel tiles queries by 256 from 768 on, and shorter
@@ -101,8 +102,10 @@ def fused_lse_ok(device: torch.device, dtype: torch.dtype) -> bool:
 
 def shares_key_pass(q: torch.Tensor, bias, ctx: TemporalAttentionContext) -> bool:
     """Whether a call's window branches can come from one pass over the keys: a DiT's frame-major tokens
-    (``ctx.tokens_per_frame > 1``), no position bias or offsets, and a fused kernel that passed its check here."""
-    return ctx.tokens_per_frame > 1 and bias is None and ctx.positions is None and fused_lse_ok(q.device, q.dtype)
+    (``ctx.tokens_per_frame > 1``), no position bias or offsets, no joint text keys (the branches then go through
+    :mod:`freelong.attention.kernels`, which append them), and a fused kernel that passed its check here."""
+    return (ctx.tokens_per_frame > 1 and bias is None and ctx.positions is None and not joint_keys_active()
+            and fused_lse_ok(q.device, q.dtype))
 
 
 def merge_partial_attention(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Wan2.1 text-to-video through diffusers: ``WanTransformer3DModel``, ``AutoencoderKLWan``, UMT5.
+"""Wan2.1 and Wan2.2 text-to-video through diffusers: ``WanTransformer3DModel``, ``AutoencoderKLWan``, UMT5.
 
 Differences from the SD-like UNets that :class:`WanBackbone` overrides:
 
@@ -14,6 +14,16 @@ Differences from the SD-like UNets that :class:`WanBackbone` overrides:
 - methods are installed on the 3D self-attentions through diffusers' processor API
   (:mod:`freelong.models.wan.attention`); latents are de-normalised with the VAE's
   ``latents_mean``/``latents_std`` before the (frame-causal, cache-chunked) decode.
+
+Wan2.2 (same classes, switched on by the model config's ``extra``):
+
+- TI2V-5B (``expand_timesteps: true``): the transformer gets one timestep per latent token, ``(B, T'*H'*W')``,
+  as ``WanPipeline(expand_timesteps=True)`` builds it (text-to-video: every token carries ``t``); its VAE
+  compresses 16x spatially (``scale_factor_spatial``), so height and width are multiples of 32;
+- T2V-A14B (``boundary_ratio``, ``guidance_scale_2``): two experts, ``transformer`` while
+  ``t >= boundary_ratio * num_train_timesteps`` and ``transformer_2`` (with guidance ``guidance_scale_2``)
+  after, as ``WanPipeline`` switches them. :meth:`WanBackbone.attach` installs the method on *both* experts
+  (one handle), each with its own :class:`~freelong.models.wan.attention.DiTCallState`.
 
 ``wan_tiny`` builds the same classes from small configs with random weights and an in-process
 UMT5-style unigram tokenizer (transformers' ``T5Tokenizer`` over a generated character vocabulary).
@@ -56,17 +66,29 @@ class WanBackbone(Backbone):
     """Wan2.1 (T2V) behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
 
     def __init__(self, *args, max_sequence_length: int = 512, temporal_compression: int = TEMPORAL_COMPRESSION,
-                 **kwargs):
+                 transformer_2: torch.nn.Module | None = None, boundary_ratio: float | None = None,
+                 guidance_scale_2: float | None = None, expand_timesteps: bool = False, **kwargs):
         kwargs.setdefault("cfg_mode", "separate")
         kwargs.setdefault("latent_scale", 1.0)
         super().__init__(*args, **kwargs)
         self.max_sequence_length = int(max_sequence_length)
         self.temporal_compression = int(temporal_compression)
         self.call_state = DiTCallState()
+        check_experts(transformer_2, boundary_ratio, guidance_scale_2)
+        self.transformer_2 = transformer_2.eval().requires_grad_(False) if transformer_2 is not None else None
+        self.call_state_2 = DiTCallState()
+        self.boundary_ratio = None if boundary_ratio is None else float(boundary_ratio)
+        self.guidance_scale_2 = None if guidance_scale_2 is None else float(guidance_scale_2)
+        self.expand_timesteps = bool(expand_timesteps)
 
     def to(self, device=None, dtype=None) -> WanBackbone:
         """Transformer and text encoder to ``dtype``; the VAE stays fp32 (diffusers' Wan recommendation)."""
         super().to(device=device, dtype=dtype)
+        if self.transformer_2 is not None:
+            kwargs = {"device": device} if device is not None else {}
+            if dtype is not None and dtype != next(self.transformer_2.parameters()).dtype:
+                kwargs["dtype"] = dtype
+            self.transformer_2.to(**kwargs)
         if dtype is not None and next(self.vae.parameters()).dtype != torch.float32:
             self.vae.to(dtype=torch.float32)
         return self
@@ -123,15 +145,47 @@ class WanBackbone(Backbone):
     per_frame_timesteps = True  # WanTransformer3DModel takes (B, seq_len) timesteps (Wan 2.2 TI2V)
 
     # -- installing a method (Backbone.attach calls these) -------------------------------------------
+    def experts(self) -> list[tuple[str, torch.nn.Module, DiTCallState]]:
+        """``(name prefix, transformer, its call state)`` of every expert: Wan2.1/TI2V one, A14B two."""
+        out = [("", self.unet, self.call_state)]
+        if self.transformer_2 is not None:
+            out.append(("transformer_2.", self.transformer_2, self.call_state_2))
+        return out
+
     def attention_layers(self) -> dict[str, WanSelfAttnSlot]:
-        return wan_attention_slots(self.unet, self.call_state)
+        """Every expert's self-attentions (A14B: ``blocks.i.attn1`` and ``transformer_2.blocks.i.attn1``)."""
+        layers: dict[str, WanSelfAttnSlot] = {}
+        for prefix, model, state in self.experts():
+            layers.update({prefix + name: slot for name, slot in wan_attention_slots(model, state).items()})
+        return layers
 
     def prepare_attention(self, handle: Handle) -> None:
-        handle.on_detach(record_token_grid(self.unet, self.call_state).remove)
+        for _, model, state in self.experts():
+            handle.on_detach(record_token_grid(model, state).remove)
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
         native = self.latent_frames(self.native_frames)
-        handle.set_attr(self.unet, "rope", RopeFrequencyEdit(self.unet.rope, method.rope_frequencies, native))
+        for _, model, _ in self.experts():
+            handle.set_attr(model, "rope", RopeFrequencyEdit(model.rope, method.rope_frequencies, native))
+
+    def expert_for(self, t: torch.Tensor, guidance_scale: float) -> tuple[torch.nn.Module, DiTCallState, float]:
+        """The expert ``WanPipeline`` runs at timestep ``t`` and its guidance scale (A14B: switched at the boundary)."""
+        if self.transformer_2 is None or self.boundary_ratio is None or t.device.type == "meta":
+            return self.unet, self.call_state, guidance_scale  # meta (estimates): no value, the first expert
+        boundary = self.boundary_ratio * float(self.scheduler_config.get("num_train_timesteps", 1000))
+        if float(t) >= boundary:
+            return self.unet, self.call_state, guidance_scale
+        scale_2 = guidance_scale if self.guidance_scale_2 is None else self.guidance_scale_2
+        return self.transformer_2, self.call_state_2, scale_2
+
+    def model_timestep(self, t: torch.Tensor, x: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+        """``t`` per sample, or per latent token ``(B, T'*H'*W')`` with ``expand_timesteps`` (TI2V-5B, T2V mode)."""
+        if not self.expand_timesteps:
+            return t.expand(x.shape[0])
+        p_t, p_h, p_w = model.config.patch_size
+        b, _, frames, h, w = x.shape
+        tokens = (frames // p_t) * (h // p_h) * (w // p_w)
+        return t.reshape(1, 1).to(torch.float32).expand(b, tokens)
 
     def token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
         p_t, p_h, p_w = self.unet.config.patch_size
@@ -156,15 +210,16 @@ class WanBackbone(Backbone):
         if isinstance(cond, Mapping) or cond.ndim not in (3, 4):
             raise ValueError(f"{self.name}: per-block-group text conditioning (FreeNoise motion injection) is not "
                              f"supported on a DiT")
-        self.call_state.call = call
+        model, state, guidance_scale = self.expert_for(t, guidance_scale)
+        state.call = call
         x = latents.to(self.dtype)
         frames = x.shape[2]
         t = self.frame_timesteps(t, x)
         if t.ndim == 2:  # per-frame: WanTransformer3DModel takes one t per token (B, seq_len); frame-major tokens
-            p_t, p_h, p_w = self.unet.config.patch_size
+            p_t, p_h, p_w = model.config.patch_size
             timestep = t.repeat_interleave((x.shape[3] // p_h) * (x.shape[4] // p_w), dim=1)
         else:
-            timestep = t.expand(x.shape[0])
+            timestep = self.model_timestep(t, x, model)
         if cond.ndim == 4 and cond.shape[1] != frames:
             if cond.shape[1] != (frames - 1) * self.temporal_compression + 1:
                 raise ValueError(f"per-frame text context for {cond.shape[1]} frames does not fit {frames} latent "
@@ -173,11 +228,11 @@ class WanBackbone(Backbone):
 
         def run(ctx):
             if ctx.ndim == 4:
-                with per_frame_text(self.unet, self.call_state):
-                    return self.unet(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
-                                     return_dict=False)[0]
-            return self.unet(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
-                             return_dict=False)[0]
+                with per_frame_text(model, state):
+                    return model(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
+                                 return_dict=False)[0]
+            return model(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx.to(self.dtype),
+                         return_dict=False)[0]
 
         try:
             eps_c = run(cond)
@@ -186,7 +241,7 @@ class WanBackbone(Backbone):
             eps_u = run(uncond)
             return (eps_u + guidance_scale * (eps_c - eps_u)).float()
         finally:
-            self.call_state.call = None
+            state.call = None
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> np.ndarray:
@@ -207,9 +262,27 @@ class WanBackbone(Backbone):
 
     @property
     def components(self) -> dict[str, Any]:
-        """diffusers' ``WanPipeline`` components (for parity checks): ``WanPipeline(**components)``."""
-        return {"transformer": self.unet, "vae": self.vae, "text_encoder": self.text_encoder,
-                "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("unipc")}
+        """diffusers' ``WanPipeline`` components (for parity checks): ``WanPipeline(**components)``.
+
+        Wan2.2 adds ``transformer_2`` and ``boundary_ratio`` (A14B) or ``expand_timesteps`` (TI2V-5B).
+        """
+        out = {"transformer": self.unet, "vae": self.vae, "text_encoder": self.text_encoder,
+               "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("unipc")}
+        if self.transformer_2 is not None:
+            out.update(transformer_2=self.transformer_2, boundary_ratio=self.boundary_ratio)
+        if self.expand_timesteps:
+            out["expand_timesteps"] = True
+        return out
+
+
+def check_experts(transformer_2, boundary_ratio: float | None, guidance_scale_2: float | None) -> None:
+    """Wan2.2 A14B's expert settings: both experts and a boundary in (0, 1), or neither (one line naming the key)."""
+    if boundary_ratio is not None and not 0 < float(boundary_ratio) < 1:
+        raise ValueError(f"model.extra.boundary_ratio must be in (0, 1), got {boundary_ratio}")
+    if (transformer_2 is None) != (boundary_ratio is None):
+        raise ValueError("model.extra.boundary_ratio needs a second expert (transformer_2) and vice versa")
+    if guidance_scale_2 is not None and boundary_ratio is None:
+        raise ValueError("model.extra.guidance_scale_2 is only used with two experts (model.extra.boundary_ratio)")
 
 
 NATIVE_FRAMES = 81  # Wan2.1 / Wan2.2 A14B T2V: 81 frames (21 latent frames)
@@ -258,6 +331,13 @@ def tiny_wan_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     return transformer, vae, text_encoder, tokenizer
 
 
+def tiny_second_expert(cfg: DictConfig):
+    """Wan2.2 A14B's low-noise expert at tiny widths: the same config, its own random weights (``init_seed + 3``)."""
+    from diffusers import WanTransformer3DModel
+
+    return randomize_(WanTransformer3DModel(**OmegaConf.to_container(cfg.unet, resolve=True)), int(cfg.init_seed) + 3)
+
+
 # ----------------------------------------------------------------------------------------------
 # The family
 # ----------------------------------------------------------------------------------------------
@@ -279,27 +359,47 @@ def load_wan_parts(folder: Path, dtype: torch.dtype | None = None) -> tuple[Any,
 
 @register_family("wan")
 def build_wan(cfg: DictConfig, weights_dir: str | None = None) -> WanBackbone:
-    """``model=wan2_1_t2v_1_3b`` / ``wan2_1_t2v_14b`` (weights folder ``wan``) or ``wan_tiny`` (random)."""
+    """``model=wan2_1_t2v_1_3b`` / ``wan2_1_t2v_14b`` / ``wan2_2_ti2v_5b`` / ``wan2_2_t2v_a14b`` (weights folder
+    ``wan``) or their ``*_tiny`` variants (random)."""
     extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.get("extra") else {}
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    two_experts = extra.get("boundary_ratio") is not None
     common = dict(
         sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
         native_frames=cfg.native_frames,
         description=cfg.description,
         max_sequence_length=int(extra.get("max_sequence_length", 512)),
         temporal_compression=int(extra.get("temporal_compression", TEMPORAL_COMPRESSION)),
+        boundary_ratio=extra.get("boundary_ratio"),
+        guidance_scale_2=extra.get("guidance_scale_2"),
+        expand_timesteps=bool(extra.get("expand_timesteps", False)),
     )
+    check_experts(True if two_experts else None, common["boundary_ratio"], common["guidance_scale_2"])
     if cfg.random_init:
         transformer, vae, text_encoder, tokenizer = tiny_wan_parts(cfg)
+        transformer_2 = tiny_second_expert(cfg) if two_experts else None
         return WanBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
-                           random_init=True, weights={"init_seed": int(cfg.init_seed)}, **common)
+                           random_init=True, weights={"init_seed": int(cfg.init_seed)}, transformer_2=transformer_2,
+                           **common)
     paths = resolve_model_weights(cfg, weights_dir)
     folder = Path(paths["wan"])
     transformer, vae, text_encoder, tokenizer, folder_scheduler = load_wan_parts(folder)
+    transformer_2 = load_second_expert(folder) if two_experts else None
     # the folder's scheduler config, with the model config's entries (e.g. flow_shift) on top
     scheduler = {**{k: v for k, v in folder_scheduler.items() if not k.startswith("_")}, **scheduler}
     return WanBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
-                       random_init=False, weights={"wan": folder_identity(folder)}, **common)
+                       random_init=False, weights={"wan": folder_identity(folder)}, transformer_2=transformer_2,
+                       **common)
+
+
+def load_second_expert(folder: Path, dtype: torch.dtype | None = None):
+    """Wan2.2 A14B's low-noise expert, ``transformer_2/`` of a diffusers-format folder (local files only)."""
+    from diffusers import WanTransformer3DModel
+
+    kw: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kw["torch_dtype"] = dtype
+    return WanTransformer3DModel.from_pretrained(folder, subfolder="transformer_2", **kw)
 
 
 def folder_identity(folder: Path) -> dict[str, Any]:
@@ -308,9 +408,9 @@ def folder_identity(folder: Path) -> dict[str, Any]:
     return {"path": str(folder), "files": {str(p.relative_to(folder)): p.stat().st_size for p in files}}
 
 
-__all__ = ["NATIVE_FRAMES", "WanBackbone", "build_wan", "denoiser_view",
-           "check_wan_frames", "latent_frame_count", "load_wan_parts",
-           "tiny_umt5_tokenizer", "tiny_wan_parts"]
+__all__ = ["NATIVE_FRAMES", "WanBackbone", "build_wan", "check_experts", "check_wan_frames", "denoiser_view",
+           "latent_frame_count", "load_second_expert", "load_wan_parts", "tiny_second_expert", "tiny_umt5_tokenizer",
+           "tiny_wan_parts"]
 
 # models.base.family_capabilities; UniPC multistep only: no single-step sampler for window/FIFO loops
 build_wan.capabilities = ("per_frame_timesteps",)

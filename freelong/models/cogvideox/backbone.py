@@ -1,0 +1,242 @@
+"""CogVideoX-5B text-to-video through diffusers: ``CogVideoXTransformer3DModel``, ``AutoencoderKLCogVideoX``, T5.
+
+What :class:`CogVideoXBackbone` changes against the SD-like UNets, each as diffusers' ``CogVideoXPipeline`` does:
+
+- the VAE compresses time 4x causally: ``4n+1`` frames <-> ``n+1`` latent frames; any other count fails naming
+  the nearest valid ones; height and width are multiples of 16 (VAE 8 x patch 2);
+- the transformer takes latents ``(B, F, C, H, W)`` (ours are ``(B, C, F, H, W)``: transposed per call),
+  ``v_prediction`` with ``CogVideoXDDIMScheduler`` (zero-terminal-SNR betas, trailing timesteps); cond and uncond
+  in one batched call (``[uncond, cond]``); the T5 text is 226 tokens padded with the pad id (no mask);
+- 3D RoPE is computed by the pipeline, not by the model (``_prepare_rotary_positional_embeddings``): here
+  :meth:`CogVideoXBackbone.rotary_embedding` with diffusers' own ``get_3d_rotary_pos_embed``; a method that edits
+  RoPE frequencies (RIFLEx) changes its temporal channels (the first ``head_dim / 4``);
+- methods go on every block's joint ``[text, video]`` self-attention (:mod:`freelong.models.cogvideox.attention`);
+- latents are divided by the VAE's ``scaling_factor`` (0.7 for 5B) before decoding.
+
+CogVideoX 1.5 uses the same classes with ``patch_size_t=2`` (latents padded to an even frame count, ``ofs``
+embedding, sliced RoPE grid): not wired here. CogVideoX-2B has no RoPE (sin-cos positions): not wired here.
+``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ...attention.context import CallContext
+from ...handle import Handle
+from ...weights import resolve_model_weights
+from ..base import Backbone, register_family
+from ..frames import check_wan_frames, latent_frame_count
+from ..tiny import randomize_
+from ..wan.attention import DiTCallState
+from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
+from .attention import CogVideoXAttnSlot, cogvideox_attention_slots, record_token_grid
+
+if TYPE_CHECKING:
+    from ...methods.base import Method
+
+SAMPLERS = ("ddim",)
+
+
+def temporal_rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin`` ``(T, 2*len(freqs))`` of positions x frequencies in fp32, pairs repeated (diffusers' layout)."""
+    angles = torch.outer(positions.float(), freqs.float())
+    return angles.cos().repeat_interleave(2, dim=1), angles.sin().repeat_interleave(2, dim=1)
+
+
+class CogVideoXBackbone(Backbone):
+    """CogVideoX-5B behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
+
+    def __init__(self, *args, max_sequence_length: int = 226, temporal_compression: int = 4, **kwargs):
+        kwargs.setdefault("cfg_mode", "batched")
+        super().__init__(*args, **kwargs)
+        self.max_sequence_length = int(max_sequence_length)
+        self.temporal_compression = int(temporal_compression)
+        self.call_state = DiTCallState()
+        self.rope_edit = None  # a method's rope_frequencies while attached (RIFLEx)
+
+    @property
+    def transformer(self):
+        return self.unet
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def latent_frames(self, num_frames: int) -> int:
+        return latent_frame_count(num_frames, self.temporal_compression)
+
+    def check_shape(self, num_frames: int, height: int, width: int) -> None:
+        check_wan_frames(num_frames, self.temporal_compression)
+        multiple = self.vae_scale_factor * int(self.unet.config.patch_size)
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple} for {self.name}, got {height}x{width}")
+
+    # -- text ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(N, max_sequence_length, D)``: T5's last hidden states of the padded prompt (as CogVideoXPipeline)."""
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_sequence_length,
+                             truncation=True, add_special_tokens=True, return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.device))[0]
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def make_scheduler(self, sampler: str):
+        from diffusers import CogVideoXDDIMScheduler
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)} for {self.name}, got {sampler!r}")
+        accepted = set(inspect.signature(CogVideoXDDIMScheduler.__init__).parameters)
+        return CogVideoXDDIMScheduler(**{k: v for k, v in self.scheduler_config.items() if k in accepted})
+
+    def rotary_embedding(self, frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` ``(T'*H'*W', head_dim)`` for ``frames`` latent frames of ``height x width`` latent pixels
+        (before patching), as ``CogVideoXPipeline._prepare_rotary_positional_embeddings`` builds them.
+
+        With a RoPE edit attached, the temporal channels (the first ``head_dim // 4``) are rebuilt from the edited
+        frequencies at the same temporal positions, in fp32 as diffusers' ``get_1d_rotary_pos_embed``.
+        """
+        from diffusers.models.embeddings import get_3d_rotary_pos_embed
+        from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+        cfg = self.unet.config
+        p = int(cfg.patch_size)
+        grid_h, grid_w = height // p, width // p
+        crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // p, cfg.sample_height // p)
+        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops,
+                                           grid_size=(grid_h, grid_w), temporal_size=frames, device=self.device)
+        if self.rope_edit is None:
+            return cos, sin
+        dim_t = cfg.attention_head_dim // 4
+        theta = 10000.0
+        base = 1.0 / (theta ** (torch.arange(0, dim_t, 2)[: dim_t // 2].float() / dim_t))
+        native = self.latent_frames(self.native_frames)
+        freqs = self.rope_edit(base.clone(), axis="t", num_positions=frames, native_positions=native)
+        if torch.equal(freqs, base):
+            return cos, sin
+        # the temporal positions of get_3d_rotary_pos_embed's "linspace" grid (0..T-1 up to float rounding)
+        positions = torch.linspace(0, frames * (frames - 1) / frames, frames, dtype=torch.float32)
+        t_cos, t_sin = temporal_rope_table(freqs.float(), positions)
+        tokens = grid_h * grid_w
+        cos, sin = cos.clone(), sin.clone()
+        cos.view(frames, tokens, -1)[..., :dim_t] = t_cos[:, None].to(cos)
+        sin.view(frames, tokens, -1)[..., :dim_t] = t_sin[:, None].to(sin)
+        return cos, sin
+
+    # -- installing a method (Backbone.attach calls these) -------------------------------------------
+    def attention_layers(self) -> dict[str, CogVideoXAttnSlot]:
+        return cogvideox_attention_slots(self.unet, self.call_state)
+
+    def prepare_attention(self, handle: Handle) -> None:
+        handle.on_detach(record_token_grid(self.unet, self.call_state).remove)
+
+    def install_rope_edit(self, method: Method, handle: Handle) -> None:
+        if not self.unet.config.use_rotary_positional_embeddings:
+            raise ValueError(f"method {method.name} edits RoPE frequencies; {self.name} has no RoPE")
+        handle.set_attr(self, "rope_edit", method.rope_frequencies)
+
+    def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
+        """``eps_u + w (eps_c - eps_u)`` (v-prediction): one batched call ``[uncond, cond]`` (CogVideoXPipeline)."""
+        if isinstance(cond, Mapping) or cond.ndim != 3:
+            raise ValueError(f"{self.name}: per-frame or per-block text conditioning is not supported on CogVideoX "
+                             f"(its text is part of the joint attention)")
+        self.call_state.call = call
+        x = latents.to(self.dtype).transpose(1, 2)  # (B, F, C, H, W)
+        _, frames, _, h, w = x.shape
+        rope = None
+        if self.unet.config.use_rotary_positional_embeddings:
+            rope = self.rotary_embedding(frames, h, w)
+        ctx = cond if uncond is None else torch.cat([uncond, cond])
+        x_in = x if uncond is None else torch.cat([x, x])
+        try:
+            out = self.unet(hidden_states=x_in, encoder_hidden_states=ctx.to(self.dtype),
+                            timestep=t.expand(x_in.shape[0]), image_rotary_emb=rope, return_dict=False)[0].float()
+        finally:
+            self.call_state.call = None
+        if uncond is not None:
+            eps_u, eps_c = out.chunk(2)
+            out = eps_u + guidance_scale * (eps_c - eps_u)
+        return out.transpose(1, 2)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> np.ndarray:
+        """Latents ``(B, C, T', h, w)`` → uint8 ``(B, 4T'-3, H, W, 3)`` (``/ scaling_factor``, the VAE's own decode)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        z = latents.to(self.device, vae_dtype) / float(self.vae.config.scaling_factor)
+        video = self.vae.decode(z).sample.float()  # (B, 3, T, H, W)
+        b, _, t, h, w = video.shape
+        frames = video.transpose(1, 2).reshape(b * t, 3, h, w)
+        return self.to_uint8(frames).cpu().reshape(b, t, h, w, 3).numpy()
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """diffusers' ``CogVideoXPipeline`` components (for parity checks): ``CogVideoXPipeline(**components)``."""
+        return {"transformer": self.unet, "vae": self.vae, "text_encoder": self.text_encoder,
+                "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("ddim")}
+
+
+def tiny_cogvideox_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
+    """Transformer, VAE, T5 encoder and tokenizer from the small configs of ``conf/model/cogvideox_5b_tiny.yaml``."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    seed = int(cfg.init_seed)
+    tokenizer = tiny_umt5_tokenizer(int(cfg.extra.get("max_sequence_length", 226)))
+    transformer = randomize_(CogVideoXTransformer3DModel(**OmegaConf.to_container(cfg.unet, resolve=True)), seed)
+    vae = randomize_(AutoencoderKLCogVideoX(**OmegaConf.to_container(cfg.vae, resolve=True)), seed + 2)
+    text_cfg = T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                        **OmegaConf.to_container(cfg.text_encoder, resolve=True))
+    text_encoder = randomize_(T5EncoderModel(text_cfg), seed + 1)
+    return transformer, vae, text_encoder, tokenizer
+
+
+def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):
+    """A diffusers-format CogVideoX folder (``THUDM/CogVideoX-5b``), local files only."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    kw: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kw["torch_dtype"] = dtype
+    transformer = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer", **kw)
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae", **kw)
+    text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **kw)
+    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return transformer, vae, text_encoder, tokenizer, scheduler
+
+
+@register_family("cogvideox")
+def build_cogvideox(cfg: DictConfig, weights_dir: str | None = None) -> CogVideoXBackbone:
+    """``model=cogvideox_5b`` (weights folder ``cogvideox``) or ``cogvideox_5b_tiny`` (random)."""
+    extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.get("extra") else {}
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    common = dict(
+        sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
+        native_frames=cfg.native_frames,
+        description=cfg.description,
+        latent_scale=cfg.latent_scale,
+        max_sequence_length=int(extra.get("max_sequence_length", 226)),
+        temporal_compression=int(extra.get("temporal_compression", 4)),
+    )
+    if cfg.random_init:
+        transformer, vae, text_encoder, tokenizer = tiny_cogvideox_parts(cfg)
+        return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
+                                 random_init=True, weights={"init_seed": int(cfg.init_seed)}, **common)
+    folder = Path(resolve_model_weights(cfg, weights_dir)["cogvideox"])
+    transformer, vae, text_encoder, tokenizer, folder_scheduler = load_cogvideox_parts(folder)
+    scheduler = {**{k: v for k, v in folder_scheduler.items() if not k.startswith("_")}, **scheduler}
+    return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
+                             random_init=False, weights={"cogvideox": folder_identity(folder)}, **common)
+
+
+__all__ = ["CogVideoXBackbone", "build_cogvideox", "load_cogvideox_parts", "temporal_rope_table",
+           "tiny_cogvideox_parts"]

@@ -1,0 +1,39 @@
+"""scripts/benchmark.py on the new DiTs: meta-device FLOPs/memory with the family's method presets, width presets."""
+
+import pytest
+
+
+@pytest.mark.parametrize("model,frames,size", [
+    ("cogvideox_5b", "49,97", "32"),
+    pytest.param("cogvideox_5b", "49,193", "64", marks=pytest.mark.slow),
+    pytest.param("hunyuanvideo", "129,513", "64", marks=pytest.mark.slow),
+    pytest.param("wan2_2_t2v_a14b", "81,321", "64", marks=pytest.mark.slow),
+    pytest.param("wan2_2_ti2v_5b", "121,481", "64", marks=pytest.mark.slow),
+])
+def test_meta_estimate_runs_every_default_method_at_reduced_widths(model, frames, size):
+    from scripts.benchmark import main
+
+    result = main(["--model", model, "--device", "meta", "--widths", "reduced", "--frames", frames,
+                   "--height", size, "--width", size])
+    rows = {(r["frames"], r["method"]): r for r in result["step"]}
+    native, long = (int(f) for f in frames.split(","))
+    assert {m for _, m in rows} == {"direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "riflex"}
+    for m in ("sliding_window", "freenoise", "freelong", "freelong_pp", "riflex"):
+        assert rows[(native, m)]["gflops"] == pytest.approx(rows[(native, "direct")]["gflops"])  # native: = direct
+    # 2x / 4x: local windows attend fewer keys than the full attention, RIFLEx costs what direct costs
+    assert rows[(long, "sliding_window")]["gflops"] < rows[(long, "direct")]["gflops"]
+    assert rows[(long, "riflex")]["gflops"] == pytest.approx(rows[(long, "direct")]["gflops"])
+
+
+def test_width_presets_by_model_name_and_method_presets_by_native_length():
+    from omegaconf import OmegaConf
+
+    from scripts.benchmark import method_from_spec, model_config, preset_suffix
+
+    ti2v = model_config("wan2_2_ti2v_5b", "reduced")
+    assert ti2v.unet.in_channels == 48 and ti2v.vae.patch_size == 2 and ti2v.random_init
+    assert model_config("wan2_2_t2v_a14b", "full").unet.num_layers == 40  # the YAML's own architecture
+    cfg = OmegaConf.create({"name": "wan2_2_ti2v_5b", "family": "wan"})
+    assert method_from_spec("freelong", preset_suffix("freelong", cfg)).window == 31
+    assert preset_suffix("riflex", cfg) == "wan"  # no ti2v-specific RIFLEx preset: the family's (k=6)
+    assert method_from_spec("riflex", preset_suffix("riflex", cfg)).k == 6
