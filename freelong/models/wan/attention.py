@@ -44,7 +44,18 @@ def wan_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class WanSelfAttnAdapter:
-    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours."""
+    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours.
+
+    Under diffusers' context parallelism (:mod:`freelong.parallel`) it carries the ``_parallel_config`` of the
+    processor it replaced (or gets it from ``enable_parallelism``), receives this rank's ``S/N`` tokens, and
+    runs our processor on every token for ``heads/N`` heads (Ulysses all-to-all before and after). Handed a
+    token shard without that configuration it refuses to run instead of attending within the shard.
+    """
+
+    # diffusers' processor attributes: ``enable_parallelism`` / ``set_attention_backend`` set them on processors
+    # that have them; our slot copies them from the processor it replaces.
+    _attention_backend = None
+    _parallel_config = None
 
     def __init__(self, processor: TemporalAttnProcessor, state: DiTCallState, name: str, level: int):
         self.processor = processor
@@ -79,7 +90,12 @@ class WanSelfAttnAdapter:
         if self.state.grid is None:
             raise RuntimeError(f"{self.name}: latent grid unknown (the transformer's pre-hook did not run)")
         t, h, w = self.state.grid
+        group = self.parallel_group(hidden_states.shape[1], t * h * w)
         q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+        if group is not None:  # Ulysses: every token of the video for this rank's heads
+            from ...parallel import seq_to_heads
+
+            q, k, v = (seq_to_heads(x.transpose(1, 2), group).transpose(1, 2) for x in (q, k, v))
         call = self.state.call or CallContext()
         ctx = TemporalAttentionContext(
             frame_shape=(t, h, w),
@@ -91,9 +107,34 @@ class WanSelfAttnAdapter:
             extra=call.extra,
             tokens_per_frame=h * w,
         )
-        out = self.processor(q, k, v, bias=None, ctx=ctx)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(q)
+        out = self.processor(q, k, v, bias=None, ctx=ctx).transpose(1, 2)
+        if group is not None:
+            from ...parallel import heads_to_seq
+
+            out = heads_to_seq(out, group)
+        out = out.flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def parallel_group(self, tokens: int, grid_tokens: int):
+        """The Ulysses group when this call holds a context-parallel shard of the tokens, else None.
+
+        A shard (fewer tokens than the grid) without ``_parallel_config`` is refused: attending within the shard
+        would be silently wrong.
+        """
+        if tokens == grid_tokens:
+            return None
+        if self._parallel_config is None or getattr(self._parallel_config, "context_parallel_config", None) is None:
+            raise RuntimeError(f"{self.name}: got {tokens} of the {grid_tokens} latent tokens (the model is split "
+                               f"over processes by context parallelism) but this processor has no _parallel_config; "
+                               f"attach methods through Backbone.attach after freelong.parallel."
+                               f"enable_context_parallel")
+        from ...parallel import ulysses_group
+
+        group = ulysses_group(self._parallel_config)
+        if tokens * torch.distributed.get_world_size(group) != grid_tokens:
+            raise RuntimeError(f"{self.name}: {tokens} local tokens do not make a 1/"
+                               f"{torch.distributed.get_world_size(group)} share of the {grid_tokens} latent tokens")
+        return group
 
     def __repr__(self) -> str:
         return f"WanSelfAttnAdapter({self.processor!r})"
@@ -173,8 +214,19 @@ class RopeFrequencyEdit(nn.Module):
         t_sin = angles.sin().repeat_interleave(2, dim=1).to(sin.dtype).to(sin.device)
         t_dim = self.inner.t_dim
         cos, sin = cos.clone(), sin.clone()
-        cos.view(1, ppf, tokens, 1, -1)[..., :t_dim] = t_cos[None, :, None, None, :]
-        sin.view(1, ppf, tokens, 1, -1)[..., :t_dim] = t_sin[None, :, None, None, :]
+        # Under context parallelism diffusers hands this rank's contiguous share of the frame-major rows.
+        rows = cos.shape[1]
+        offset = 0
+        if rows != ppf * tokens:
+            from ...parallel import rank, world_size
+
+            if rows * world_size() != ppf * tokens:
+                raise RuntimeError(f"rope: {rows} rows are neither all {ppf * tokens} latent tokens nor a 1/"
+                                   f"{world_size()} share")
+            offset = rows * rank()
+        frame = torch.div(torch.arange(offset, offset + rows, device=cos.device), tokens, rounding_mode="floor")
+        cos[0, :, 0, :t_dim] = t_cos[frame]
+        sin[0, :, 0, :t_dim] = t_sin[frame]
         return cos, sin
 
 
@@ -198,7 +250,11 @@ class WanSelfAttnSlot:
 
     def set_processor(self, processor) -> None:
         if isinstance(processor, TemporalAttnProcessor):
+            replaced = self.attn.processor
             processor = WanSelfAttnAdapter(processor, self.state, self.layer_name, level=self.level)
+            for name in ("_attention_backend", "_parallel_config"):  # context parallelism reaches ours too
+                if getattr(replaced, name, None) is not None:
+                    setattr(processor, name, getattr(replaced, name))
         self.attn.set_processor(processor)
 
 
