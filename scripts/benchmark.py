@@ -8,6 +8,7 @@
     python scripts/benchmark.py --threads 1 --clock cpu --repeats 3   # ratios on a busy, shared CPU
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --device meta --frames 81,321 --height 480 --width 832
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --widths reduced --frames 81,321   # Wan on CPU
+    python scripts/benchmark.py --model wan2_1_t2v_14b --comm 2,4,8 --frames 321 --height 720 --width 1280
 
 One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
 scheduler update, at the first of 50 DDIM timesteps, with the method attached exactly as
@@ -23,6 +24,12 @@ Wan (a DiT): frame counts are video frames (4n+1; the methods see n+1 latent fra
 transformer calls (cond, uncond) and a UniPC update, methods come with their Wan presets
 (``conf/method/<name>_wan.yaml``: windows of 21 latent frames) and ``riflex`` joins the default list;
 the split times the 3D self-attentions (``attn1``).
+
+``--comm N,M,...``: the communication of one video split over N ranks (``parallel.context=N``, diffusers' Ulysses
+context parallelism, :mod:`freelong.parallel`), per denoising step and per rank, computed from the model config
+(nothing is built or run): the four all-to-alls of every self-attention call (q, k, v and the output; diffusers'
+own for methods that leave attention alone, our adapter's for the others — the same volume) and the all-gather of
+the output after ``proj_out``, in the run's dtype (bf16/fp16: 2 bytes; ``--dtype float32``: 4).
 
 Models: timings do not depend on the weights, so random weights are the default (nothing to
 download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
@@ -47,11 +54,11 @@ from omegaconf import OmegaConf
 
 from freelong.app.config import method_from_config
 from freelong.attention.context import CallContext
-from freelong.attention.processor import TemporalAttention
+from freelong.attention.processor import TemporalAttention, TemporalAttnProcessor
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
 from freelong.models.diffusers_unet.attention import diffusers_temporal_level
-from freelong.models.spec import CONF_DIR, load_model_config
+from freelong.models.spec import CONF_DIR, latent_frames, load_model_config
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
@@ -532,6 +539,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="what ratios and the split use: wall time, or process CPU time (CPU only; with "
                         "--threads 1 it measures the work done even on a busy shared machine)")
     p.add_argument("--sampling-steps", type=int, default=0, help="also time a whole generation with N steps")
+    p.add_argument("--comm", default=None,
+                   help="comma-separated rank counts: print the computed communication per step of one video split "
+                        "over that many ranks (parallel.context) and exit")
     p.add_argument("--markdown", action="store_true", help="print markdown tables")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
     args = p.parse_args(argv)
@@ -570,11 +580,48 @@ def resolve(args) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def comm_volume(cfg, methods: list[Method], frames: int, height: int, width: int, ranks: list[int],
+                guidance: float, bytes_per_element: int) -> list[dict[str, Any]]:
+    """Bytes each rank sends per denoising step for every method and rank count (computed, not measured)."""
+    from freelong.parallel import check_context_parallel, gather_bytes_per_call, ulysses_bytes_per_layer
+
+    unet = cfg.unet
+    p_t, p_h, p_w = unet.patch_size
+    vae = 8
+    tokens = latent_frames(cfg, frames) // p_t * (height // (vae * p_h)) * (width // (vae * p_w))
+    heads, head_dim, layers = int(unet.num_attention_heads), int(unet.attention_head_dim), int(unet.num_layers)
+    calls = 2 if guidance > 1 else 1  # Wan: cond and uncond are two transformer calls (batch 1 each)
+    out_channels = int(unet.out_channels) * p_t * p_h * p_w
+    rows = []
+    for n in ranks:
+        try:
+            check_context_parallel(cfg, n, key="--comm")
+        except ValueError as err:
+            rows.append({"ranks": n, "method": "-", "exchange": f"refused: {err}"})
+            continue
+        attn = ulysses_bytes_per_layer(tokens, heads, head_dim, n, bytes_per_element=bytes_per_element)
+        gather = gather_bytes_per_call(tokens, out_channels, n, bytes_per_element=bytes_per_element)
+        per_step = calls * (layers * attn + gather)
+        for m in methods:
+            proc = m.processor()
+            own = proc is None or type(proc) is TemporalAttnProcessor  # plain global attention
+            rows.append({
+                "ranks": n, "method": m.name, "tokens": tokens,
+                "exchange": "diffusers' Ulysses attention" if own else "our Ulysses all-to-all around the method",
+                "all_to_alls_per_step": calls * layers * 4, "per_layer_call_mb": attn / MB,
+                "gather_per_call_mb": gather / MB, "per_step_gb": per_step / 2**30,
+                "added_vs_direct_gb": 0.0,  # every method moves what diffusers' own attention moves
+            })
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # the random-init VAE's dtype-cast notice is noise here
     args = parse_args(argv)
+    if args.comm:
+        return main_comm(args)
     device, dtype = resolve(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -634,6 +681,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         atomic_write_json(args.json, out)
         print(f"\nwrote {args.json}")
+    return out
+
+
+def main_comm(args) -> dict[str, Any]:
+    """``--comm``: the communication table, from the model config alone."""
+    cfg = load_model_config(args.model)
+    if cfg.family != "wan":
+        raise SystemExit(f"error: --comm: model {args.model} (family {cfg.family}) has no context-parallel plan")
+    names = [m.strip() for m in (args.methods or ",".join(DIT_METHODS)).split(",") if m.strip()]
+    native = latent_frames(cfg, cfg.native_frames)
+    methods = [with_label(method_from_spec(n, cfg.family).with_native_frames(native), n) for n in names]
+    ranks = [int(r) for r in str(args.comm).split(",") if r.strip()]
+    size = 4 if args.dtype == "float32" else 2
+    frames = [int(f) for f in str(args.frames).split(",") if f.strip()]
+    rows = []
+    for n in frames:
+        rows += [{"frames": n, **r} for r in comm_volume(cfg, methods, n, args.height, args.width, ranks,
+                                                          args.guidance, size)]
+    keys = ["frames", "ranks", "method", "tokens", "exchange", "all_to_alls_per_step", "per_layer_call_mb",
+            "gather_per_call_mb", "per_step_gb", "added_vs_direct_gb"]
+    print(f"# {cfg.description}: communication per denoising step and rank (computed), {size}-byte elements, "
+          f"CFG {args.guidance}")
+    print(format_table(keys, [[r.get(k, "") for k in keys] for r in rows], args.markdown))
+    out = {"model": cfg.name, "comm": rows}
+    if args.json:
+        from freelong.video_io import atomic_write_json
+
+        atomic_write_json(args.json, out)
     return out
 
 

@@ -61,19 +61,29 @@ def rope_shard_matches(split, whole) -> bool:
     return edited and all(torch.equal(a, b.chunk(n, dim=1)[r]) for a, b in zip(mine, full))
 
 
+def bare_forward(backbone) -> torch.Tensor:
+    """One guided prediction of the transformer with diffusers' own processors (no method attached)."""
+    x = torch.randn(1, 4, 9, 4, 6, generator=torch.Generator().manual_seed(1))
+    cond = backbone.encode_text(["a red fox runs"])
+    return backbone.predict_noise(x, torch.tensor(700.0), cond, backbone.encode_text([""]), 5.0)
+
+
 def main(path: str) -> None:
     torch.set_num_threads(1)
     parallel.init_process_group()
     group = torch.distributed.group.WORLD
     x = torch.randn(2, 6, 4, 3, generator=torch.Generator().manual_seed(parallel.rank()))
     round_trip = torch.equal(parallel.heads_to_seq(parallel.seq_to_heads(x, group), group), x)
-    reference = sample_all(load_backbone("wan_tiny")) if parallel.is_main_process() else {}
+    whole = load_backbone("wan_tiny")
+    reference = sample_all(whole) if parallel.is_main_process() else {}
+    reference["bare"] = bare_forward(whole)
     backbone = load_backbone("wan_tiny")
     parallel.enable_context_parallel(backbone, parallel.world_size())
     split = sample_all(backbone)
+    split["bare"] = bare_forward(backbone)
     message = refusal(backbone)
     rope_ok = [None] * parallel.world_size()
-    torch.distributed.all_gather_object(rope_ok, rope_shard_matches(backbone, load_backbone("wan_tiny")))
+    torch.distributed.all_gather_object(rope_ok, rope_shard_matches(backbone, whole))
     # methods attached before enable_parallelism get the configuration from diffusers
     late = load_backbone("wan_tiny")
     handle = late.attach(get_method("sliding_window", window=5, stride=2))

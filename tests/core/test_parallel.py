@@ -52,8 +52,8 @@ def test_every_method_on_two_ranks_equals_one_process(two_ranks):
     from tests.core.parallel_worker import METHODS
 
     assert two_ranks["degree"] == 2
-    assert set(two_ranks["split"]) == set(METHODS)
-    for name, ref in two_ranks["reference"].items():
+    assert set(two_ranks["split"]) == {*METHODS, "bare"}
+    for name, ref in two_ranks["reference"].items():  # "bare": diffusers' own processors, one forward
         got = two_ranks["split"][name]
         assert got.shape == ref.shape == (1, 4, 9, 4, 6)
         assert rel(got, ref) < 1e-5, name

@@ -92,6 +92,13 @@ class WanSelfAttnAdapter:
         t, h, w = self.state.grid
         group = self.parallel_group(hidden_states.shape[1], t * h * w)
         q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+        if group is not None and type(self.processor) is TemporalAttnProcessor:
+            # plain global attention (direct, RIFLEx): diffusers' own parallel attention, as WanAttnProcessor
+            from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+            out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                        backend=self._attention_backend, parallel_config=self._parallel_config)
+            return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(q)))
         if group is not None:  # Ulysses: every token of the video for this rank's heads
             from ...parallel import seq_to_heads
 
