@@ -24,11 +24,17 @@ METHODS = {
 SHAPE = {"num_frames": 33, "height": 32, "width": 48}  # 9 x 2 x 3 = 54 latent tokens, 2 heads
 
 
+# A two-prompt video: latent frames cross-attend to their own prompt (Wan's per-frame text), frames cut by the split.
+MULTI_PROMPT = [{"prompt": "a red fox runs", "frames": 17}, {"prompt": "a blue boat sails", "frames": 16}]
+
+
 def sample_all(backbone) -> dict[str, torch.Tensor]:
     out = {}
     for name, params in METHODS.items():
         pipe = LongVideoPipeline(backbone, get_method(name, **params), progress=False)
         out[name] = pipe("a red fox runs", **SHAPE, num_inference_steps=2, seed=3, output_type="latent")
+    pipe = LongVideoPipeline(backbone, get_method("freelong", window=5), progress=False)
+    out["multi_prompt"] = pipe(MULTI_PROMPT, **SHAPE, num_inference_steps=2, seed=3, output_type="latent")
     return out
 
 

@@ -163,10 +163,30 @@ class PerFrameCrossAttn:
         if encoder_hidden_states is None or encoder_hidden_states.ndim != 4:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         b, t, length, c = encoder_hidden_states.shape
+        if self.state.grid is not None and hidden_states.shape[1] != t * self.state.grid[1] * self.state.grid[2]:
+            return self.shard(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         tokens = hidden_states.shape[1] // t
         out = self.inner(attn, hidden_states.reshape(b * t, tokens, -1),
                          encoder_hidden_states.reshape(b * t, length, c), attention_mask, rotary_emb)
         return out.reshape(b, t * tokens, -1)
+
+    def shard(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, rotary_emb=None):
+        """Context parallelism: this rank's contiguous share of the frame-major tokens, frames cut at its edges;
+        each frame's piece attends to that frame's context."""
+        from ...parallel import rank, world_size
+
+        _, h, w = self.state.grid
+        rows, per_frame = hidden_states.shape[1], h * w
+        if rows * world_size() != encoder_hidden_states.shape[1] * per_frame:
+            raise RuntimeError(f"per-frame text: {rows} tokens are neither every latent token nor a 1/{world_size()} "
+                               f"share")
+        start = rows * rank()
+        pieces = []
+        for frame in range(start // per_frame, (start + rows - 1) // per_frame + 1):
+            lo, hi = max(start, frame * per_frame) - start, min(start + rows, (frame + 1) * per_frame) - start
+            pieces.append(self.inner(attn, hidden_states[:, lo:hi], encoder_hidden_states[:, frame], attention_mask,
+                                     rotary_emb))
+        return torch.cat(pieces, dim=1)
 
 
 def per_frame_text(transformer: nn.Module, state: DiTCallState):
