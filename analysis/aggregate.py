@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from freelong.app.records import find_results, generated_records, read_results
+from freelong.errors import error_exit
 from freelong.video_io import atomic_write_text
 
 from .common import pyplot, save_figure
@@ -315,8 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = aggregate(args.sweep_dir, args.out, args.metrics.split(",") if args.metrics else None, args.hue,
                         args.heatmap.split(",") if args.heatmap else None)
     except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     print(f"{len(res['table'])} rows from {res['table']['job'].nunique()} job(s); swept: "
           f"{', '.join(res['swept']) or 'nothing'}; metrics: {', '.join(res['metrics'])}")
     for path in [res["out"] / "runs.csv", res["out"] / "summary.csv", *res["figures"]]:

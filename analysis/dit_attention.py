@@ -57,8 +57,8 @@ def dit_frame_probs(proc: Any, q: torch.Tensor, k: torch.Tensor, ctx: TemporalAt
         g = _frame_rows(q, k, s, glob)
         return {"global": g, "local": g} if isinstance(proc, SpectralBlendProcessor) else {"attn": g}
     if isinstance(proc, SpectralBlendProcessor):
-        local = _frame_rows(q, k, s, local_of(window, proc.layout))
-        return {"global": _frame_rows(q, k, s, glob), "local": local} if proc.uses_global(ctx) else {"local": local}
+        local = _frame_rows(q, k, s, local_of(window, proc.schedule.layout))
+        return {"global": _frame_rows(q, k, s, glob), "local": local} if proc.schedule.blends(ctx) else {"local": local}
     if isinstance(proc, WindowFusionProcessor):
         weights = proc._weights.tolist()
         windows = sliding_windows(t, window, proc.stride)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from freelong.errors import error_exit
 from freelong.prompts import MultiPrompt, parse_prompt, prompt_label
 
 from .common import pyplot, save_figure
@@ -240,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_figures(args.paths, args.every, args.out)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     for path in written:
         print(f"wrote {path}")
     return 0

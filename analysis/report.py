@@ -23,12 +23,13 @@ import logging
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from freelong.errors import error_exit
 
 log = logging.getLogger("freelong.analysis")
 
@@ -40,10 +41,14 @@ FIGURES = {"snr_vs_length.png": "Per-band SNR vs video length (Fig. 2)",
 # Settings that make two runs different columns (besides the method and its parameters).
 SETTINGS = ("model", "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "sampler", "eta",
             "dtype", "fps")
-SCORE_NAMES = {"subject_consistency": "Sub", "background_consistency": "Back", "motion_smoothness": "Motion",
-               "temporal_flickering": "Flicker", "imaging_quality": "Imaging", "aesthetic_quality": "Aesth",
-               "dynamic_degree": "Dyn"}
 STRIP_STILLS = 8  # stills per strip when --strip-every is not given
+
+
+def _score_name(key: str) -> str:
+    """A VBench dimension's column header (:func:`eval.base.dimension_label`), any other score key as it is."""
+    from eval.base import DIMENSION_MODULES, dimension_label
+
+    return dimension_label(key) if key in DIMENSION_MODULES else key
 
 
 class ReportError(ValueError):
@@ -83,7 +88,7 @@ class Cell:
     @property
     def scores(self) -> list[tuple[str, str]]:
         scores = self.record.get("scores") or {}
-        out = [(SCORE_NAMES.get(k, k), _fmt(v)) for k, v in scores.items()
+        out = [(_score_name(k), _fmt(v)) for k, v in scores.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)]
         step = (self.record.get("timings") or {}).get("median_step_s")
         if isinstance(step, (int, float)):
@@ -351,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         index = build_report(args.paths, args.out, copy=args.copy, strip_every=args.strip_every, title=args.title)
     except (ReportError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     print(f"wrote {index}")
     return 0
 

@@ -12,7 +12,7 @@ using the blocks' own modules and attention processors.
 Windows are :func:`freelong.attention.sliding_windows` (a final window ends at ``T``; every frame
 is averaged over the windows that hold it). Where ``(T - L) % stride == 0`` these are diffusers'
 windows exactly; elsewhere diffusers adds the same last window but accumulates its trailing frames
-with one weight for the values' whole span (see the README), so the two differ on those frames.
+with one weight for the values' whole span (see docs/models.md), so the two differ on those frames.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from freelong.attention.windows import check_window_stride
 from freelong.methods import Method, register_method
 from freelong.noise import rescheduled_noise
 from freelong.prompts import MotionInjection
@@ -18,34 +19,37 @@ FUSIONS = ("attention", "block")
 @register_method("freenoise")
 @dataclass
 class FreeNoise(Method):
-    """Window ``window`` (= the backbone's training length), stride ``stride``, pyramid fusion weights.
+    """FreeNoise: rescheduled noise + window fusion of temporal attention (pyramid weights by default).
 
-    ``motion_injection`` (multi-prompt videos only): outside the step range ``injection_steps``
-    (fractions of the trajectory) the block groups ``injection_groups`` see the prompt of segment
-    ``injection_prompt`` on every frame; see :class:`freelong.prompts.MotionInjection` (defaults =
-    the official code: steps 5..15 of 50, encoder + middle block, the last prompt).
-
-    ``fusion``: ``attention`` fuses each temporal attention's window outputs (the paper's Eq. 8-9);
-    ``block`` fuses once around attn1 + attn2 of each motion-module block, as diffusers'
-    ``enable_free_noise`` does on AnimateDiff (diffusers backbones only, :mod:`baselines.block_fusion`).
+    Motion injection for multi-prompt videos: :class:`freelong.prompts.MotionInjection` (defaults = the
+    official code: steps 5..15 of 50, encoder + middle block, the last prompt).
     """
 
     levels = ("attention", "initial noise")
 
     window: int = 16
+    """Attention window and noise window in frames (latent frames on a DiT): the backbone's training length."""
     stride: int = 4
+    """Frames between window starts, and the shuffle block of the rescheduled noise, in [1, window]."""
     weighting: str = "pyramid"
+    """Window fusion weights: `pyramid` (FreeNoise's U/2 − ⌊|i − c|⌋) or `flat` (plain mean)."""
     motion_injection: bool = False
+    """Multi-prompt videos only: outside `injection_steps` the block groups `injection_groups` see the prompt of
+    segment `injection_prompt` on every frame (FreeNoise Eq. 11)."""
     injection_prompt: int = -1
+    """Segment whose prompt motion injection uses: `-1` the last (official code), `0` the first (the paper)."""
     injection_groups: list[str] = field(default_factory=lambda: ["down", "mid"])
+    """UNet block groups (`down`, `mid`, `up`) that see the injected prompt (default: encoder + middle block)."""
     injection_steps: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    """Inclusive step range, as fractions of the trajectory, that keeps the per-frame prompts (`[0.1, 0.3]` =
+    DDIM steps 5..15 of 50)."""
     fusion: str = "attention"
+    """`attention` fuses each temporal attention's window outputs (the paper's Eq. 8-9); `block` fuses once
+    around attn1 + attn2 of each motion-module block, as diffusers' `enable_free_noise` (diffusers backbones
+    only, :mod:`baselines.block_fusion`)."""
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
-        if not (1 <= self.stride <= self.window):
-            raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
+        check_window_stride(self.window, self.stride)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.fusion not in FUSIONS:

@@ -48,19 +48,23 @@ def intrinsic_index(freqs: torch.Tensor, repeat_after: int) -> int:
 @register_method("riflex")
 @dataclass
 class RIFLEx(Method):
-    """RIFLEx on a RoPE backbone (Wan). ``k`` (1-based, as the paper) ``null`` = found with ``identify_k``
-    from ``repeat_after`` latent frames (``null`` = the backbone's native latent length, 21 for Wan2.1);
-    ``factor`` is the official 0.9. ``window``/``stride`` are accepted and ignored (for cross-method sweeps).
-    """
+    """RIFLEx on a RoPE backbone (Wan's 3D RoPE, LaVie's temporal rotary): one temporal frequency lowered."""
 
     levels = ("positions",)
     edits_rope = True
 
     k: int | None = None
+    """1-based index (as the paper) of the temporal RoPE frequency to lower; `null`: the one whose period is
+    closest to `repeat_after` (the official `identify_k`)."""
     repeat_after: int | None = None
+    """Length in latent frames at which the model starts to repeat itself; `null`: the backbone's native latent
+    length (21 for Wan2.1, so k = 4)."""
     factor: float = 0.9
+    """Safety factor in (0, 1]: θ_k = factor · 2π / L for L latent frames (official: 0.9)."""
     window: int | None = None
+    """Accepted and ignored (for cross-method sweeps)."""
     stride: int | None = None
+    """Accepted and ignored (for cross-method sweeps)."""
 
     def validate(self) -> None:
         if self.k is not None and self.k < 1:

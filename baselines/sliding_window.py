@@ -10,6 +10,7 @@ from freelong.attention.context import PositionBias, TemporalAttentionContext
 from freelong.attention.kernels import global_attention, local_attention
 from freelong.attention.maps import global_attention_probs, local_attention_probs
 from freelong.attention.processor import TemporalAttnProcessor
+from freelong.attention.windows import check_window_stride
 from freelong.methods import Method, register_method
 
 from .window_fusion import WindowFusionProcessor
@@ -46,24 +47,21 @@ class LocalWindowProcessor(TemporalAttnProcessor):
 @register_method("sliding_window")
 @dataclass
 class SlidingWindow(Method):
-    """Windows of ``window`` frames every ``stride`` frames, overlapping outputs averaged (``attention=fusion``).
-
-    ``attention=local``: every frame attends to its own window of ``window`` frames instead (``stride``
-    unused; the edge-adjusted window of :func:`freelong.attention.local_window_bounds`), so the attention
-    costs ``O(T * window)`` — the sliding-window baseline of the DiT long-video papers.
-    """
+    """Temporal attention in windows of frames; overlapping window outputs averaged, or one window per frame."""
 
     levels = ("attention",)
 
     window: int = 16
+    """Attention window in frames (latent frames on a DiT)."""
     stride: int = 4
+    """Frames between window starts, in [1, window] (`attention=fusion` only)."""
     attention: str = "fusion"
+    """`fusion`: windows every `stride` frames, each frame averages the windows that contain it; `local`: every
+    frame attends to its own edge-adjusted window of `window` frames (`stride` unused), O(T · window), the
+    sliding-window baseline of the DiT long-video papers."""
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
-        if not (1 <= self.stride <= self.window):
-            raise ValueError(f"method.stride must be in [1, window={self.window}], got {self.stride}")
+        check_window_stride(self.window, self.stride)
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"method.attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
 

@@ -55,15 +55,8 @@ class WindowFusionProcessor(TemporalAttnProcessor):
         self.windows_per_call = windows_per_call
         self._weights = window_weights(window, weighting)
 
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         tokens = ctx.tokens_per_frame
         num_frames = q.shape[-2] // tokens
         if self.window >= num_frames:

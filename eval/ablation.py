@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from .base import dimension_label
 from .tables import TIME_COLUMN, _dimension_percent
 
 BRANCH_ORDER = ("global", "local", "sum", "low_global", "high_local", "blend")
@@ -25,15 +26,9 @@ BRANCH_LABELS = {
     "high_local": "high-freq local",
     "blend": "FreeLong (blend)",
 }
-DIMENSIONS = {  # dimension -> header, in VBench's usual order
-    "subject_consistency": "Sub",
-    "background_consistency": "Back",
-    "motion_smoothness": "Motion",
-    "temporal_flickering": "Flicker",
-    "aesthetic_quality": "Aesthetic",
-    "imaging_quality": "Imaging",
-    "dynamic_degree": "Dynamic",
-}
+DIMENSIONS = {dim: dimension_label(dim) for dim in (  # dimension -> header, in VBench's usual order
+    "subject_consistency", "background_consistency", "motion_smoothness", "temporal_flickering",
+    "aesthetic_quality", "imaging_quality", "dynamic_degree")}
 NOTE = ("our measurement: the FreeLong paper shows this ablation (Fig. 6) only qualitatively and gives no "
         "numbers to compare with")
 

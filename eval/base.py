@@ -86,6 +86,11 @@ def get_dimension(name: str) -> type[Dimension]:
     return _REGISTRY[name]
 
 
+def dimension_label(name: str) -> str:
+    """A dimension's column header (its :attr:`Dimension.label`): the one map every table and the report use."""
+    return get_dimension(name).label
+
+
 @dataclass
 class DimResult:
     """One video's result: ``value`` in VBench's per-video units; ``extra`` goes into VBench's JSON entry."""

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from freelong.errors import error_exit
+
 from .base import ALIASES, ALL_DIMS, GROUPS, parse_dims
 from .transforms import IMAGING_MODES
 
@@ -49,15 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-back", action="store_true",
                    help="the paths are run/sweep dirs: score their videos into their records "
                         "(freelong/app/writeback.py)")
-    p.add_argument("--protocol", choices=["standard", "long"], default="standard",
+    p.add_argument("--protocol", choices=["standard", "long", "freenoise"], default="standard",
                    help="standard: VBench, each video one clip (videos under 5 s); long: VBench-Long (scenes, "
-                        "2 s / 10 s clips, fused; videos of 5 s or more)")
+                        "2 s / 10 s clips, fused; videos of 5 s or more); freenoise: FreeNoise's FVD/KVD of "
+                        "16-frame segments against --reference, and CLIP-SIM (--dims is ignored)")
     p.add_argument("--prompt", default=None, help="prompt of every video (overall_consistency; default: file name)")
     p.add_argument("--prompt-file", default=None, help='JSON {"video file": "prompt", ...} covering every video')
     add_compare_arguments(p)
     from .long_eval import add_long_arguments
 
     add_long_arguments(p)
+    from .freenoise_protocol import add_freenoise_arguments
+
+    add_freenoise_arguments(p)
     return p
 
 
@@ -94,6 +100,35 @@ def write_outputs(out: Path, csv_path: Path, results: dict[str, Any], rows: list
     atomic_write_json(out.with_suffix(".meta.json"), meta)
 
 
+def _freenoise_main(args, videos: list[Path], out: Path, csv_path: Path) -> int:
+    """``--protocol freenoise``: one set-level result (FVD, KVD, CLIP-SIM, counts) and one row per video."""
+    from freelong.metadata import package_versions
+
+    from .freenoise_protocol import run_freenoise_cli
+
+    if args.backend != "native" or args.compare_official:
+        print("error: --protocol freenoise runs with --backend native only", file=sys.stderr)
+        return 2
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    code, results, rows, meta = run_freenoise_cli(args, videos, _parse_weights(args.weight))
+    if code:
+        return code
+    failed = [r for r in rows if r.get("error")]
+    meta.update({"created": started, "wall_time_s": time.perf_counter() - t0, "versions": package_versions(),
+                 "num_with_errors": len(failed), "overall": results})
+    write_outputs(out, csv_path, results, rows, meta)
+    for key in ("fvd", "kvd", "clip_sim"):
+        value = results.get(key)
+        print(f"{key:<9} {'n/a' if value is None else f'{value:.4f}'}")
+    print(f"{results['num_videos']} video(s), {results['num_segments']} segment(s) of {meta['segment_frames']} "
+          f"frames; reference {results['reference_segments']} segment(s)")
+    for r in failed:
+        print(f"  {r['video_path']}: {r['error']}", file=sys.stderr)
+    print(f"wrote {out}, {csv_path}, {out.with_suffix('.meta.json')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -102,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dims = parse_dims(args.dims)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if args.write_back:
         from freelong.app.writeback import main_write_back  # writes run records: app code (lazy; cli is an entry)
 
@@ -114,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out)
     csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
+    if args.protocol == "freenoise":
+        return _freenoise_main(args, videos, out, csv_path)
     if args.compare_official:
         from .compare import compare_main
 
@@ -131,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
         prompts = resolve_prompts(videos, args.prompt, args.prompt_file)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if args.protocol == "long":
         from .long_eval import run_long_cli
 
@@ -140,14 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     elif args.backend == "official":
-        from .official import run_official
+        from .official import OfficialBackendError, run_official
 
         try:
             results, rows, meta = run_official(videos, dims, args.vbench_python, device=args.device,
                                                imaging_mode=args.imaging_mode, cache_dir=args.cache_dir)
-        except (RuntimeError, FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        except (OfficialBackendError, FileNotFoundError, ValueError) as err:  # a CUDA error is not a user error
+            return error_exit(err)
     else:
         from freelong.metadata import package_versions
 
@@ -161,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                   batch_size=args.batch_size, precision=args.precision,
                                   imaging_mode=args.imaging_mode)
         except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return error_exit(err)
         if args.random_init:
             logging.warning("RANDOM-INIT evaluation networks: the scores below are meaningless (smoke test)")
         scores = evaluator.score_many(videos, progress=not args.no_progress, prompts=prompts)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from freelong.errors import error_exit
+
 # per-video values → the overall value's units
 PER_VIDEO_SCALE = {"imaging_quality": 0.01}
 
@@ -90,8 +92,7 @@ def compare_main(args: Any, videos: list[Path], dims: list[str], weights: dict[s
     try:
         check_official_dims(dims)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if args.random_init:
         print("error: --compare-official compares against VBench's real weights; drop --random-init",
               file=sys.stderr)
@@ -103,8 +104,7 @@ def compare_main(args: Any, videos: list[Path], dims: list[str], weights: dict[s
                               imaging_mode=args.imaging_mode)
         setup_s = time.perf_counter() - t0
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     scores = evaluator.score_many(videos, progress=not args.no_progress)
     native = vbench_json(dims, scores)
     native_s = {d: sum(s.seconds.get(d, 0.0) for s in scores) for d in dims}
@@ -112,8 +112,7 @@ def compare_main(args: Any, videos: list[Path], dims: list[str], weights: dict[s
         official, _, meta = run_official(videos, dims, args.vbench_python, device=args.device,
                                          imaging_mode=args.imaging_mode, cache_dir=args.cache_dir)
     except (OfficialBackendError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     official_s = meta.get("seconds_per_dim", {})
     report = compare_results(dims, native, official)
     print(format_table(report, native_s, official_s))

@@ -1,6 +1,6 @@
 """dynamic_degree: is the video moving? RAFT optical flow on ~8 fps frames (VBench ``dynamic_degree``).
 
-VBench's procedure (``research/vbench.md`` §5), for any flow estimator:
+VBench's procedure (``vbench/dynamic_degree.py``), for any flow estimator:
 
 1. keep every ``interval = max(1, round(fps / 8))``-th frame (Python rounding);
 2. ``thres = 6 · min(H, W) / 256``, ``count_num = round(4 · n / 16)`` for n kept frames;

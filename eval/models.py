@@ -1,4 +1,4 @@
-"""The evaluation networks, built so their outputs equal VBench's (``research/vbench.md`` §1-7).
+"""The evaluation networks, built so their outputs equal VBench's (docs/evaluation.md: how each is checked).
 
 * DINO ViT-B/16 and CLIP ViT-B/32 / ViT-L/14: transformers ``ViTModel`` / ``CLIPVisionModelWithProjection``.
   DINO gets LayerNorm eps 1e-6, eager attention and DINO's own position-embedding interpolation
@@ -21,7 +21,6 @@ import math
 import sys
 import types
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -206,5 +205,3 @@ def load_raft(path: Path | None, random_init: bool = False, seed: int = 0) -> nn
     return model.eval().requires_grad_(False)
 
 
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}

@@ -1,6 +1,6 @@
 """motion_smoothness: how well a frame interpolator (AMT-S) predicts each odd frame from its even neighbours.
 
-VBench's procedure (``research/vbench.md`` §4), for any interpolator:
+VBench's procedure (``vbench/motion_smoothness.py``), for any interpolator:
 
 1. inputs = the even-index frames 0, 2, 4, … as float ``/255`` (at least two, i.e. N >= 3);
 2. replicate-pad to a multiple of 16 (floor half left/top), interpolate each consecutive pair at t = 0.5;

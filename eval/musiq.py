@@ -1,6 +1,6 @@
 """MUSIQ (Ke et al., ICCV 2021), the multi-scale image quality transformer VBench's imaging_quality uses.
 
-A torch implementation written from the architecture description (``research/vbench.md`` §7) whose
+A torch implementation written from the paper's architecture description (as pyiqa builds it) whose
 parameter names and shapes equal pyiqa's ``MUSIQ`` arch, so pyiqa's released checkpoints (VBench uses
 ``musiq_spaq_ckpt-358bb6af.pth``) load with ``strict=True`` and no pyiqa/torchvision import is needed.
 

@@ -1,7 +1,7 @@
 """The ``official`` backend: run the real ``vbench`` package in another Python environment and read its JSON.
 
 VBench pins transformers 4.33, numpy < 2 and a CUDA torch, so it cannot share this environment; point
-``--vbench-python`` (``eval.vbench_python``) at the interpreter of one where vbench is installed (README,
+``--vbench-python`` (``eval.vbench_python``) at the interpreter of one where vbench is installed (docs/evaluation.md,
 "Check our numbers against your VBench"). One call = **one** VBench process for all videos and dimensions:
 
 * the videos are linked into one flat temporary folder (VBench's ``custom_input`` mode reads a flat folder);
@@ -145,7 +145,7 @@ def run_official(videos: Sequence[Path], dims: Sequence[str], vbench_python: str
     if missing:
         lines = "\n".join(f"  {p}" for p in missing)
         raise OfficialBackendError(f"the VBench cache {cache} lacks files its local (offline) mode reads:\n{lines}\n"
-                                   f"place them there (see README, 'Check our numbers against your VBench'), "
+                                   f"place them there (docs/evaluation.md, 'Check our numbers against your VBench'), "
                                    f"pass --cache-dir, or drop those dimensions")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="freelong-vbench-") as tmp:

@@ -152,12 +152,9 @@ class Evaluator:
                    prompts: dict[Path, str] | None = None) -> list[VideoScores]:
         paths = list(paths)
         prompts = prompts or {}
-        try:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            iterator = tqdm(paths, desc="eval", unit="video", disable=not progress)
-        except ImportError:  # pragma: no cover
-            iterator = paths
+        iterator = tqdm(paths, desc="eval", unit="video", disable=not progress)
         return [self.score(p, prompt=prompts.get(Path(p))) for p in iterator]
 
     def overall(self, scores: Sequence[VideoScores]) -> dict[str, float | None]:

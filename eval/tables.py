@@ -16,24 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .base import TABLE1_DIMS
+from .base import TABLE1_DIMS, dimension_label
 
-COLUMNS = {  # dimension -> Table 1 header
-    "subject_consistency": "Sub",
-    "background_consistency": "Back",
-    "motion_smoothness": "Motion",
-    "temporal_flickering": "Flicker",
-    "imaging_quality": "Imaging",
-}
+COLUMNS = {dim: dimension_label(dim) for dim in TABLE1_DIMS}  # dimension -> Table 1 header
 # Beyond the paper's columns: shown when any run scored it (long-video papers after FreeLong report it).
-EXTRA_COLUMNS = {"overall_consistency": "Overall"}
+EXTRA_COLUMNS = {dim: dimension_label(dim) for dim in ("overall_consistency",)}
 PROTOCOL_LABELS = {"standard": "VBench (standard protocol)", "long": "VBench-Long protocol"}
 TIME_COLUMN = "Time (s/step)"
 PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
 PER_VIDEO_PERCENT = ("imaging_quality",)  # VBench stores these per video on 0-100 already
 
 # FreeLong (NeurIPS 2024) Table 1: 128 frames; the paper does not name the backbone, LongDiff (CVPR 2025)
-# lists the same numbers as "LaVie, 128 frames" (research/papers.md §1.4). Time unit unstated.
+# lists the same numbers as "LaVie, 128 frames". Time unit unstated.
 PAPER_TABLE1 = {
     "direct": {"Sub": 88.95, "Back": 93.23, "Motion": 92.77, "Flicker": 91.44, "Imaging": 64.76, "Time": 1.8},
     "sliding_window": {"Sub": 85.80, "Back": 92.83, "Motion": 95.79, "Flicker": 94.00, "Imaging": 66.57, "Time": 2.6},
@@ -42,7 +36,7 @@ PAPER_TABLE1 = {
 }
 PAPER_FAMILY = "lavie"
 PAPER_NOTE = "paper: FreeLong Table 1, LaVie, 128 frames, 320x512 (backbone per LongDiff; time unit not stated)"
-METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
+METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca")
 
 
 def is_random_init(record: dict[str, Any]) -> bool:
@@ -209,7 +203,7 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join([header, sep, *body])
 
 
-# FreeLOC (CVPR 2026, official README; research/papers.md §2.3): Wan2.1-T2V-1.3B at 4x = 321 frames, 832x480,
+# FreeLOC (CVPR 2026, official README): Wan2.1-T2V-1.3B at 4x = 321 frames, 832x480,
 # sample_shift 8, guide_scale 6, VBench in percent. A separate, source-labelled reference for the Wan rows.
 FREELOC_COLUMNS = {  # dimension -> FreeLOC header
     "subject_consistency": "SC",
@@ -242,6 +236,6 @@ def freeloc_table(df: pd.DataFrame) -> pd.DataFrame:
         ref = FREELOC_WAN_4X.get(method)
         row["FreeLOC (SC/BC/MS/IQ/AQ/DD)"] = "/".join(f"{ref[c]:g}" for c in FREELOC_COLUMNS.values()) if ref else "—"
         rows.append(row)
-    order = {m: i for i, m in enumerate((*METHOD_ORDER, "riflex"))}
+    order = {m: i for i, m in enumerate((*METHOD_ORDER, "riflex", "freeloc"))}
     rows.sort(key=lambda r: order.get(r["Method"], len(order)))
     return pd.DataFrame(rows)

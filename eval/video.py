@@ -6,8 +6,8 @@ RGB uint8 at native resolution. Here one decode serves every dimension:
 
 * ``.mp4``: the ffmpeg binary of imageio-ffmpeg, ``rgb24`` output, every stored frame once in presentation
   order (``-fps_mode passthrough``: no constant-frame-rate re-timing, which would duplicate frames of a
-  variable-frame-rate file), no filter (byte-identical to decord and cv2 on the files checked in
-  ``research/vbench.md`` §0; VFR and B-frame files are pinned in ``tests/test_eval_video.py``).
+  variable-frame-rate file), no filter (byte-identical to decord and cv2 on the files we checked;
+  VFR and B-frame files are pinned in ``tests/eval/test_eval_video.py``).
 * ``.gif``: Pillow, every frame ``.convert("RGB")`` under Pillow's *default* GIF loading strategy
   (``RGB_AFTER_FIRST``). imageio's Pillow plugin silently switches the process-wide strategy to
   ``RGB_AFTER_DIFFERENT_PALETTE_ONLY`` on its first GIF read, which changes the decoded pixels of GIFs

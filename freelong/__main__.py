@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "methods":
         return print_methods()
     if argv[0] == "status":
-        from .app.status import main as status_main  # an entry module: it may reach the app (tests/test_layers.py)
+        from .app.status import main as status_main  # an entry module: it may reach the app (tests/core/test_layers.py)
 
         return status_main(argv[1:])
     return 2

@@ -77,10 +77,6 @@ def frame_chunking(size: int | None = None, budget_mb: float | None = None) -> I
         _POLICY.reset(token)
 
 
-def current_policy() -> ChunkPolicy:
-    return _POLICY.get()
-
-
 def chunk_frames(num_frames: int, bytes_per_frame: float) -> int:
     """Frames per chunk under the active policy (``num_frames`` means: do not chunk)."""
     return _POLICY.get().frames(num_frames, bytes_per_frame)
@@ -217,7 +213,6 @@ __all__ = [
     "auto_decode_chunk",
     "cat_frames",
     "chunk_frames",
-    "current_policy",
     "frame_chunking",
     "frame_spans",
     "from_frames",

@@ -27,4 +27,12 @@ class DeviceUnavailableError(ConfigError):
     """The requested device does not exist on this machine."""
 
 
-__all__ = ["ConfigError", "DeviceUnavailableError", "MissingWeightsError", "WeightChecksumError"]
+def error_exit(error: object) -> int:
+    """Print ``error: <message>`` on stderr as the one line a command-line user sees; the exit status (2)."""
+    import sys
+
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+__all__ = ["ConfigError", "DeviceUnavailableError", "MissingWeightsError", "WeightChecksumError", "error_exit"]

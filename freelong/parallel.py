@@ -209,6 +209,13 @@ def heads_to_seq(x: torch.Tensor, group) -> torch.Tensor:
     return recv.permute(1, 2, 0, 3, 4).reshape(b, seq // n, n * heads, d)
 
 
+def gather_seq(x: torch.Tensor, group, dim: int = 1) -> torch.Tensor:
+    """Every rank's contiguous share of the sequence (``dim``), concatenated in rank order (all-gather)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts, dim=dim)
+
+
 # ----------------------------------------------------------------------------------------------
 # Communication volume (computed; scripts/benchmark.py --comm)
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +247,7 @@ __all__ = [
     "context_parallel_config",
     "enable_context_parallel",
     "gather_bytes_per_call",
+    "gather_seq",
     "heads_to_seq",
     "init_process_group",
     "is_distributed",

@@ -182,7 +182,7 @@ class LongVideoPipeline:
             bar = tqdm(timesteps, desc=f"{method.name} {num_frames}f", disable=not self.progress, leave=False)
             for i, t in enumerate(bar):
                 ts = time.perf_counter()
-                call = CallContext(step_index=i, num_steps=len(timesteps))
+                call = CallContext(step_index=i, num_steps=len(timesteps), extra={"timestep": float(t)})
                 model_in = scheduler.scale_model_input(latents, t)
                 cond_i = cond.at(i, len(timesteps)) if isinstance(cond, PromptSchedule) else cond
                 eps = bb.predict_noise(model_in, t.to(bb.device), cond_i, uncond, guidance, call)

@@ -183,11 +183,6 @@ def prompt_label(item: Any) -> str:
     return parsed if isinstance(parsed, str) else parsed.label
 
 
-def is_multi_prompt(item: Any) -> bool:
-    parsed = parse_prompt(item)
-    return isinstance(parsed, MultiPrompt) and parsed.is_multi
-
-
 def per_frame_context(weights: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
     """``(T, K)`` weights and ``(K, L, D)`` prompt embeddings → ``(1, T, L, D)`` per-frame context."""
     if weights.shape[1] != embeddings.shape[0]:
@@ -276,7 +271,6 @@ __all__ = [
     "PromptSchedule",
     "PromptSegment",
     "encode_prompt_schedule",
-    "is_multi_prompt",
     "normalize_prompt",
     "parse_prompt",
     "per_frame_context",

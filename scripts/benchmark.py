@@ -22,14 +22,16 @@ allocate for activations with the fused attention kernels.
 
 Wan (a DiT): frame counts are video frames (4n+1; the methods see n+1 latent frames), one step is two
 transformer calls (cond, uncond) and a UniPC update, methods come with their Wan presets
-(``conf/method/<name>_wan.yaml``: windows of 21 latent frames) and ``riflex`` joins the default list;
-the split times the 3D self-attentions (``attn1``).
+(``conf/method/<name>_wan.yaml``: windows of 21 latent frames), ``riflex`` and ``freeloc`` join the default list
+(``freepca`` leaves it: UNets only); the split times the 3D self-attentions (``attn1``). FreeLOC uses its release's
+layer list on Wan2.1-1.3B's shape and ``tsa_layers=[0]`` (one TSA block, the other VRPR) on reduced widths.
 
 ``--comm N,M,...``: the communication of one video split over N ranks (``parallel.context=N``, diffusers' Ulysses
 context parallelism, :mod:`freelong.parallel`), per denoising step and per rank, computed from the model config
 (nothing is built or run): the four all-to-alls of every self-attention call (q, k, v and the output; diffusers'
 own for methods that leave attention alone, our adapter's for the others — the same volume) and the all-gather of
-the output after ``proj_out``, in the run's dtype (bf16/fp16: 2 bytes; ``--dtype float32``: 4).
+the output after ``proj_out``, in the run's dtype (bf16/fp16: 2 bytes; ``--dtype float32``: 4); FreeLOC, which
+re-encodes positions, also all-gathers the RoPE tables (cos, sin, in the model's dtype) in every layer call.
 
 Models: timings do not depend on the weights, so random weights are the default (nothing to
 download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
@@ -70,8 +72,8 @@ from freelong.profiling import (
     track_tensor_memory,
 )
 
-METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp")
-DIT_METHODS = (*METHODS, "riflex")
+METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca")
+DIT_METHODS = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "riflex", "freeloc")
 PROMPT = "a teddy bear walking on the street, high quality"
 
 # Per family: configs that replace the model YAML's unet / vae / text_encoder sections.
@@ -132,6 +134,13 @@ WIDTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def is_wan_1_3b_shape(cfg) -> bool:
+    """Whether a Wan config has Wan2.1-T2V-1.3B's blocks and heads (FreeLOC's published layer list fits it)."""
+    from baselines.freeloc import WAN_1_3B_SHAPE
+
+    return all(cfg.unet.get(k) == v for k, v in WAN_1_3B_SHAPE.items())
 
 
 def is_dit(backbone) -> bool:
@@ -237,7 +246,7 @@ class StepRunner:
 
     @torch.no_grad()
     def step(self, latents: torch.Tensor) -> torch.Tensor:
-        call = CallContext(step_index=0, num_steps=50)
+        call = CallContext(step_index=0, num_steps=50, extra={"timestep": float(self.t)})
         eps = self.bb.predict_noise(latents, self.t.to(self.device), self.cond, self.uncond, self.args.guidance, call)
         if self.device.type == "meta":
             return eps
@@ -528,7 +537,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)}; "
-                        "Wan: + riflex, with the *_wan presets)")
+                        f"Wan: {','.join(DIT_METHODS)}, with the *_wan presets)")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -602,15 +611,20 @@ def comm_volume(cfg, methods: list[Method], frames: int, height: int, width: int
         attn = ulysses_bytes_per_layer(tokens, heads, head_dim, n, bytes_per_element=bytes_per_element)
         gather = gather_bytes_per_call(tokens, out_channels, n, bytes_per_element=bytes_per_element)
         per_step = calls * (layers * attn + gather)
+        # FreeLOC re-encodes positions: each layer call also all-gathers the cos/sin RoPE tables (model dtype)
+        rope = 2 * gather_bytes_per_call(tokens, head_dim, n, bytes_per_element=bytes_per_element)
         for m in methods:
             proc = m.processor()
             own = proc is None or type(proc) is TemporalAttnProcessor  # plain global attention
+            needs_rope = bool(getattr(proc, "needs_rope", False))
+            exchange = ("diffusers' Ulysses attention" if own else "our Ulysses all-to-all around the method"
+                        + (" + all-gather of the RoPE tables" if needs_rope else ""))
+            added = calls * layers * rope if needs_rope else 0
             rows.append({
-                "ranks": n, "method": m.name, "tokens": tokens,
-                "exchange": "diffusers' Ulysses attention" if own else "our Ulysses all-to-all around the method",
-                "all_to_alls_per_step": calls * layers * 4, "per_layer_call_mb": attn / MB,
-                "gather_per_call_mb": gather / MB, "per_step_gb": per_step / 2**30,
-                "added_vs_direct_gb": 0.0,  # every method moves what diffusers' own attention moves
+                "ranks": n, "method": m.name, "tokens": tokens, "exchange": exchange,
+                "all_to_alls_per_step": calls * layers * 4, "per_layer_call_mb": (attn + added / calls / layers) / MB,
+                "gather_per_call_mb": gather / MB, "per_step_gb": (per_step + added) / 2**30,
+                "added_vs_direct_gb": added / 2**30,
             })
     return rows
 
@@ -634,6 +648,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(args.model, args.widths)
     default = ",".join(DIT_METHODS if cfg.family == "wan" else METHODS)
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
+    if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
+        names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
     methods = [method_from_spec(n, cfg.family) for n in names]
     backbone = build(cfg, device, dtype)
     native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)

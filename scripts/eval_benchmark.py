@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from freelong.errors import error_exit
+
 TARGET_FRAMES = 128
 
 
@@ -127,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dims = parse_dims(args.dims)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     ctx = EvalContext(device=dev, random_init=True, batch_size=args.batch_size,
                       pair_batch=args.pair_batch or (8 if dev.type == "cuda" else 1), precision=args.precision)
 

@@ -39,6 +39,7 @@ from eval.tables import (
 )
 from freelong.app.records import generated_records, read_results
 from freelong.app.status import missing_warnings
+from freelong.errors import error_exit
 from freelong.video_io import atomic_write_text
 
 
@@ -70,6 +71,57 @@ def print_ablation(records, out_dir: Path, digits: int, protocol: str = "standar
     return 0
 
 
+def print_freenoise(args) -> int:
+    """FreeNoise's Table 1 from runs scored with ``python -m eval RUNS --write-back --protocol freenoise``."""
+    from eval.freenoise_protocol import PAPER_NOTE as FREENOISE_NOTE
+    from eval.freenoise_protocol import FreeNoiseEvaluator, freenoise_table, reference_stats
+
+    if not args.reference:
+        print("error: --protocol freenoise needs --reference REF_DIR_OR_STATS", file=sys.stderr)
+        return 2
+    try:
+        records = generated_records(read_results(args.run_dirs))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    scored = [r for r in records if ((r.get("scores") or {}).get("meta") or {}).get("protocol") == "freenoise"]
+    if not scored:
+        print("error: no video here is scored with the freenoise protocol: python -m eval RUN_OR_SWEEP_DIRS "
+              "--write-back --protocol freenoise", file=sys.stderr)
+        return 1
+    random_init = {bool(r["scores"]["meta"].get("random_init")) for r in scored}
+    if len(random_init) > 1 or (True in random_init and not args.include_random_init):
+        print("error: random-init smoke scores here (meaningless); --include-random-init tabulates them alone",
+              file=sys.stderr)
+        return 1
+    for line in missing_warnings([p for p in args.run_dirs if Path(p).is_dir()]):
+        print(line, file=sys.stderr)
+    try:
+        ev = None if str(args.reference).endswith(".npz") else FreeNoiseEvaluator(random_init=True in random_init,
+                                                                                  clip_sim=False)
+        ref = reference_stats(args.reference, ev) if ev else _load_reference(args.reference)
+        table = freenoise_table(scored, ref, args.min_segments)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n### FreeNoise Table 1 — FVD/KVD vs {ref.num} reference segments ({ref.extractor}), CLIP-SIM\n")
+    print(to_markdown(table, args.digits))
+    print(f"\n{FREENOISE_NOTE}")
+    out_dir = Path(args.out_dir)
+    atomic_write_text(out_dir / "freenoise_table1.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "freenoise_table1.tex",
+                      table.to_latex(index=False, float_format=f"%.{args.digits}f", na_rep="--", escape=True,
+                                     caption="FreeNoise Table 1 protocol", label="tab:freenoise_table1"))
+    print(f"\nwrote {out_dir / 'freenoise_table1'}.csv and .tex")
+    return 0
+
+
+def _load_reference(path: str):
+    from eval.fvd import load_stats
+
+    return load_stats(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run or sweep directories (or results.jsonl files)")
@@ -78,17 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-random-init", action="store_true",
                         help="also tabulate random-init smoke runs (always in separate tables)")
     parser.add_argument("--digits", type=int, default=2, help="decimals in markdown/LaTeX (default 2)")
-    parser.add_argument("--protocol", choices=["standard", "long"], default="standard",
-                        help="which scoring protocol the runs used (eval.protocol); tables never mix them")
+    parser.add_argument("--protocol", choices=["standard", "long", "freenoise"], default="standard",
+                        help="which scoring protocol the runs used (eval.protocol, or --write-back --protocol "
+                             "freenoise); tables never mix them")
+    parser.add_argument("--reference", default=None,
+                        help="--protocol freenoise: the reference videos (experiment=freenoise_reference) or their "
+                             "statistics .npz")
+    parser.add_argument("--min-segments", type=int, default=None,
+                        help="--protocol freenoise: smallest set FVD is computed for (default feature dim + 1)")
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None,
                         help="the Fig. 6 ablation table of FreeLong's branch modes (default: when the runs hold one)")
     args = parser.parse_args(argv)
 
+    if args.protocol == "freenoise":
+        return print_freenoise(args)
     try:
         records = records_frame(generated_records(read_results(args.run_dirs)))  # failed out, each video once
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if records.empty:
         print(f"error: no results.jsonl with videos under {' '.join(args.run_dirs)}", file=sys.stderr)
         return 1

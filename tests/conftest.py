@@ -48,3 +48,18 @@ def lavie_tiny():
     from freelong import load_backbone
 
     return load_backbone("lavie_tiny")
+
+
+@pytest.fixture()
+def make_tables(capsys):
+    """Run scripts/make_tables.py's main() in-process: ``make_tables(args)`` -> (returncode, stdout, stderr)."""
+    from types import SimpleNamespace
+
+    from scripts.make_tables import main
+
+    def _run(args):
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+    return _run

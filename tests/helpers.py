@@ -13,6 +13,20 @@ def random_qkv(rows: int, heads: int, length: int, d: int, seed: int = 0,
     return [torch.randn(rows, heads, length, d, generator=g, dtype=dtype) for _ in range(3)]
 
 
+def relative_bias(heads: int, max_offset: int, seed: int = 1):
+    """A random relative position bias ``bias(q_idx, k_idx) -> (heads, Lq, Lk)`` for offsets in ``[-m, m)``."""
+    table = torch.randn(heads, 2 * max_offset, generator=torch.Generator().manual_seed(seed))
+    return lambda qi, ki: table[:, (ki[None, :] - qi[:, None]) + max_offset]
+
+
+def column_ctx(t: int, rows: int = 6, level: int = 1, step: int = 0):
+    """The context of a UNet call over a ``(t, rows, 1)`` video, batch 1, at ``step`` of 4."""
+    from freelong.attention.context import TemporalAttentionContext
+
+    return TemporalAttentionContext(frame_shape=(t, rows, 1), batch=1, level=level, name="x", step_index=step,
+                                    num_steps=4)
+
+
 def bare_backbone(denoiser: torch.nn.Module, name: str = "bare"):
     """A :class:`~freelong.models.base.Backbone` around a denoiser alone (tests that build only a UNet).
 

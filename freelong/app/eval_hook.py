@@ -58,6 +58,10 @@ def build_run_evaluator(cfg: DictConfig, device: torch.device, random_init: bool
     protocol = cfg.get("protocol", "standard")
     if protocol == "long":
         return _long_hook(cfg, dims, source, weights, device, random_init)
+    if protocol == "freenoise":  # FVD/KVD are numbers of a whole set of videos, not of one video
+        raise _config_error("eval.protocol=freenoise scores a set, not each video: generate with eval=none, then "
+                            "python -m eval RUN_OR_SWEEP_DIR --write-back --protocol freenoise and "
+                            "python scripts/make_tables.py --protocol freenoise --reference REF RUN_OR_SWEEP_DIR")
     if protocol != "standard":
         raise _config_error(f"eval.protocol must be standard or long, got {protocol!r}")
     if backend == "official":

@@ -54,10 +54,6 @@ def select_shard(items: Sequence[T], shard: int, num_shards: int) -> list[T]:
     return [items[i] for i in shard_indices(len(items), shard, num_shards)]
 
 
-def shard_tag(shard: int, num_shards: int) -> str:
-    return f"shard{shard}of{num_shards}"
-
-
 # ---------------------------------------------------------------------------------------------------
 # One GPU per concurrent job on a multi-GPU machine
 # ---------------------------------------------------------------------------------------------------

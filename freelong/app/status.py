@@ -11,7 +11,6 @@ per backbone/method for ``scripts/make_tables.py``'s warning.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, error_exit
 from .records import is_failed, job_key, make_jobs, natural_key, read_records
 from .sharding import select_shard
 
@@ -165,11 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = find_jobs(root)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if not jobs:
-        print(f"error: no run directories (config.yaml or .hydra/) under {root}", file=sys.stderr)
-        return 2
+        return error_exit(f"no run directories (config.yaml or .hydra/) under {root}")
     statuses = [job_status(j) for j in jobs]
     print(format_status(statuses, root, args.verbose))
     return 0 if all(s.complete for s in statuses) else 1

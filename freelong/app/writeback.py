@@ -24,6 +24,7 @@ from typing import Any
 
 from eval.base import get_dimension
 
+from ..errors import error_exit
 from .records import RunRecords, is_failed, natural_key, read_records
 
 log = logging.getLogger("freelong.eval")
@@ -163,27 +164,94 @@ def main_write_back(args, weights: dict[str, str]) -> int:
     try:
         run_dirs = find_run_dirs(args.videos)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     if not run_dirs:
-        print(f"error: no run directories (videos/*.json records) under {' '.join(args.videos)}", file=sys.stderr)
-        return 2
+        return error_exit(f"no run directories (videos/*.json records) under {' '.join(args.videos)}")
     if args.backend != "native":
         print("error: --write-back scores with the native backend only", file=sys.stderr)
         return 2
+    if getattr(args, "protocol", "standard") == "freenoise":
+        return _main_write_back_freenoise(args, run_dirs, weights)
     if getattr(args, "protocol", "standard") != "standard":
-        print("error: --write-back scores with the standard protocol only (eval.protocol=long scores at run time)",
-              file=sys.stderr)
+        print("error: --write-back scores with the standard or freenoise protocol (eval.protocol=long scores at "
+              "run time)", file=sys.stderr)
         return 2
     try:
         evaluator = Evaluator(args.dims, device=args.device, random_init=args.random_init,
                               weights=weights, cache_dir=args.cache_dir,
                               batch_size=args.batch_size, precision=args.precision, imaging_mode=args.imaging_mode)
     except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_exit(err)
     report = write_back(run_dirs, evaluator, progress=not args.no_progress)
     print(f"write-back ({', '.join(evaluator.dims)}) in {len(run_dirs)} run dir(s): {report.summary()}")
+    if report.wrong_kind:
+        hint = "without --random-init" if args.random_init else "with --random-init (smoke runs)"
+        print(f"note: {len(report.wrong_kind)} video(s) left alone; score them {hint}", file=sys.stderr)
+    for name, err in report.errors.items():
+        print(f"  {name}: {err}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+# --- FreeNoise's protocol: per-video segment features and CLIP-SIM (the set-level FVD/KVD come in make_tables) ---
+
+
+def write_back_freenoise(paths: Sequence[str | Path], ev, progress: bool = True) -> WriteBackReport:
+    """Store each video's 16-frame-segment I3D features (``videos/<stem>.freenoise.npz``) and CLIP-SIM in its record.
+
+    A record already holding them from the same extractor (network and weights) and label is up to date; any
+    other scores of the record (another protocol) are replaced, as a protocol change does in :func:`merge_scores`.
+    """
+    from eval.freenoise_protocol import FEATURES_SUFFIX, record_scores, save_video_features
+
+    report = WriteBackReport()
+    work: list[tuple[Path, str, dict[str, Any]]] = []
+    for run_dir in find_run_dirs(paths):
+        for stem, rec in read_records(run_dir).items():
+            name = f"{run_dir}/videos/{stem}"
+            video = run_dir / str(rec.get("video") or "")
+            meta = (rec.get("scores") or {}).get("meta") or {}
+            if is_failed(rec) or not rec.get("video") or not video.is_file():
+                report.not_generated.append(name)
+            elif bool(rec.get("random_init")) != bool(ev.random_init):
+                report.wrong_kind.append(name)
+            elif (meta.get("protocol") == "freenoise" and meta.get("extractor") == ev.extractor
+                  and meta.get("label") == ev.label and meta.get("features")
+                  and (run_dir / "videos" / meta["features"]).is_file()):
+                report.up_to_date.append(name)
+            else:
+                work.append((run_dir, stem, rec))
+    from tqdm.auto import tqdm
+
+    for run_dir, stem, rec in tqdm(work, desc="write-back (freenoise)", unit="video", disable=not progress):
+        r = ev.score(run_dir / rec["video"])
+        name = f"{run_dir}/videos/{stem}"
+        features = None
+        if r.features is not None:
+            features = stem + FEATURES_SUFFIX
+            save_video_features(run_dir / "videos" / features, r.features)
+        scores = record_scores(ev, r, features)
+        scores["meta"]["written_back"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        RunRecords(run_dir).save_stem(stem, {**rec, "scores": scores})
+        report.scored.append(name)
+        if r.error:
+            report.errors[name] = r.error
+    return report
+
+
+def _main_write_back_freenoise(args, run_dirs: list[Path], weights: dict[str, str]) -> int:
+    from eval.freenoise_protocol import FreeNoiseEvaluator
+    from eval.models import MissingExtraError
+    from eval.weights import EvalWeightsMissing, WeightChecksumError
+
+    try:
+        ev = FreeNoiseEvaluator(device=args.device, random_init=args.random_init, weights=weights,
+                                cache_dir=args.cache_dir, batch_size=min(args.batch_size, 8),
+                                clip_sim=not getattr(args, "no_clip_sim", False))
+    except (EvalWeightsMissing, MissingExtraError, WeightChecksumError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = write_back_freenoise(run_dirs, ev, progress=not args.no_progress)
+    print(f"write-back (freenoise: segment features, clip_sim) in {len(run_dirs)} run dir(s): {report.summary()}")
     if report.wrong_kind:
         hint = "without --random-init" if args.random_init else "with --random-init (smoke runs)"
         print(f"note: {len(report.wrong_kind)} video(s) left alone; score them {hint}", file=sys.stderr)

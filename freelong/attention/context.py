@@ -45,6 +45,10 @@ class TemporalAttentionContext:
     ``positions`` (None except for diffusers' AnimateDiff, where ``S = 1``): the backbone's additive frame
     positions (:class:`FramePositions`, a sinusoidal table) for the processor to add itself, at
     absolute frames for global attention and at window-local frames for windowed branches.
+
+    ``rope`` (None unless the processor sets ``needs_rope = True`` and the backbone's positions are RoPE, Wan):
+    a :class:`FrameRope` that rotates this call's *un-rotated* q/k at chosen temporal positions per frame
+    (FreeLOC re-encodes positions per key tier); the q/k handed to the processor carry the standard positions.
     """
 
     frame_shape: tuple[int, int, int]
@@ -56,6 +60,7 @@ class TemporalAttentionContext:
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_per_frame: int = 1
     positions: FramePositions | None = None
+    rope: FrameRope | None = None
 
     def num_frames(self, q: torch.Tensor) -> int:
         """Frames in a ``(rows, heads, T*S, d)`` tensor."""
@@ -71,6 +76,15 @@ class FramePositions(Protocol):
     """
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+class FrameRope(Protocol):
+    """``q_at(p)`` / ``k_at(p)``: this call's q or k, ``(B, heads, T*S, d)``, with the backbone's RoPE applied as if
+    frame ``f`` sat at temporal position ``p[f]`` (``p``: ``(T,)`` integers); spatial axes keep their positions."""
+
+    def q_at(self, positions: torch.Tensor) -> torch.Tensor: ...
+
+    def k_at(self, positions: torch.Tensor) -> torch.Tensor: ...
 
 
 def require_frame_bias(bias: PositionBias | None, tokens_per_frame: int) -> None:

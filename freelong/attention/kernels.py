@@ -34,17 +34,9 @@ def add_positions(
     return q + dq.to(q.dtype), k + dk.to(k.dtype), v + dv.to(v.dtype)
 
 
-def local_attention_positions(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: PositionBias | None,
-    window: int,
-    layout: str,
-    positions: FramePositions,
-    block_size: int | None = None,
-    budget_mb: float = 256.0,
-) -> torch.Tensor:
+def local_attention_positions(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None, window: int,
+                              layout: str, positions: FramePositions, block_size: int | None = None,
+                              budget_mb: float = 256.0) -> torch.Tensor:
     """Local attention where each query's window sees window-local positions ``0..len-1``.
 
     Query ``i`` with window ``[s_i, e_i)`` (:func:`local_window_bounds`) gets the offsets of position
@@ -87,14 +79,8 @@ def local_attention_positions(
     return out
 
 
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    scale: float | None = None,
-) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
+              mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """Softmax attention ``softmax(q k^T * scale + bias + log(mask)) v`` through SDPA.
 
     ``bias`` broadcasts to ``(..., Lq, Lk)``; ``mask`` is boolean, True where attending is allowed.
@@ -124,10 +110,8 @@ def full_bias(bias: PositionBias | None, num_frames: int, device: torch.device) 
     return bias(idx, idx)
 
 
-def global_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None,
+                     positions: FramePositions | None = None) -> torch.Tensor:
     """Attention over all frames; with ``positions``, at absolute frame positions ``0..T-1``."""
     if positions is not None:
         q, k, v = add_positions(q, k, v, positions, frame_index(q.shape[-2]))
@@ -154,17 +138,9 @@ def block_bias(
     return torch.stack([bias(qi.to(device), ki.to(device)) for qi, ki in zip(q_idx, k_idx)], dim=1)
 
 
-def local_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: PositionBias | None,
-    window: int,
-    layout: str = "adjusted",
-    block_size: int | None = None,
-    tokens_per_frame: int = 1,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None, window: int,
+                    layout: str = "adjusted", block_size: int | None = None, tokens_per_frame: int = 1,
+                    positions: FramePositions | None = None) -> torch.Tensor:
     """Attention restricted to each frame's local window (see :func:`local_window_bounds`).
 
     With ``positions``, each window sees window-local positions (:func:`local_attention_positions`).
@@ -190,15 +166,8 @@ def local_attention(
     return attention(q, k, v, bias=full_bias(bias, num_frames, q.device), mask=mask)
 
 
-def local_attention_blocks(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: PositionBias | None,
-    window: int,
-    layout: str = "adjusted",
-    block_size: int | None = None,
-) -> torch.Tensor:
+def local_attention_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None, window: int,
+                           layout: str = "adjusted", block_size: int | None = None) -> torch.Tensor:
     """Local attention computed in query blocks; never builds a ``T x T`` mask or bias.
 
     Equal (up to float rounding) to ``attention(q, k, v, full_bias, local_window_mask)``: keys
@@ -238,15 +207,8 @@ def local_attention_blocks(
     return out
 
 
-def local_attention_frames(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: PositionBias | None,
-    window: int,
-    layout: str = "adjusted",
-    tokens_per_frame: int = 1,
-) -> torch.Tensor:
+def local_attention_frames(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None, window: int,
+                           layout: str = "adjusted", tokens_per_frame: int = 1) -> torch.Tensor:
     """Local attention over frames for ``(rows, heads, T*S, d)`` tokens, frame-major, without a mask.
 
     Every token of query frame ``i`` attends to all tokens of the key frames ``[start_i, end_i)``
@@ -284,15 +246,9 @@ def sparse_key_index(num_frames: int, fraction: float) -> torch.Tensor:
     return torch.linspace(0, num_frames - 1, n, dtype=torch.float64).round().long()
 
 
-def sparse_global_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: PositionBias | None,
-    fraction: float,
-    tokens_per_frame: int = 1,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def sparse_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PositionBias | None,
+                            fraction: float, tokens_per_frame: int = 1,
+                            positions: FramePositions | None = None) -> torch.Tensor:
     """Every query attends to a uniformly spaced subset of key frames (all their tokens, positions kept).
 
     q/k/v are ``(rows, heads, T*S, d)`` frame-major (``S = tokens_per_frame``); a position bias is over

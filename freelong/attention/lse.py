@@ -14,7 +14,7 @@ lie inside every query frame's window or outside it: the keys every frame of the
 halved. The local branch merges the inside tiles, the global branch that result and the outside tiles.
 Every query-key pair is attended exactly once, by unmasked kernel calls, so FreeLong costs one full
 attention plus the merges instead of ``1 + window / T`` (:func:`global_and_local_attention_frames`;
-``docs/benchmarks.md`` §9).
+``docs/performance.md`` §9).
 
 Every call uses the SDPA kernel that also returns the log-sum-exp (the CPU flash kernel; on CUDA the
 flash kernel in half precision, the memory-efficient one in fp32, as PyTorch's context-parallel
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -226,6 +227,161 @@ def global_and_local_attention_frames(
     return glob, local
 
 
+# ----------------------------------------------------------------------------------------------
+# Tiered attention: disjoint key sets, each attended with its own (re-encoded) q and k, merged by log-sum-exp
+# ----------------------------------------------------------------------------------------------
+_UNBOUNDED = 1 << 62
+
+
+@dataclass(frozen=True)
+class Band:
+    """One clause of a key tier over frame-major tokens: query ``i`` may attend key ``j`` when
+
+    ``lo <= i // unit - j // unit <= hi`` (offsets in tokens for ``unit=1``, in frames for ``unit = S``),
+    ``key_lo <= j < key_hi`` and, with ``stripe``, ``|i % S - j % S| < stripe`` (the same raster neighbourhood of
+    the two frames). ``None`` bounds are unbounded.
+    """
+
+    lo: int | None = None
+    hi: int | None = None
+    unit: int = 1
+    key_lo: int = 0
+    key_hi: int | None = None
+    stripe: float | None = None
+
+    def allowed(self, qi: torch.Tensor, kj: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+        delta = qi[:, None] // self.unit - kj[None, :] // self.unit
+        ok = torch.ones_like(delta, dtype=torch.bool)
+        if self.lo is not None:
+            ok &= delta >= self.lo
+        if self.hi is not None:
+            ok &= delta <= self.hi
+        if self.key_lo > 0:
+            ok &= (kj >= self.key_lo)[None, :]
+        if self.key_hi is not None:
+            ok &= (kj < self.key_hi)[None, :]
+        if self.stripe is not None:
+            ok &= (qi[:, None] % tokens_per_frame - kj[None, :] % tokens_per_frame).abs() < self.stripe
+        return ok
+
+    def holds_everywhere(self, r0: int, r1: int, a: int, b: int) -> bool:
+        """Whether every query in ``[r0, r1)`` may attend every key in ``[a, b)`` (no mask needed there)."""
+        if self.stripe is not None or a < self.key_lo or (self.key_hi is not None and b > self.key_hi):
+            return False
+        u = self.unit
+        lo_delta, hi_delta = r0 // u - (b - 1) // u, (r1 - 1) // u - a // u
+        return (self.lo is None or lo_delta >= self.lo) and (self.hi is None or hi_delta <= self.hi)
+
+    def key_span(self, r0: int, r1: int, num_tokens: int) -> tuple[int, int]:
+        """The key tokens ``[a, b)`` this clause can reach from query tokens ``[r0, r1)`` (empty: ``a >= b``)."""
+        u = self.unit
+        lo = -_UNBOUNDED if self.lo is None else self.lo
+        hi = _UNBOUNDED if self.hi is None else self.hi
+        a = max(0, self.key_lo, (r0 // u - hi) * u)
+        b = min(num_tokens, self.key_hi if self.key_hi is not None else num_tokens, ((r1 - 1) // u - lo + 1) * u)
+        return a, b
+
+
+@dataclass(frozen=True)
+class KeyTier:
+    """A set of keys (the union of its :class:`Band` clauses) and the name of the q/k rotation it uses."""
+
+    name: str
+    bands: tuple[Band, ...]
+
+    def key_span(self, r0: int, r1: int, num_tokens: int) -> tuple[int, int]:
+        spans = [band.key_span(r0, r1, num_tokens) for band in self.bands]
+        spans = [(a, b) for a, b in spans if a < b]
+        if not spans:
+            return 0, 0
+        return min(a for a, _ in spans), max(b for _, b in spans)
+
+    def mask(self, r0: int, r1: int, a: int, b: int, tokens_per_frame: int, device=None) -> torch.Tensor | None:
+        """``(r1 - r0, b - a)`` bool: which of the span's keys each query may attend; None when all of them."""
+        if any(band.holds_everywhere(r0, r1, a, b) for band in self.bands):
+            return None
+        qi = torch.arange(r0, r1, device=device, dtype=torch.int32)
+        kj = torch.arange(a, b, device=device, dtype=torch.int32)
+        out = torch.zeros(r1 - r0, b - a, dtype=torch.bool, device=device)
+        for band in self.bands:
+            out |= band.allowed(qi, kj, tokens_per_frame)
+        return out
+
+
+def masked_attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of attention restricted to ``mask`` (``(Lq, Lk)`` bool, True = allowed); a query row with no
+    allowed key gets ``lse = -inf`` and a zero output (it then contributes nothing to a merge).
+
+    CPU: the flash kernel with an additive mask; CUDA: the memory-efficient kernel with the same bias; on ``meta``
+    (FLOP and memory estimates) the mask is not needed (the kernel's cost does not depend on it)."""
+    if q.device.type == "meta":
+        return _fused_call(q, k, v)
+    if mask is None:
+        return _fused_call(q, k, v)
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask.to(q.device), float("-inf"))
+    bias = bias.expand(q.shape[0], q.shape[1], *mask.shape)
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)[:2]
+    elif q.device.type == "cuda" and fused_lse_ok(q.device, q.dtype):
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True)[:2]
+        lse = lse[..., : q.shape[-2]]
+    else:
+        out, lse = math_attention_with_lse(q, k, v, mask)
+    empty = ~mask.any(dim=-1).to(q.device)
+    if bool(empty.any()):
+        lse = lse.masked_fill(empty, float("-inf"))
+        out = out.masked_fill(empty[:, None], 0.0)
+    return out, lse
+
+
+def tiered_attention(
+    qk: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    v: torch.Tensor,
+    tiers: list[KeyTier],
+    tokens_per_frame: int,
+    block_frames: int | None = None,
+    merge_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Softmax attention over the union of disjoint key tiers, each with its own ``(q, k)`` (``qk[tier.name]``,
+    ``(B, heads, N, d)`` frame-major tokens), merged by log-sum-exp.
+
+    Equal to one softmax over all allowed keys in which a (query, key) pair's logit uses its tier's rotated q and k.
+    Queries go in blocks of ``block_frames`` frames; per block each tier attends only the key span its clauses can
+    reach (:meth:`KeyTier.key_span`), masked inside the span, so the cost follows the tiers' extent, not ``N^2``.
+    ``merge_dtype``: the dtype the merge weights are rounded to before weighting (FreeLOC's release: bfloat16).
+    """
+    n = v.shape[-2]
+    s = tokens_per_frame
+    block = (block_frames or max(1, math.ceil(QUERY_BLOCK_TOKENS / s))) * s
+    out = _empty_out(next(iter(qk.values()))[0], v)
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        parts = []
+        for tier in tiers:
+            a, b = tier.key_span(r0, r1, n)
+            if a >= b:
+                continue
+            mask = None if v.device.type == "meta" else tier.mask(r0, r1, a, b, s, v.device)  # None: all keys
+            if mask is not None and not bool(mask.any()):
+                continue
+            q_t, k_t = qk[tier.name]
+            parts.append(masked_attention_with_lse(q_t[:, :, r0:r1], k_t[:, :, a:b], v[:, :, a:b], mask))
+        out[:, :, r0:r1] = _merge_lse(parts, merge_dtype)
+    return out
+
+
+def _merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]], weight_dtype: torch.dtype | None) -> torch.Tensor:
+    """``sum_t softmax_t(lse_t) * out_t`` in fp32 (weights rounded to ``weight_dtype`` first when given)."""
+    if weight_dtype is None:
+        return merge_partial_attention(parts)
+    lse = torch.stack([p[1].float() for p in parts])
+    w = torch.softmax(lse, dim=0).to(weight_dtype)
+    outs = torch.stack([p[0].to(weight_dtype) for p in parts])
+    return (outs * w[..., None]).sum(dim=0).to(parts[0][0].dtype)
+
+
 def _merge_row_parts(parts: list, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`merge_partial_attention` of parts ``(row0, row1, out, lse)`` that each cover some query rows.
 
@@ -258,6 +414,10 @@ def _empty_out(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "QUERY_BLOCK_TOKENS",
+    "Band",
+    "KeyTier",
+    "masked_attention_with_lse",
+    "tiered_attention",
     "fused_lse_ok",
     "global_and_local_attention_frames",
     "math_attention_with_lse",

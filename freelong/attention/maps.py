@@ -13,13 +13,8 @@ from .kernels import add_positions, full_bias, sparse_key_index
 from .windows import frame_index, local_window_bounds, local_window_mask, token_mask
 
 
-def attention_probs_of(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    scale: float | None = None,
-) -> torch.Tensor:
+def attention_probs_of(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None,
+                       mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """The row-stochastic matrix :func:`attention` applies to ``v``, explicitly and in fp32.
 
     ``softmax(q kᵀ * scale + bias)`` over keys, zero where ``mask`` is False; ``(..., Lq, Lk)``.
@@ -34,10 +29,8 @@ def attention_probs_of(
     return torch.softmax(logits, dim=-1)
 
 
-def global_attention_probs(
-    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def global_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, tokens_per_frame: int = 1,
+                           positions: FramePositions | None = None) -> torch.Tensor:
     """What :func:`global_attention` applies to ``v``: ``(rows, heads, T*S, T*S)`` in fp32.
 
     With ``positions`` (``S = 1``) q and k carry the offsets of absolute frames ``0..T-1``; the output is
@@ -51,15 +44,9 @@ def global_attention_probs(
     return attention_probs_of(q, k, full_bias(bias, q.shape[-2], q.device))
 
 
-def local_attention_probs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    bias: PositionBias | None,
-    window: int,
-    layout: str = "adjusted",
-    tokens_per_frame: int = 1,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def local_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, window: int,
+                          layout: str = "adjusted", tokens_per_frame: int = 1,
+                          positions: FramePositions | None = None) -> torch.Tensor:
     """What :func:`local_attention` applies to ``v``: the softmax restricted to each frame's window.
 
     With ``tokens_per_frame = S > 1`` the ``(T*S, T*S)`` mask is the frame mask with every entry
@@ -98,10 +85,8 @@ def _local_position_probs(
     return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-def sparse_global_attention_probs(
-    q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, fraction: float, tokens_per_frame: int = 1,
-    positions: FramePositions | None = None,
-) -> torch.Tensor:
+def sparse_global_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, fraction: float,
+                                  tokens_per_frame: int = 1, positions: FramePositions | None = None) -> torch.Tensor:
     """What :func:`~freelong.attention.kernels.sparse_global_attention` applies to ``v`` (zero off its key frames)."""
     require_frame_bias(bias, tokens_per_frame)
     num_frames = q.shape[-2] // tokens_per_frame

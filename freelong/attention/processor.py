@@ -22,15 +22,8 @@ from .maps import global_attention_probs
 class TemporalAttnProcessor:
     """Base class: plain global attention over all frames (the backbone's own behaviour)."""
 
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         return global_attention(q, k, v, bias, ctx.positions)
 
     def attention_probs(

@@ -61,14 +61,12 @@ def sliding_windows(num_frames: int, window: int, stride: int) -> list[tuple[int
     return [(s, s + window) for s in starts]
 
 
-def check_window_stride(window: int, stride: int, num_frames: int | None = None) -> None:
-    """The one check of a ``window``/``stride`` pair of sliding windows (``method.window``, ``method.stride``)."""
+def check_window_stride(window: int, stride: int, stride_key: str = "stride") -> None:
+    """The one check of a sliding-window pair: ``method.window >= 1`` and ``method.<stride_key>`` in ``[1, window]``."""
     if window < 1:
         raise ValueError(f"method.window must be >= 1, got {window}")
     if not 1 <= stride <= window:
-        raise ValueError(f"method.stride must be in [1, window={window}], got {stride}")
-    if num_frames is not None and window > num_frames:
-        raise ValueError(f"method.window={window} is larger than num_frames={num_frames}")
+        raise ValueError(f"method.{stride_key} must be in [1, window={window}], got {stride}")
 
 
 def frame_index(n: int, device: torch.device | None = None, start: int = 0) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ from ..attention.kernels import global_attention, local_attention
 from ..attention.lse import global_and_local_attention_frames, shares_key_pass
 from ..attention.maps import global_attention_probs, local_attention_probs
 from ..attention.processor import TemporalAttnProcessor
-from ..attention.windows import WINDOW_LAYOUTS
+from ..attention.windows import WINDOW_LAYOUTS, check_window_stride
 from ..layout import token_grids
 from ..noise import gaussian_noise, rescheduled_noise
 from ..spectral import (
@@ -38,7 +39,6 @@ from ..spectral import (
 from .base import Method, register_method
 
 NOISE_KINDS = ("freenoise", "random")
-LAYOUTS = WINDOW_LAYOUTS
 BRANCHES = ("blend", "global", "local", "sum", "low_global", "high_local")
 # Which branches each mode reads (the others are not computed).
 BRANCH_INPUTS = {"blend": ("global", "local"), "global": ("global",), "local": ("local",),
@@ -82,84 +82,92 @@ def combine_branches(
     raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {mode!r}")
 
 
-def check_blend_fields(method, noise_kinds: tuple[str, ...]) -> None:
-    """The checks FreeLong and FreeLong++ share: blend schedule, local-only levels, noise kinds, layout, branch."""
-    if method.blend_steps is not None and method.blend_steps < 0:
-        raise ValueError(f"method.blend_steps must be null or >= 0, got {method.blend_steps}")
-    if any(int(lv) < 0 for lv in method.local_only_levels):
-        raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(method.local_only_levels)}")
+@dataclass(frozen=True)
+class BlendSchedule:
+    """Where and how a blending method blends; FreeLong and FreeLong++ share this one value.
+
+    ``blend_steps``: blend during the first ``blend_steps`` denoising steps, then the narrowest branch alone
+    (None: every step); ``local_only_levels``: UNet resolution levels that run the narrowest branch alone;
+    ``layout``: where local windows sit at the video's ends (:data:`~freelong.attention.windows.WINDOW_LAYOUTS`);
+    ``branch``: how the branches are combined where the method blends (:func:`combine_branches`).
+    """
+
+    blend_steps: int | None = None
+    local_only_levels: tuple[int, ...] = (0,)
+    layout: str = "adjusted"
+    branch: str = "blend"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "local_only_levels", tuple(int(lv) for lv in self.local_only_levels))
+        if self.blend_steps is not None and self.blend_steps < 0:
+            raise ValueError(f"method.blend_steps must be null or >= 0, got {self.blend_steps}")
+        if any(lv < 0 for lv in self.local_only_levels):
+            raise ValueError(f"method.local_only_levels must be UNet levels >= 0, got {list(self.local_only_levels)}")
+        if self.layout not in WINDOW_LAYOUTS:
+            raise ValueError(f"method.layout must be one of {', '.join(WINDOW_LAYOUTS)}, got {self.layout!r}")
+        if self.branch not in BRANCHES:
+            raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {self.branch!r}")
+
+    @classmethod
+    def of(cls, method: Any) -> BlendSchedule:
+        """The schedule of a method with the four fields (FreeLong, FreeLong++)."""
+        return cls(method.blend_steps, tuple(method.local_only_levels), method.layout, method.branch)
+
+    def blends(self, ctx: TemporalAttentionContext) -> bool:
+        """Whether this call combines the branches (else: the narrowest branch alone)."""
+        if ctx.level in self.local_only_levels:
+            return False
+        return self.blend_steps is None or ctx.step_index is None or ctx.step_index < self.blend_steps
+
+    def __str__(self) -> str:
+        return (f"blend_steps={self.blend_steps}, local_only_levels={list(self.local_only_levels)}, "
+                f"layout={self.layout}, branch={self.branch}")
+
+
+def check_noise_fields(method: Any, noise_kinds: tuple[str, ...]) -> None:
+    """``method.noise`` and ``method.multi_prompt_noise`` name one of ``noise_kinds``."""
     for key in ("noise", "multi_prompt_noise"):
         if getattr(method, key) not in noise_kinds:
             raise ValueError(f"method.{key} must be one of {', '.join(noise_kinds)}, got {getattr(method, key)!r}")
-    if method.layout not in LAYOUTS:
-        raise ValueError(f"method.layout must be one of {', '.join(LAYOUTS)}, got {method.layout!r}")
-    if method.branch not in BRANCHES:
-        raise ValueError(f"method.branch must be one of {', '.join(BRANCHES)}, got {method.branch!r}")
 
 
 class SpectralBlendProcessor(TemporalAttnProcessor):
     """Global/local attention decoupling + spectral blending (one processor serves every layer)."""
 
-    def __init__(
-        self,
-        window: int = 16,
-        d_s: float = 0.25,
-        d_t: float = 0.25,
-        filter: str = "gaussian",
-        blend_steps: int | None = None,
-        local_only_levels: tuple[int, ...] = (0,),
-        layout: str = "adjusted",
-        branch: str = "blend",
-    ):
-        if branch not in BRANCHES:
-            raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {branch!r}")
-        self.branch = branch
+    def __init__(self, window: int = 16, d_s: float = 0.25, d_t: float = 0.25, filter: str = "gaussian",
+                 schedule: BlendSchedule | None = None, **schedule_fields: Any):
+        """``schedule`` or its fields as keywords (``branch="sum"``, ``local_only_levels=()``, ...)."""
+        self.schedule = schedule or BlendSchedule(**schedule_fields)
         self.window = window
         self.d_s = d_s
         self.d_t = d_t
         self.filter = filter
-        self.blend_steps = blend_steps
-        self.local_only_levels = tuple(local_only_levels)
-        self.layout = layout
 
-    def uses_global(self, ctx: TemporalAttentionContext) -> bool:
-        """Whether this call blends in the global branch (else: local branch only)."""
-        if ctx.level in self.local_only_levels:
-            return False
-        if self.blend_steps is not None and ctx.step_index is not None and ctx.step_index >= self.blend_steps:
-            return False
-        return True
-
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         num_frames = q.shape[-2] // ctx.tokens_per_frame
         pos = ctx.positions  # additive frame positions (AnimateDiff); None elsewhere
         if self.window >= num_frames:  # the local window already covers every frame
             glob = global_attention(q, k, v, bias, pos)
-            return glob if self.branch in ("blend", "global", "local", "sum") else self.combine(glob, glob, ctx)
-        if not self.uses_global(ctx):
-            return local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
-                                   positions=pos)
-        needs = BRANCH_INPUTS[self.branch]
+            plain = self.schedule.branch in ("blend", "global", "local", "sum")
+            return glob if plain else self.combine(glob, glob, ctx)
+        if not self.schedule.blends(ctx):
+            return local_attention(q, k, v, bias, self.window, self.schedule.layout,
+                                   tokens_per_frame=ctx.tokens_per_frame, positions=pos)
+        needs = BRANCH_INPUTS[self.schedule.branch]
         if len(needs) == 2 and shares_key_pass(q, bias, ctx):  # a DiT: one pass over the keys serves both branches
-            glob, local = global_and_local_attention_frames(q, k, v, self.window, self.layout, ctx.tokens_per_frame)
+            glob, local = global_and_local_attention_frames(q, k, v, self.window, self.schedule.layout,
+                                                            ctx.tokens_per_frame)
             return self.combine(glob, local, ctx)
         glob = global_attention(q, k, v, bias, pos) if "global" in needs else None
-        local = (local_attention(q, k, v, bias, self.window, self.layout, tokens_per_frame=ctx.tokens_per_frame,
-                                 positions=pos) if "local" in needs else None)
+        local = (local_attention(q, k, v, bias, self.window, self.schedule.layout,
+                                 tokens_per_frame=ctx.tokens_per_frame, positions=pos) if "local" in needs else None)
         return self.combine(glob, local, ctx)
 
     def combine(self, glob: torch.Tensor | None, local: torch.Tensor | None,
                 ctx: TemporalAttentionContext) -> torch.Tensor:
-        """The call's output from its branch outputs, per ``self.branch`` (:func:`combine_branches`)."""
-        return combine_branches(self.branch, glob, local, lambda g, lo: self.blend(g, lo, ctx))
+        """The call's output from its branch outputs, per the schedule's ``branch`` (:func:`combine_branches`)."""
+        return combine_branches(self.schedule.branch, glob, local, lambda g, lo: self.blend(g, lo, ctx))
 
     def attention_probs(
         self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
@@ -175,12 +183,12 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
         if self.window >= q.shape[-2] // s:
             glob = global_attention_probs(q, k, bias, s, pos)
             return {"global": glob, "local": glob}
-        needs = BRANCH_INPUTS[self.branch] if self.uses_global(ctx) else ("local",)
+        needs = BRANCH_INPUTS[self.schedule.branch] if self.schedule.blends(ctx) else ("local",)
         out = {}
         if "global" in needs:
             out["global"] = global_attention_probs(q, k, bias, s, pos)
         if "local" in needs:
-            out["local"] = local_attention_probs(q, k, bias, self.window, self.layout, s, pos)
+            out["local"] = local_attention_probs(q, k, bias, self.window, self.schedule.layout, s, pos)
         return out
 
     def blend(self, glob: torch.Tensor, local: torch.Tensor, ctx: TemporalAttentionContext) -> torch.Tensor:
@@ -222,23 +230,16 @@ class SpectralBlendProcessor(TemporalAttnProcessor):
     def __repr__(self) -> str:
         return (
             f"SpectralBlendProcessor(window={self.window}, d_s={self.d_s}, d_t={self.d_t}, filter={self.filter}, "
-            f"blend_steps={self.blend_steps}, local_only_levels={list(self.local_only_levels)}, layout={self.layout}, "
-            f"branch={self.branch})"
+            f"{self.schedule})"
         )
 
 
 @register_method("freelong")
 @dataclass
 class FreeLong(Method):
-    """FreeLong with the official code's defaults.
+    """FreeLong with the official (released) code's defaults: SpectralBlend of a global and a local branch.
 
-    ``blend_steps=None`` blends at every denoising step as the released code does; the paper blends
-    during the first 25 of 50 steps and then uses the local branch only (``blend_steps=25``).
-    ``local_only_levels=[0]`` (the released code) skips the global branch at the highest-resolution
-    level; ``[]`` blends at every level. ``noise='freenoise'`` uses FreeNoise's shuffled noise with
-    window ``window`` and stride ``noise_stride`` (the paper, single prompt); ``'random'`` is i.i.d.
-    ``multi_prompt_noise`` replaces ``noise`` for multi-prompt videos (the paper: ``'random'``).
-    ``branch`` (Fig. 6 ablation, :func:`combine_branches`) changes the combination wherever FreeLong
+    ``branch`` (the Fig. 6 ablation, :func:`combine_branches`) changes the combination wherever FreeLong
     blends; the calls it runs local-only (``local_only_levels``, steps after ``blend_steps``) stay local in
     every mode, so the variants differ only in how the branches are combined.
     """
@@ -246,41 +247,50 @@ class FreeLong(Method):
     levels = ("attention", "initial noise")
 
     window: int = 16
+    """Local attention window in frames (latent frames on a DiT): each frame attends to a `window`-frame
+    neighbourhood in the local branch."""
     d_s: float = 0.25
+    """Spatial cut-off of the low-pass filter, in (0, 1] (a fraction of Nyquist)."""
     d_t: float = 0.25
+    """Temporal cut-off of the low-pass filter, in (0, 1] (a fraction of Nyquist)."""
     filter: str = "gaussian"
+    """Low-pass shape: `gaussian` exp(-½[(t/d_t)² + (h/d_s)² + (w/d_s)²]), `butterworth` 1/(1 + r^8),
+    `ideal` (r ≤ 1) or `box` (|t| ≤ d_t, |h|, |w| ≤ d_s)."""
     blend_steps: int | None = None
+    """`null`: blend at every denoising step (released code); `n`: blend during the first n steps, then the
+    local branch only (the paper: τ = 25 of 50)."""
     local_only_levels: list[int] = field(default_factory=lambda: [0])
+    """UNet resolution levels (0 = highest; block indices on a DiT) that run the local branch only and skip the
+    global one (released code: `[0]`); `[]` blends everywhere."""
     noise: str = "freenoise"
+    """Initial noise: `freenoise` (FreeNoise's shuffled noise with window `window` and stride `noise_stride`;
+    the paper, single prompt) or `random` (i.i.d.)."""
     noise_stride: int = 4
+    """FreeNoise shuffle block size of the initial noise, in [1, window]."""
     layout: str = "adjusted"
+    """Local window at the video's ends: `adjusted` keeps exactly `window` frames (official LaVie code),
+    `centered` truncates it, |i − j| ≤ window/2 (official VideoCrafter2 code; `method=freelong_vc2`)."""
     multi_prompt_noise: str = "random"
+    """Noise used instead of `noise` for multi-prompt videos (the paper: `random`; `freenoise` keeps the
+    shuffle)."""
     branch: str = "blend"
+    """How the branches are combined: `blend` (FreeLong) or a Fig. 6 ablation variant: `global`, `local`,
+    `sum` (their mean), `low_global` (low frequencies of the global branch), `high_local` (high frequencies of
+    the local branch)."""
 
     def validate(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"method.window must be >= 1, got {self.window}")
+        check_window_stride(self.window, self.noise_stride, "noise_stride")
         for key in ("d_s", "d_t"):
             val = getattr(self, key)
             if not (0 < val <= 1):
                 raise ValueError(f"method.{key} must be in (0, 1], got {val}")
         if self.filter not in FILTERS:
             raise ValueError(f"method.filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
-        if not (1 <= self.noise_stride <= self.window):
-            raise ValueError(f"method.noise_stride must be in [1, window={self.window}], got {self.noise_stride}")
-        check_blend_fields(self, NOISE_KINDS)
+        BlendSchedule.of(self)
+        check_noise_fields(self, NOISE_KINDS)
 
     def processor(self) -> SpectralBlendProcessor:
-        return SpectralBlendProcessor(
-            window=self.window,
-            d_s=self.d_s,
-            d_t=self.d_t,
-            filter=self.filter,
-            blend_steps=self.blend_steps,
-            local_only_levels=tuple(int(lv) for lv in self.local_only_levels),
-            layout=self.layout,
-            branch=self.branch,
-        )
+        return SpectralBlendProcessor(self.window, self.d_s, self.d_t, self.filter, BlendSchedule.of(self))
 
     def for_multi_prompt(self) -> FreeLong:
         """Multi-prompt videos use ``multi_prompt_noise`` (random noise, as the paper) instead of ``noise``."""

@@ -3,7 +3,7 @@
 What is verified (the abstract): several attention branches with windows "from global to local",
 fused band by band in the frequency domain ("multi-band SpectralFusion"), and "SpecMix" noise.
 Everything else — the window scales, the Nyquist band edges, the sparse-key global branch, the
-SpecMix formula — comes from secondary notes (``shared/research/papers.md`` §2, marked unverified)
+SpecMix formula — comes from secondary notes (marked unverified; docs/methods.md, FreeLong++)
 and every choice the public text leaves open is a parameter (:data:`OPEN_CHOICES`).
 
 Each temporal attention layer computes, from one shared q/k/v, one branch per window: windows
@@ -35,12 +35,12 @@ from ..noise import gaussian_noise, rescheduled_noise
 from ..specmix import specmix_noise
 from ..spectral import BAND_FILTERS, fuse_branches, fuse_by_axis_filters, lowpass_axis_matrices, lowpass_half
 from .base import Method, register_method
-from .freelong import BRANCH_INPUTS, BRANCHES, check_blend_fields, combine_branches
+from .freelong import BRANCH_INPUTS, BlendSchedule, check_noise_fields, combine_branches
 
 NOISE_KINDS = ("specmix", "freenoise", "random")
 # Component-study modes: FreeLong's method.branch (BRANCHES), global = the widest branch, local = the narrowest.
 RECONSTRUCTION = ("FreeLong++ reconstructed from public descriptions (arXiv 2507.00162 abstract + secondary notes); "
-                  "no official code; open choices are parameters (README, FreeLong++ section)")
+                  "no official code; open choices are parameters (docs/methods.md, FreeLong++)")
 # Choices the public text leaves open, each a parameter of FreeLongPP (recorded with every run).
 OPEN_CHOICES = {
     "scales": "window multiples of the native length (notes: {1,2,4} at 4x, {1,2,4,8} at 8x)",
@@ -85,13 +85,11 @@ class MultiBandProcessor(TemporalAttnProcessor):
         filter: str = "gaussian",
         sparse_global_keys: float = 0.5,
         global_widest: bool = True,
-        blend_steps: int | None = None,
-        local_only_levels: tuple[int, ...] = (0,),
-        layout: str = "adjusted",
-        branch: str = "blend",
+        schedule: BlendSchedule | None = None,
+        **schedule_fields: Any,
     ):
-        if branch not in BRANCHES:
-            raise ValueError(f"branch mode must be one of {', '.join(BRANCHES)}, got {branch!r}")
+        """``schedule`` or its fields as keywords (``branch="sum"``, ``local_only_levels=()``, ...)."""
+        self.schedule = schedule or BlendSchedule(**schedule_fields)
         if len(edges_t) != len(windows) - 1 or len(edges_s) != len(windows) - 1:
             raise ValueError(f"{len(windows)} branches need {len(windows) - 1} band edges")
         self.windows = tuple(int(w) for w in windows)
@@ -100,10 +98,6 @@ class MultiBandProcessor(TemporalAttnProcessor):
         self.filter = filter
         self.sparse_global_keys = float(sparse_global_keys)
         self.global_widest = global_widest
-        self.blend_steps = blend_steps
-        self.local_only_levels = tuple(local_only_levels)
-        self.layout = layout
-        self.branch_mode = branch
 
     def plan(self, num_frames: int) -> BranchPlan:
         """Branches up to the first that covers the video (global); with ``global_widest`` the widest is global."""
@@ -116,21 +110,14 @@ class MultiBandProcessor(TemporalAttnProcessor):
         c = len(windows) - 1
         return BranchPlan(tuple(windows), self.edges_t[:c], self.edges_s[:c])
 
-    def uses_fusion(self, ctx: TemporalAttentionContext) -> bool:
-        """Whether this call fuses all branches (else: the narrowest branch only)."""
-        if ctx.level in self.local_only_levels:
-            return False
-        if self.blend_steps is not None and ctx.step_index is not None and ctx.step_index >= self.blend_steps:
-            return False
-        return True
-
     def branch(self, q, k, v, bias, window: int | None, sparse: bool, tokens: int = 1,
                positions: FramePositions | None = None) -> torch.Tensor:
         """One branch: local attention over ``window`` frames, or global (on sparse key frames if asked).
 
         ``positions`` (AnimateDiff): window-local positions for local branches, absolute for global."""
         if window is not None:
-            return local_attention(q, k, v, bias, window, self.layout, tokens_per_frame=tokens, positions=positions)
+            return local_attention(q, k, v, bias, window, self.schedule.layout, tokens_per_frame=tokens,
+                                   positions=positions)
         if sparse and self.sparse_global_keys < 1.0:
             return sparse_global_attention(q, k, v, bias, self.sparse_global_keys, tokens, positions)
         return global_attention(q, k, v, bias, positions)
@@ -143,23 +130,16 @@ class MultiBandProcessor(TemporalAttnProcessor):
         ``global`` = the widest; ``blend`` and ``sum`` also read the branches between them.
         """
         last = len(plan.windows) - 1
-        if last == 0 or not self.uses_fusion(ctx):
+        if last == 0 or not self.schedule.blends(ctx):
             return [0], False
-        needs = BRANCH_INPUTS[self.branch_mode]
-        every = self.branch_mode in ("blend", "sum")
+        needs = BRANCH_INPUTS[self.schedule.branch]
+        every = self.schedule.branch in ("blend", "sum")
         idx = [i for i in range(last + 1)
                if every or (i == 0 and "local" in needs) or (i == last and "global" in needs)]
         return idx, True
 
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        bias: PositionBias | None,
-        ctx: TemporalAttentionContext,
-    ) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: PositionBias | None,
+                 ctx: TemporalAttentionContext) -> torch.Tensor:
         tokens = ctx.tokens_per_frame  # S tokens per frame, frame-major (1: UNet temporal attention)
         plan = self.plan(q.shape[-2] // tokens)
         idx, combined = self.runs(plan, ctx)
@@ -182,7 +162,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         dense = [i for i in idx if plan.windows[i] is not None or self.sparse_global_keys >= 1.0]
         if len(dense) < 2 or not shares_key_pass(q, bias, ctx):
             return {}
-        outs = nested_window_attention_frames(q, k, v, [plan.windows[i] for i in dense], self.layout,
+        outs = nested_window_attention_frames(q, k, v, [plan.windows[i] for i in dense], self.schedule.layout,
                                               ctx.tokens_per_frame)
         return dict(zip(dense, outs))
 
@@ -194,14 +174,14 @@ class MultiBandProcessor(TemporalAttnProcessor):
         ``high_local`` fuse with every other branch zero (the widest's lowest band / the narrowest's highest
         band). ``sum`` is the mean of *every* branch (with two, FreeLong's mean of two).
         """
-        if self.branch_mode == "sum":
+        if self.schedule.branch == "sum":
             return torch.stack([o.float() for o in outs]).mean(0).to(outs[0].dtype)
 
         def blend(g: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
             middle = [m if m is not None else torch.zeros_like(g) for m in outs[1:-1]]
             return self.fuse([lo, *middle, g], plan, ctx)
 
-        return combine_branches(self.branch_mode, outs[-1], outs[0], blend)
+        return combine_branches(self.schedule.branch, outs[-1], outs[0], blend)
 
     def attention_probs(
         self, q: torch.Tensor, k: torch.Tensor, bias: PositionBias | None, ctx: TemporalAttentionContext
@@ -223,7 +203,7 @@ class MultiBandProcessor(TemporalAttnProcessor):
         for i in idx:
             w = plan.windows[i]
             if w is not None:
-                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.layout, tokens, pos)
+                out[f"window{w}"] = local_attention_probs(q, k, bias, w, self.schedule.layout, tokens, pos)
             elif sparse and self.sparse_global_keys < 1.0:
                 out["global"] = sparse_global_attention_probs(q, k, bias, self.sparse_global_keys, tokens, pos)
             else:
@@ -247,50 +227,68 @@ class MultiBandProcessor(TemporalAttnProcessor):
     def __repr__(self) -> str:
         return (f"MultiBandProcessor(windows={list(self.windows)}, edges_t={list(self.edges_t)}, "
                 f"edges_s={list(self.edges_s)}, filter={self.filter}, sparse_global_keys={self.sparse_global_keys}, "
-                f"global_widest={self.global_widest}, blend_steps={self.blend_steps}, "
-                f"local_only_levels={list(self.local_only_levels)}, layout={self.layout}, branch={self.branch_mode})")
+                f"global_widest={self.global_widest}, {self.schedule})")
 
 
 @register_method("freelong_pp")
 @dataclass
 class FreeLongPP(Method):
-    """FreeLong++, reconstructed (see the module docstring and README's FreeLong++ section).
+    """FreeLong++, reconstructed (see the module docstring and the FreeLong++ section of docs/methods.md).
 
-    ``scales`` are branch windows as multiples of the backbone's native length (``native_frames``,
-    filled in from the backbone when null); ``windows`` (frames) replaces them when set; ``scales:
-    null`` (and no ``windows``) means powers of two up to the video's length, the notes' {1, 2, 4} at
-    4x and {1, 2, 4, 8} at 8x. ``bands``: increasing edges in normalised frequency (1 = Nyquist), one
-    per pair of neighbouring branches, the first between the widest and the next; null = the Nyquist
-    rule (the branch with window a x native keeps frequencies up to 1/(2a)). ``spatial_bands``: the
-    spatial cut-offs (null: the same as ``bands``, an isotropic filter as FreeLong's).
-    ``sparse_global_keys``: fraction of frames kept as keys of the global branch (1.0 = dense; only
-    when there is more than one branch). ``noise``: ``specmix`` (FreeNoise base with window
-    ``native_frames`` and stride ``noise_stride``, mixed with fresh noise towards the ends), ``freenoise``
-    or ``random``. ``blend_steps``/``local_only_levels``/``layout``: as FreeLong (the narrowest branch
-    runs alone when fusion is off). ``branch`` (component study, FreeLong's modes,
-    :meth:`MultiBandProcessor.combine`): ``blend`` fuses the bands; ``global``/``local`` run the
-    widest/narrowest branch alone; ``sum`` is the plain mean of all; ``low_global``/``high_local`` keep the
-    widest branch's lowest band / the narrowest branch's highest band only.
+    Every choice the public text leaves open is a field (:data:`OPEN_CHOICES`); `branch` runs FreeLong's
+    component-study modes (:meth:`MultiBandProcessor.combine`) with global = the widest branch and local = the
+    narrowest.
     """
 
     levels = ("attention", "initial noise")
 
     scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    """Branch windows as multiples of the backbone's native length (`native_frames`), increasing; the widest is
+    global. `null` (and no `windows`): powers of two up to the video length (the notes' {1, 2, 4} at 4x,
+    {1, 2, 4, 8} at 8x)."""
     windows: list[int] | None = None
+    """Branch windows in frames, increasing (replaces `scales` when set)."""
     bands: list[float] | None = None
+    """Increasing band edges in normalised frequency (1 = Nyquist), one per pair of neighbouring branches,
+    widest pair first. `null`: the notes' Nyquist rule, window a × native keeps up to 1/(2a) (`[0.125, 0.25]` for
+    scales `[1, 2, 4]`)."""
     spatial_bands: list[float] | None = None
+    """Spatial cut-offs of the same edges (`null`: equal to `bands`, an isotropic filter like FreeLong's)."""
     filter: str = "gaussian"
+    """Band transitions: `gaussian`, `butterworth` (order 4) or `ideal`; the band weights sum to one in every
+    frequency bin (the notes name a "Gaussian, D0 = 0.25" in an unclear context)."""
     sparse_global_keys: float = 0.5
+    """Fraction of frames, uniformly spaced with the first and last included, kept as keys of the global branch
+    (notes: 50 %); `1.0` is dense. Only with more than one branch."""
     global_widest: bool = True
+    """The widest branch attends to every frame (its window must then cover the video); `false`: it is local
+    too."""
     noise: str = "specmix"
+    """Initial noise: `specmix` (a FreeNoise base with window `native_frames` and stride `noise_stride`, mixed
+    with fresh noise towards the ends), `freenoise` (window = the native length) or `random`."""
     noise_stride: int = 4
+    """FreeNoise shuffle block of SpecMix's base noise, in [1, native_frames]."""
     specmix_cutoff: float | None = None
+    """SpecMix mixes every frequency (`null`), or only spatial frequencies ≥ this radius in (0, 1] (lower ones
+    keep the base)."""
     blend_steps: int | None = None
+    """As FreeLong's: `null` fuses at every step; `n` fuses during the first n steps, then the narrowest branch
+    runs alone."""
     local_only_levels: list[int] = field(default_factory=lambda: [0])
+    """As FreeLong's: UNet levels (0 = highest resolution) that run the narrowest branch alone; use `[]` on a
+    DiT."""
     layout: str = "adjusted"
+    """As FreeLong's: local windows at the video's ends, `adjusted` (LaVie code) or `centered` (VideoCrafter2
+    code)."""
     multi_prompt_noise: str = "random"
+    """Noise used instead of `noise` for multi-prompt videos."""
     branch: str = "blend"
+    """Component study: `blend` fuses the bands; `global` / `local` run the widest / narrowest branch alone;
+    `sum` is the plain mean of all branches; `low_global` / `high_local` keep only the widest branch's lowest
+    band / the narrowest branch's highest band. One branch (the native length) runs alone in every mode."""
     native_frames: int | None = None
+    """The backbone's native length (latent frames on a DiT); `null` is filled in from the model
+    (`Method.with_native_frames`)."""
 
     # -- parameters ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -331,7 +329,8 @@ class FreeLongPP(Method):
                              f"got {self.noise_stride}")
         if self.specmix_cutoff is not None and not (0 < self.specmix_cutoff <= 1):
             raise ValueError(f"method.specmix_cutoff must be null or in (0, 1], got {self.specmix_cutoff}")
-        check_blend_fields(self, NOISE_KINDS)
+        BlendSchedule.of(self)
+        check_noise_fields(self, NOISE_KINDS)
         if self.native_frames is not None and self.scales is not None and self.windows is None:
             self._windows_from_scales(list(self.scales))  # distinct whole-frame windows
 
@@ -415,10 +414,7 @@ class FreeLongPP(Method):
             filter=self.filter,
             sparse_global_keys=self.sparse_global_keys,
             global_widest=self.global_widest,
-            blend_steps=self.blend_steps,
-            local_only_levels=tuple(int(lv) for lv in self.local_only_levels),
-            layout=self.layout,
-            branch=self.branch,
+            schedule=BlendSchedule.of(self),
         )
 
     def for_multi_prompt(self) -> FreeLongPP:

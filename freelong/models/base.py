@@ -4,8 +4,9 @@ Like k-diffusion's model wrappers, a :class:`Backbone` adapts a family's UNet, V
 and scheduler to the few calls the pipeline needs (``encode_text``, ``make_scheduler``,
 ``predict_noise``, ``decode``), so neither the pipeline nor the methods know which family runs.
 Families are plugins: builders are found through the ``freelong.backbones`` entry-point group (this package
-declares ``lavie`` and ``videocrafter2`` in ``pyproject.toml``) or registered in-process with
-:func:`register_family`, so this module imports no implementation. ``load_backbone(name)`` reads
+declares its families, one folder each under :mod:`freelong.models`, in ``pyproject.toml``) or registered
+in-process with :func:`register_family`, so this module imports no implementation. :meth:`Backbone.attach` is
+the one installer of methods, for every family. ``load_backbone(name)`` reads
 ``conf/model/<name>.yaml``, resolves weights (failing fast when they are missing) and builds it.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import random_qkv
+from helpers import column_ctx, random_qkv, relative_bias
 
 from analysis.attention_maps import (
     AttentionMapStore,
@@ -14,7 +14,7 @@ from analysis.attention_maps import (
     locality_summary,
 )
 from freelong import get_method
-from freelong.attention.context import CallContext, TemporalAttentionContext
+from freelong.attention.context import CallContext
 from freelong.attention.kernels import global_attention
 from freelong.attention.maps import global_attention_probs
 from freelong.attention.processor import TemporalAttnProcessor, temporal_attention_layers
@@ -61,13 +61,10 @@ def _qkv(rows=6, heads=2, t=24, d=8, seed=0):
 
 
 def _bias(heads=2, seed=1):
-    table = torch.randn(heads, 64, generator=torch.Generator().manual_seed(seed))
-    return lambda qi, ki: table[:, (ki[None, :] - qi[:, None]) + 32]
+    return relative_bias(heads, 32, seed)
 
 
-def _ctx(t, rows=6, level=1, step=0):
-    return TemporalAttentionContext(frame_shape=(t, rows, 1), batch=1, level=level, name="x", step_index=step,
-                                    num_steps=4)
+_ctx = column_ctx
 
 
 class _HalfwayProcessor(TemporalAttnProcessor):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import random_qkv
+from helpers import column_ctx, random_qkv, relative_bias
 
 from baselines.window_fusion import WindowFusionProcessor
-from freelong.attention.context import TemporalAttentionContext
 from freelong.attention.kernels import global_attention, local_attention
 from freelong.attention.processor import TemporalAttnProcessor
 from freelong.attention.windows import local_window_mask
@@ -19,13 +18,10 @@ def _qkv(rows=6, heads=2, t=24, d=8, seed=0):
 
 
 def _bias(heads=2, seed=1):
-    table = torch.randn(heads, 256, generator=torch.Generator().manual_seed(seed))
-    return lambda qi, ki: table[:, (ki[None, :] - qi[:, None]) + 128]
+    return relative_bias(heads, 128, seed)
 
 
-def _ctx(t, rows=6, level=1, step=0):
-    return TemporalAttentionContext(frame_shape=(t, rows, 1), batch=1, level=level, name="x", step_index=step,
-                                    num_steps=4)
+_ctx = column_ctx
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -20,6 +20,9 @@ METHODS = {
     "freenoise": {"window": 5, "stride": 2},
     "sliding_window": {"window": 5, "stride": 2},
     "riflex": {"k": 1},  # the fastest temporal component: a large change on the tiny RoPE
+    # TSA on block 0, VRPR on block 1, tiers scaled to 9 frames: re-encoded positions over the whole video
+    "freeloc": {"tsa_layers": [0], "tsa_window_1": 2, "tsa_window_2": 5, "vrpr_window_1": 2, "vrpr_window_2": 4,
+                "vrpr_group_1": 2, "vrpr_group_2": 3, "clip": 4, "sink_group": 2, "sink_window": 3},
 }
 SHAPE = {"num_frames": 33, "height": 32, "width": 48}  # 9 x 2 x 3 = 54 latent tokens, 2 heads
 

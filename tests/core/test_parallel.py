@@ -67,7 +67,7 @@ def test_methods_differ_from_direct_sampling(two_ranks):
     (RIFLEx moves the random-init tiny Wan's latents by only ~4e-5; its sharded RoPE is checked row by row below.)
     """
     ref = two_ranks["reference"]
-    for name in ("freelong", "freelong_pp", "freenoise", "sliding_window"):
+    for name in ("freelong", "freelong_pp", "freenoise", "sliding_window", "freeloc"):
         assert rel(ref[name], ref["direct"]) > 1e-2, name
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,17 +27,6 @@ def _write(run_dir, records):
     run_dir.mkdir(parents=True)
     (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
-
-@pytest.fixture()
-def make_tables(capsys):
-    from scripts.make_tables import main
-
-    def _run(args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
-
-    return _run
 
 
 def _expected(records):

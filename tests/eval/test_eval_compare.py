@@ -93,7 +93,8 @@ def test_compare_official_bad_setup_is_one_line(two_videos, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FREELONG_VBENCH_PYTHON"),
                     reason="no VBench environment configured: set FREELONG_VBENCH_PYTHON=/path/to/vbench-env/bin/python"
-                           " (and VBENCH_CACHE_DIR to its cache); see README 'Check our numbers against your VBench'")
+                           " (and VBENCH_CACHE_DIR to its cache); see docs/evaluation.md,"
+                           " 'Check our numbers against your VBench'")
 def test_real_vbench_agrees(tmp_path, capsys):
     """The real comparison: every dimension whose weights the VBench cache holds, on two small videos."""
     from eval.official import missing_files

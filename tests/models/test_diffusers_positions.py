@@ -194,7 +194,7 @@ def test_processor_maps_reproduce_outputs_with_positions(t):
         maps = proc.attention_probs(q, k, None, ctx)
         out = proc(q, k, v, bias=None, ctx=ctx)
         used = [m for name, m in maps.items() if name in ("attn", "global", "local") or name.startswith("window")]
-        if isinstance(proc, MultiBandProcessor) and proc.branch_mode == "global" and t > window:
+        if isinstance(proc, MultiBandProcessor) and proc.schedule.branch == "global" and t > window:
             used = [maps["global"]]
         torch.testing.assert_close(used[0] @ v, out, atol=1e-5, rtol=0, msg=lambda m, p=proc: f"{p}: {m}")
         # and the positions matter: without them the map differs

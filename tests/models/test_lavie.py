@@ -23,7 +23,7 @@ from freelong.models.lavie.model import (
 )
 from freelong.models.tiny import randomize_
 
-KEYS = Path(__file__).parents[1] / "data" / "lavie_unet_keys.txt"  # research/keys/, committed with the tests
+KEYS = Path(__file__).parents[1] / "data" / "lavie_unet_keys.txt"  # the official checkpoint's keys
 TINY = dict(block_out_channels=[32, 32, 64, 64], layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
             attention_head_dim=1)
 

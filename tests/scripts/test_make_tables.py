@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "t
         "imaging_quality")
 
 
-# FreeLong (NeurIPS 2024) Table 1, copied by hand from the paper (research/papers.md §1.4); never imported.
+# FreeLong (NeurIPS 2024) Table 1, copied by hand from the paper; never imported.
 PAPER_ROWS = {
     "direct": {"Sub": 88.95, "Back": 93.23, "Motion": 92.77, "Flicker": 91.44, "Imaging": 64.76, "Time": 1.8},
     "sliding_window": {"Sub": 85.80, "Back": 92.83, "Motion": 95.79, "Flicker": 94.00, "Imaging": 66.57, "Time": 2.6},
@@ -82,18 +81,6 @@ def _expected(records) -> dict[str, float]:
     out["Time (s/step)"] = float(np.median([r["timings"]["median_step_s"] for r in records]))
     return out
 
-
-@pytest.fixture()
-def make_tables(capsys):
-    """Run the script's main() in-process; return (exit code, stdout, stderr)."""
-    from scripts.make_tables import main
-
-    def _run(args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
-
-    return _run
 
 
 def test_table1_values_reference_and_compare(runs, make_tables):

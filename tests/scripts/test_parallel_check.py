@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = "direct,freelong:window=5,freelong_pp,freenoise:window=5:stride=2,sliding_window:window=5:stride=2,riflex:k=1"
+METHODS = ("direct,freelong:window=5,freelong_pp,freenoise:window=5:stride=2,sliding_window:window=5:stride=2,"
+           "riflex:k=1")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ attentions (``pos_embed``). While any of a block's attentions runs one of our pr
 ``pos_embed`` is set aside and the processor receives the table as ``ctx.positions``
 (:class:`LinearPositions`), so global attention adds absolute positions and windowed branches
 window-local ones. Beyond the table's length (32 for the v1-5-2/v1-5-3 adapters) the table is
-extended by its own formula (:class:`SinusoidalTable`; see the README's position policy).
+extended by its own formula (:class:`SinusoidalTable`; see the position policy in docs/models.md).
 """
 
 from __future__ import annotations

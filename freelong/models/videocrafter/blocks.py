@@ -29,6 +29,7 @@ from torch import nn
 
 from ...attention.context import CallContext
 from ...attention.processor import TemporalAttention
+from ...chunking import from_frames, to_frames
 
 GROUPS = 32  # lvdm hard-codes 32 groups in every GroupNorm
 
@@ -44,18 +45,6 @@ def per_frame(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Ten
         return fn(x, *args)
     outs = [fn(x[s : s + chunk_size], *(a[s : s + chunk_size] for a in args)) for s in range(0, n, chunk_size)]
     return torch.cat(outs)
-
-
-def frames_to_video(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(B*T, C, H, W)`` → ``(B, C, T, H, W)`` (contiguous)."""
-    bt, c, h, w = x.shape
-    return x.view(batch, bt // batch, c, h, w).transpose(1, 2).contiguous()
-
-
-def video_to_frames(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W)`` → ``(B*T, C, H, W)`` (contiguous)."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -124,7 +113,7 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, batch: int, chunk_size: int | None = None) -> torch.Tensor:
         h = per_frame(self.spatial, x, emb, chunk_size=chunk_size)
         if self.temopral_conv is not None:
-            h = video_to_frames(self.temopral_conv(frames_to_video(h, batch)))
+            h = to_frames(self.temopral_conv(from_frames(h, batch).contiguous()))
         return h
 
 
@@ -263,7 +252,7 @@ class TemporalTransformer(nn.Module):
     def forward(self, x: torch.Tensor, batch: int, call: CallContext | None = None) -> torch.Tensor:
         bt, c, h, w = x.shape
         t = bt // batch
-        video = self.norm(frames_to_video(x, batch))  # (B, C, T, H, W): statistics over all frames
+        video = self.norm(from_frames(x, batch).contiguous())  # (B, C, T, H, W): statistics over all frames
         y = video.permute(0, 3, 4, 2, 1).reshape(batch * h * w, t, c)  # rows ordered (b, h, w)
         y = self._project(self.proj_in, y)
         for block in self.transformer_blocks:
@@ -313,7 +302,5 @@ __all__ = [
     "TemporalTransformer",
     "TimestepSequential",
     "Upsample",
-    "frames_to_video",
     "per_frame",
-    "video_to_frames",
 ]

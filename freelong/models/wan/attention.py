@@ -43,6 +43,46 @@ def wan_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
+def wan_temporal_frequencies(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Wan's temporal RoPE frequencies ``theta^(-2j/t_dim)``, ``t_dim = d - 4*(d//6)`` (float64, as diffusers')."""
+    t_dim = head_dim - 4 * (head_dim // 6)
+    return 1.0 / (theta ** (torch.arange(0, t_dim, 2, dtype=torch.float64)[: t_dim // 2] / t_dim))
+
+
+class WanFrameRope:
+    """:class:`~freelong.attention.context.FrameRope` of one Wan self-attention call.
+
+    Holds the un-rotated ``(B, N, heads, d)`` q and k and diffusers' cos/sin tables; ``q_at(p)`` rotates the
+    temporal channels (the leading ``t_dim``) by ``p[f] * theta_j`` for the tokens of frame ``f`` and the spatial
+    channels as diffusers does, returning ``(B, heads, N, d)`` like the q handed to the processor.
+    """
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, rotary_emb, grid: tuple[int, int, int]):
+        self._q, self._k = q, k
+        self._cos, self._sin = rotary_emb
+        self.grid = grid
+        self.freqs = wan_temporal_frequencies(q.shape[-1])
+
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables ``(1, N, 1, d)`` with the temporal channels at ``positions`` (one per frame)."""
+        t, h, w = self.grid
+        if positions.shape != (t,):
+            raise ValueError(f"need one temporal position per latent frame ({t}), got shape {tuple(positions.shape)}")
+        t_dim = 2 * len(self.freqs)
+        angles = torch.outer(positions.to(torch.float64).cpu(), self.freqs).repeat_interleave(2, dim=1)
+        cos, sin = self._cos.clone(), self._sin.clone()
+        for table, fn in ((cos, torch.cos), (sin, torch.sin)):
+            vals = fn(angles).to(device=table.device, dtype=table.dtype)  # (T, t_dim)
+            table.view(table.shape[0], t, h * w, *table.shape[2:-1], -1)[..., :t_dim] = vals[None, :, None, None]
+        return cos, sin
+
+    def q_at(self, positions: torch.Tensor) -> torch.Tensor:
+        return wan_rotary(self._q, *self.tables(positions)).transpose(1, 2)
+
+    def k_at(self, positions: torch.Tensor) -> torch.Tensor:
+        return wan_rotary(self._k, *self.tables(positions)).transpose(1, 2)
+
+
 class WanSelfAttnAdapter:
     """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours.
 
@@ -63,8 +103,10 @@ class WanSelfAttnAdapter:
         self.name = name
         self.level = level
 
-    def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None):
-        """``(B, heads, N, d)`` q, k, v with RMS norms and RoPE applied (diffusers' order and dtypes)."""
+    def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None, keep_raw: bool = False):
+        """``(B, heads, N, d)`` q, k, v with RMS norms and RoPE applied (diffusers' order and dtypes).
+
+        ``keep_raw``: also return a :class:`WanFrameRope` over the un-rotated q/k (or None without RoPE)."""
         if getattr(attn, "fused_projections", False):
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:
@@ -72,9 +114,12 @@ class WanSelfAttnAdapter:
         query = attn.norm_q(query)
         key = attn.norm_k(key)
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
+        raw = WanFrameRope(query, key, rotary_emb, self.state.grid) if keep_raw and rotary_emb is not None else None
         if rotary_emb is not None:
             query = wan_rotary(query, *rotary_emb)
             key = wan_rotary(key, *rotary_emb)
+        if keep_raw:
+            return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), raw
         return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
 
     def __call__(
@@ -91,18 +136,21 @@ class WanSelfAttnAdapter:
             raise RuntimeError(f"{self.name}: latent grid unknown (the transformer's pre-hook did not run)")
         t, h, w = self.state.grid
         group = self.parallel_group(hidden_states.shape[1], t * h * w)
-        q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+        rope = None
         if group is not None and type(self.processor) is TemporalAttnProcessor:
             # plain global attention (direct, RIFLEx): diffusers' own parallel attention, as WanAttnProcessor
             from diffusers.models.attention_dispatch import dispatch_attention_fn
 
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
             out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                         backend=self._attention_backend, parallel_config=self._parallel_config)
             return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(q)))
         if group is not None:  # Ulysses: every token of the video for this rank's heads
-            from ...parallel import seq_to_heads
-
-            q, k, v = (seq_to_heads(x.transpose(1, 2), group).transpose(1, 2) for x in (q, k, v))
+            q, k, v, rope = self.exchange(attn, hidden_states, rotary_emb, group)
+        elif getattr(self.processor, "needs_rope", False):
+            q, k, v, rope = self.qkv(attn, hidden_states, rotary_emb, keep_raw=True)
+        else:
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
         call = self.state.call or CallContext()
         ctx = TemporalAttentionContext(
             frame_shape=(t, h, w),
@@ -113,6 +161,7 @@ class WanSelfAttnAdapter:
             num_steps=call.num_steps,
             extra=call.extra,
             tokens_per_frame=h * w,
+            rope=rope,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx).transpose(1, 2)
         if group is not None:
@@ -121,6 +170,23 @@ class WanSelfAttnAdapter:
             out = heads_to_seq(out, group)
         out = out.flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def exchange(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb, group):
+        """Context parallelism (Ulysses): ``(B, heads/N, S, d)`` q, k, v of every token for this rank's heads.
+
+        A processor that re-encodes positions (``needs_rope``, FreeLOC) gets the un-rotated q/k of every token and
+        the whole RoPE table (an all-gather of this rank's rows) in its :class:`WanFrameRope`.
+        """
+        from ...parallel import gather_seq, seq_to_heads
+
+        if not getattr(self.processor, "needs_rope", False) or rotary_emb is None:
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+            return (*(seq_to_heads(x.transpose(1, 2), group).transpose(1, 2) for x in (q, k, v)), None)
+        q, k, v = (seq_to_heads(x.transpose(1, 2), group) for x in self.qkv(attn, hidden_states, None))
+        tables = tuple(gather_seq(x, group) for x in rotary_emb)
+        rope = WanFrameRope(q, k, tables, self.state.grid)
+        q, k = wan_rotary(q, *tables), wan_rotary(k, *tables)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), rope
 
     def parallel_group(self, tokens: int, grid_tokens: int):
         """The Ulysses group when this call holds a context-parallel shard of the tokens, else None.
@@ -316,7 +382,9 @@ __all__ = [
     "per_frame_text",
     "DiTCallState",
     "RopeFrequencyEdit",
+    "WanFrameRope",
     "WanSelfAttnAdapter",
     "wan_rotary",
     "wan_self_attentions",
+    "wan_temporal_frequencies",
 ]
