@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ..methods.base import Method
 
 FAMILIES: Registry[Callable[..., Backbone]] = Registry("freelong.backbones", "model family")
+# diffusers denoiser class name -> ``view(model, pipe=None, trained_frames=None) -> Backbone`` (freelong.enable)
+DENOISER_VIEWS: Registry[Callable[..., Backbone]] = Registry("freelong.denoisers", "diffusers denoiser class")
 
 
 def per_frame_context(ctx: torch.Tensor, batch: int, frames: int, dtype: torch.dtype) -> torch.Tensor:
@@ -104,6 +106,22 @@ class Backbone:
         self.random_init = random_init
         self.weights = dict(weights or {})
         self.description = description
+
+    @classmethod
+    def over(cls, denoiser: nn.Module, name: str, *, native_frames: int, **attrs: Any) -> Backbone:
+        """A view of this family over a live denoiser alone, for installing methods (:func:`freelong.enable`).
+
+        :meth:`attach` and the family's install hooks work on it exactly as on a loaded backbone (they only read
+        ``unet``, ``name``, ``native_frames`` and the family attributes passed in ``attrs``); nothing is loaded or
+        built, and the denoiser's train/grad state is left as it is (``__init__``, which sets eval mode, is not run).
+        """
+        view = cls.__new__(cls)
+        view.name = name
+        view.unet = denoiser
+        view.native_frames = int(native_frames)
+        for key, value in attrs.items():
+            setattr(view, key, value)
+        return view
 
     # -- device and precision ------------------------------------------------------------------
     @property
@@ -192,6 +210,20 @@ class Backbone:
 
     def prepare_attention(self, handle: Handle) -> None:
         """Whatever the layers need before processors go on (a DiT records its token grid); undo goes to ``handle``."""
+
+    def token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
+        """``(T, H, W)`` of the denoiser's ``(B, C, T, H, W)`` input as attention sees it (a DiT: after patching)."""
+        _, _, t, h, w = hidden_states.shape
+        return int(t), int(h), int(w)
+
+    def publish_call(self, call: CallContext | None) -> Callable[[], None]:
+        """Make ``call`` visible to the installed processors until the returned function is called.
+
+        :func:`freelong.enable`'s model hook calls this around every denoiser forward of a diffusers pipeline
+        (:meth:`predict_noise` hands the call to the denoiser itself instead). Families whose denoiser takes the
+        call as an argument (our LaVie and VideoCrafter2 ports) have no other route.
+        """
+        raise NotImplementedError(f"{self.name}: a per-call context can only reach this denoiser through forward()")
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
         """Give every rotary embedding with a ``freq_edit`` slot (LaVie's temporal RoPE) the method's edit."""
@@ -333,6 +365,16 @@ def register_family(family: str) -> Callable[[Callable[..., Backbone]], Callable
         return FAMILIES.register(family, fn)
 
     return deco
+
+
+def denoiser_view(model: nn.Module, pipe: Any = None, trained_frames: int | None = None) -> Backbone:
+    """The family view (:meth:`Backbone.over`) of a diffusers denoiser, found by its class (or a base class) name
+    among the ``freelong.denoisers`` entry points; ValueError naming the class and the supported ones otherwise."""
+    for klass in type(model).__mro__:
+        if klass.__name__ in DENOISER_VIEWS.names():
+            return DENOISER_VIEWS.get(klass.__name__)(model, pipe=pipe, trained_frames=trained_frames)
+    known = ", ".join(DENOISER_VIEWS.names()) or "none (is freelong-bench installed with pip install -e .?)"
+    raise ValueError(f"{type(model).__name__} is not a denoiser freelong can install methods on; supported: {known}")
 
 
 def available_families() -> list[str]:

@@ -24,7 +24,7 @@ from ...attention.context import CallContext
 from ...weights import identity, resolve_model_weights
 from ..base import Backbone, per_frame_context, register_family
 from ..tiny import randomize_, tiny_text_encoder, tiny_tokenizer, tiny_vae
-from .attention import block_level, calling, find_temporal_slots
+from .attention import _CALL, block_level, calling, find_temporal_slots
 
 
 class DiffusersVideoUNet(nn.Module):
@@ -202,6 +202,25 @@ class DiffusersBackbone(Backbone):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "diffusers_pipeline": self.pipeline_class}
 
+    def publish_call(self, call: CallContext | None):
+        token = _CALL.set(call)
+        return lambda: _CALL.reset(token)
+
+
+# diffusers' UNet class -> (family, pipeline, per-frame text, native frames of the released models)
+UNET_FAMILIES = {"UNetMotionModel": ("animatediff", "AnimateDiffPipeline", True, 16),
+                 "UNet3DConditionModel": ("modelscope", "TextToVideoSDPipeline", False, 16)}
+
+
+def denoiser_view(unet: nn.Module, pipe: Any = None, trained_frames: int | None = None) -> DiffusersBackbone:
+    """A :class:`DiffusersBackbone` view over a live ``UNetMotionModel`` / ``UNet3DConditionModel``
+    (``freelong.enable``): the UNet wrapped as :class:`DiffusersVideoUNet` (which finds its temporal slots)."""
+    family, pipeline_class, per_frame, native = UNET_FAMILIES[type(unet).__name__]
+    native = trained_frames or native
+    return DiffusersBackbone.over(DiffusersVideoUNet(unet, per_frame, native), type(unet).__name__,
+                                  native_frames=native, family=family, pipeline_class=pipeline_class,
+                                  vae=getattr(pipe, "vae", None))
+
 
 # ----------------------------------------------------------------------------------------------
 # Checks that run on configs only (before any weight is read)
@@ -341,4 +360,5 @@ def build_modelscope(cfg: DictConfig, weights_dir: str | None = None) -> Backbon
                              pipeline_class="TextToVideoSDPipeline", **common)
 
 
-__all__ = ["DiffusersBackbone", "DiffusersVideoUNet", "build_animatediff", "build_modelscope", "check_motion_adapter"]
+__all__ = ["UNET_FAMILIES", "DiffusersBackbone", "DiffusersVideoUNet", "denoiser_view",
+           "build_animatediff", "build_modelscope", "check_motion_adapter"]

@@ -131,6 +131,19 @@ class WanBackbone(Backbone):
         native = self.latent_frames(self.native_frames)
         handle.set_attr(self.unet, "rope", RopeFrequencyEdit(self.unet.rope, method.rope_frequencies, native))
 
+    def token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
+        p_t, p_h, p_w = self.unet.config.patch_size
+        _, _, t, h, w = hidden_states.shape
+        return t // p_t, h // p_h, w // p_w
+
+    def publish_call(self, call: CallContext | None):
+        previous, self.call_state.call = self.call_state.call, call
+
+        def retract() -> None:
+            self.call_state.call = previous
+
+        return retract
+
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
         """``eps_u + w (eps_c - eps_u)`` of the flow prediction, with two transformer calls as WanPipeline.
 
@@ -190,6 +203,18 @@ class WanBackbone(Backbone):
         """diffusers' ``WanPipeline`` components (for parity checks): ``WanPipeline(**components)``."""
         return {"transformer": self.unet, "vae": self.vae, "text_encoder": self.text_encoder,
                 "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("unipc")}
+
+
+NATIVE_FRAMES = 81  # Wan2.1 / Wan2.2 A14B T2V: 81 frames (21 latent frames)
+
+
+def denoiser_view(transformer, pipe=None, trained_frames: int | None = None) -> WanBackbone:
+    """A :class:`WanBackbone` view over a live ``WanTransformer3DModel`` (``freelong.enable``): its own
+    :class:`DiTCallState`, the pipeline's VAE and temporal compression when a pipeline is given."""
+    compression = int(getattr(pipe, "vae_scale_factor_temporal", None) or TEMPORAL_COMPRESSION)
+    return WanBackbone.over(transformer, type(transformer).__name__, native_frames=trained_frames or NATIVE_FRAMES,
+                            family="wan", call_state=DiTCallState(), temporal_compression=compression,
+                            vae=getattr(pipe, "vae", None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,5 +301,6 @@ def folder_identity(folder: Path) -> dict[str, Any]:
     return {"path": str(folder), "files": {str(p.relative_to(folder)): p.stat().st_size for p in files}}
 
 
-__all__ = ["WanBackbone", "build_wan", "check_wan_frames", "latent_frame_count", "load_wan_parts",
+__all__ = ["NATIVE_FRAMES", "WanBackbone", "build_wan", "denoiser_view",
+           "check_wan_frames", "latent_frame_count", "load_wan_parts",
            "tiny_umt5_tokenizer", "tiny_wan_parts"]

@@ -1,0 +1,431 @@
+"""freelong.enable(pipe, method): methods inside unmodified diffusers pipelines (WanPipeline, AnimateDiffPipeline,
+TextToVideoSDPipeline) equal LongVideoPipeline over the same modules; disable() restores diffusers bit for bit."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import freelong
+from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong.methods import Method
+
+PROMPT = "a red fox runs through snow"
+
+# (method, params) per family, at lengths where every window is shorter than the video (so each method acts)
+WAN_METHODS = [
+    ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": [], "blend_steps": 1}),
+    ("freenoise", {"window": 3, "stride": 1}),
+    ("sliding_window", {"window": 3, "stride": 1}),
+    ("freelong_pp", {"local_only_levels": []}),
+    ("riflex", {"k": 1}),
+]
+UNET_METHODS = [
+    ("freelong", {"window": 8, "blend_steps": 1}),
+    ("freenoise", {"window": 8, "stride": 4}),
+    ("freenoise", {"window": 8, "stride": 4, "fusion": "block"}),
+    ("sliding_window", {"window": 8, "stride": 4}),
+    ("freelong_pp", {"native_frames": 6}),  # the 12-frame test video is 2x this "native" length
+]
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return load_backbone("wan_tiny")
+
+
+@pytest.fixture(scope="module")
+def animatediff():
+    return load_backbone("animatediff_tiny")
+
+
+@pytest.fixture(scope="module")
+def modelscope():
+    return load_backbone("modelscope_tiny")
+
+
+class Case:
+    """One backbone, diffusers' own pipeline over its very modules, and how both are called."""
+
+    def __init__(self, bb):
+        self.bb = bb
+        self.is_wan = bb.name.startswith("wan")
+        if self.is_wan:
+            from diffusers import WanPipeline
+
+            self.pipe = WanPipeline(**bb.components)
+            self.pipe.set_progress_bar_config(disable=True)
+            self.size = dict(num_frames=41, height=32, width=48)   # 11 latent frames, native 6
+            self.trained = 21
+        else:
+            self.pipe = bb.diffusers_pipeline()
+            self.size = dict(num_frames=12, height=32, width=32)
+            self.trained = None
+        self.guidance = 5.0 if self.is_wan else bb.sampling["guidance_scale"]
+        self.cond, self.uncond = bb.encode_text([PROMPT]), bb.encode_text([""])
+
+    def latents(self, method, seed=1):
+        return freelong.prepare_latents(self.pipe, method, generator=torch.Generator().manual_seed(seed),
+                                        trained_frames=self.trained, **self.size)
+
+    def theirs(self, latents, steps=2):
+        return self.pipe(prompt_embeds=self.cond, negative_prompt_embeds=self.uncond, latents=latents.clone(),
+                         num_inference_steps=steps, guidance_scale=self.guidance, output_type="latent",
+                         **self.size).frames
+
+    def ours(self, method, latents, steps=2):
+        return LongVideoPipeline(self.bb, method, progress=False)(
+            PROMPT, num_inference_steps=steps, guidance_scale=self.guidance, latents=latents.clone(),
+            output_type="latent", **self.size)
+
+
+@pytest.fixture(scope="module")
+def cases(wan, animatediff, modelscope):
+    return {"wan": Case(wan), "animatediff": Case(animatediff), "modelscope": Case(modelscope)}
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _params(family):
+    return WAN_METHODS if family == "wan" else UNET_METHODS
+
+
+@pytest.mark.parametrize("family", ["wan", "animatediff", "modelscope"])
+@torch.no_grad()
+def test_enable_equals_long_video_pipeline_and_disable_restores(cases, family, one_thread):
+    """Every attention/position/noise method, in the unmodified pipeline: the final latents of
+    ``pipe(...)`` after ``enable`` equal LongVideoPipeline's over the same modules, latents and embeddings;
+    after ``disable()`` the pipeline equals the never-enabled one bit for bit."""
+    case = cases[family]
+    methods = [get_method(name, **params) for name, params in _params(family)]
+    # the method's own noise (FreeNoise shuffle, FreeLong++'s SpecMix, ...), and the never-enabled pipeline on it
+    latents = [case.latents(m) for m in methods]
+    never = [case.theirs(lat) for lat in latents]
+    for method, lat, ref in zip(methods, latents, never):
+        handle = freelong.enable(case.pipe, method, trained_frames=case.trained)
+        enabled = case.theirs(lat)
+        handle.disable()
+        assert torch.equal(case.theirs(lat), ref), method.describe()  # disable(): diffusers' own, bit for bit
+        assert _rel(enabled, case.ours(method, lat)) < 1e-6, method.describe()
+        # the method acted: it differs from diffusers' attention on the same latents
+        assert _rel(enabled, ref) > (1e-6 if method.name == "riflex" else 1e-4), method.describe()
+
+
+def test_prepare_latents_equals_the_pipeline_noise(cases):
+    for family, case in cases.items():
+        for name, params in _params(family):
+            method = get_method(name, **params)
+            pipe = LongVideoPipeline(case.bb, method, progress=False)
+            lat = pipe.backbone.latent_frames(case.size["num_frames"])
+            ref = pipe.prepare_latents(case.size["num_frames"], case.size["height"], case.size["width"],
+                                       torch.Generator().manual_seed(4))
+            if family == "wan":  # the tiny model's native length is 21 frames; the default is Wan2.1's 81
+                got = freelong.prepare_latents(case.pipe, method, generator=torch.Generator().manual_seed(4),
+                                               trained_frames=21, **case.size)
+            else:
+                got = freelong.prepare_latents(case.pipe, name, generator=torch.Generator().manual_seed(4),
+                                               **case.size) if not params else freelong.prepare_latents(
+                    case.pipe, method, generator=torch.Generator().manual_seed(4), **case.size)
+            assert got.shape[2] == lat and torch.equal(got, ref), (family, name)
+
+
+@torch.no_grad()
+def test_the_step_index_reaches_the_processors(cases, one_thread):
+    """FreeLong's blend_steps switches the global branch off from step 1: with the step published correctly the
+    result equals LongVideoPipeline's, which differs from never switching (blend_steps=None)."""
+    for family in ("wan", "animatediff"):
+        case = cases[family]
+        base = dict(_params(family)[0][1])
+        latents = case.latents(get_method("direct"))
+        results = {}
+        for blend in (1, None):
+            with freelong.enable(case.pipe, "freelong", trained_frames=case.trained, **{**base, "blend_steps": blend}):
+                results[blend] = case.theirs(latents, steps=3)
+        assert _rel(results[1], results[None]) > 1e-4
+        ours = case.ours(get_method("freelong", **{**base, "blend_steps": 1}), latents, steps=3)
+        assert _rel(results[1], ours) < 1e-6
+
+
+def test_disable_puts_back_the_very_objects(cases):
+    for family, case in cases.items():
+        model = case.pipe.transformer if family == "wan" else case.pipe.unet
+        procs = dict(model.attn_processors)
+        own = {k: model.__dict__.get(k) for k in ("forward", "rope", "_diffusers_hook")}
+        hooks = (len(model._forward_pre_hooks), len(model._forward_hooks))
+        method = get_method("riflex") if family == "wan" else get_method("freelong", window=8)
+        with freelong.enable(case.pipe, method, trained_frames=case.trained) as handle:
+            assert handle.attached and "enabled" in repr(handle)
+            assert any(model.attn_processors[k] is not procs[k] for k in procs) or family == "wan"
+        after = model.attn_processors
+        assert after.keys() == procs.keys() and all(after[k] is procs[k] for k in procs)
+        assert {k: model.__dict__.get(k) for k in ("forward", "rope", "_diffusers_hook")} == own
+        assert (len(model._forward_pre_hooks), len(model._forward_hooks)) == hooks
+        registry = getattr(model, "_diffusers_hook", None)
+        assert registry is None or registry.get_hook("freelong_bench::enable") is None
+
+
+def test_riflex_swaps_wan_rope_and_disable_puts_it_back(cases):
+    model = cases["wan"].pipe.transformer
+    rope = model.rope
+    with freelong.enable(cases["wan"].pipe, "riflex"):
+        assert model.rope is not rope and model.rope.inner is rope
+    assert model.rope is rope
+
+
+@torch.no_grad()
+def test_two_pipelines_with_different_methods_do_not_interfere(cases, one_thread):
+    wan, ad = cases["wan"], cases["animatediff"]
+    m_wan = get_method("sliding_window", window=3, stride=1)
+    m_ad = get_method("freelong", window=8, blend_steps=1)
+    lw, la = wan.latents(get_method("direct")), ad.latents(get_method("direct"))
+    with freelong.enable(wan.pipe, m_wan, trained_frames=21):
+        alone_w = wan.theirs(lw)
+    with freelong.enable(ad.pipe, m_ad):
+        alone_a = ad.theirs(la)
+    with freelong.enable(wan.pipe, m_wan, trained_frames=21), freelong.enable(ad.pipe, m_ad):
+        both_a = ad.theirs(la)
+        both_w = wan.theirs(lw)
+        both_a2 = ad.theirs(la)
+    assert torch.equal(both_w, alone_w) and torch.equal(both_a, alone_a) and torch.equal(both_a2, alone_a)
+
+
+def test_enabling_twice_is_refused(cases):
+    case = cases["animatediff"]
+    with freelong.enable(case.pipe, "freelong", window=8):
+        with pytest.raises(ValueError, match="already installed on unet"):
+            freelong.enable(case.pipe, "sliding_window", window=8)
+    with freelong.enable(case.pipe, "sliding_window", window=8):  # after disable it can be enabled again
+        pass
+    with case.bb.attach(get_method("freelong", window=8)):  # installed by LongVideoPipeline's installer
+        with pytest.raises(ValueError, match="already installed"):
+            freelong.enable(case.pipe, "freelong", window=8)
+
+
+@dataclass
+class _LoopMethod(Method):
+    levels = ("sampling loop",)
+    rounds: int = 2
+
+
+def test_methods_that_own_the_sampling_loop_need_our_pipeline(cases):
+    case = cases["wan"]
+    with pytest.raises(ValueError, match=r"own sampling loop; it needs freelong.LongVideoPipeline"):
+        freelong.enable(case.pipe, _LoopMethod())
+    with pytest.raises(ValueError, match="needs freelong.LongVideoPipeline"):
+        freelong.prepare_latents(case.pipe, _LoopMethod(), num_frames=21, height=32, width=48)
+    assert "_diffusers_hook" not in case.pipe.transformer.__dict__ or \
+        case.pipe.transformer._diffusers_hook.get_hook("freelong_bench::enable") is None
+
+
+def test_refusals_name_the_problem(cases):
+    with pytest.raises(ValueError, match="method=riflex edits temporal RoPE"):
+        freelong.enable(cases["animatediff"].pipe, "riflex")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        freelong.enable(cases["wan"].pipe, "freelong", windw=3)
+    with pytest.raises(ValueError, match="Linear is not a denoiser freelong can install methods on"):
+        freelong.enable(torch.nn.Linear(2, 2), "freelong")
+    with pytest.raises(ValueError, match="has no denoiser"):
+        freelong.enable(object(), "freelong")
+
+
+@torch.no_grad()
+def test_window_larger_than_the_video_fails_at_the_first_forward(cases, one_thread):
+    case = cases["wan"]
+    with freelong.enable(case.pipe, "freelong", window=21):  # 11 latent frames
+        with pytest.raises(ValueError, match=r"method.window=21 is larger than num_frames=11"):
+            case.theirs(case.latents(get_method("direct")), steps=1)
+
+
+@torch.no_grad()
+def test_a_bare_model_counts_steps_from_its_timesteps(cases, one_thread):
+    """Without a pipeline (or a cache context) the step index comes from timestep changes; a rise starts a call."""
+    model = cases["animatediff"].pipe.unet
+    seen = []
+    handle = freelong.enable(model, "freelong", window=8)
+    view = handle.views["model"]
+    original = view.publish_call
+
+    def spy(call):
+        seen.append(None if call.step_index is None else int(call.step_index))
+        return original(call)
+
+    view.publish_call = spy
+    x = torch.randn(1, 4, 12, 4, 4)
+    text = cases["animatediff"].cond.repeat_interleave(12, dim=0)
+    try:
+        for t in (900, 600, 300, 900, 600):
+            model(x, t, encoder_hidden_states=text)
+    finally:
+        handle.disable()
+    assert seen == [0, 1, 2, 0, 1]
+
+
+@torch.no_grad()
+def test_coexists_with_an_accelerate_offload_hook_in_either_order(cases, one_thread):
+    """accelerate's hooks (enable_model_cpu_offload uses them) replace forward: the method keeps working whichever
+    was installed first, and disable() leaves accelerate's wrapper in place."""
+    from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+
+    case = cases["animatediff"]
+    model = case.pipe.unet
+    method = get_method("freelong", window=8, blend_steps=1)
+    latents = case.latents(get_method("direct"))
+    with freelong.enable(case.pipe, method):
+        ref = case.theirs(latents)
+    plain = case.theirs(latents)
+    for enable_first in (True, False):
+        if enable_first:
+            handle = freelong.enable(case.pipe, method)
+            add_hook_to_module(model, ModelHook())
+            accelerate_forward = model.__dict__["forward"]
+        else:
+            add_hook_to_module(model, ModelHook())
+            accelerate_forward = model.__dict__["forward"]
+            handle = freelong.enable(case.pipe, method)
+        assert torch.equal(case.theirs(latents), ref)
+        assert torch.equal(case.theirs(latents), ref)  # still on after a whole call
+        handle.disable()
+        assert model.__dict__["forward"] is accelerate_forward and hasattr(model, "_hf_hook")
+        assert torch.equal(case.theirs(latents), plain)
+        remove_hook_from_module(model)
+    assert torch.equal(case.theirs(latents), plain)
+
+
+@torch.no_grad()
+def test_coexists_with_a_diffusers_cache_hook(cases, one_thread):
+    from diffusers import FirstBlockCacheConfig
+
+    case = cases["wan"]
+    model = case.pipe.transformer
+    latents = case.latents(get_method("direct"))
+    plain = case.theirs(latents)
+    model.enable_cache(FirstBlockCacheConfig(threshold=0.0))  # threshold 0: never reuses, so nothing changes
+    method = get_method("sliding_window", window=3, stride=1)
+    try:
+        assert torch.equal(case.theirs(latents), plain)
+        with freelong.enable(case.pipe, method, trained_frames=21):  # freelong disabled first
+            cached = case.theirs(latents)
+        handle = freelong.enable(case.pipe, method, trained_frames=21)
+        model.disable_cache()  # the cache disabled first
+        uncached = case.theirs(latents)
+        handle.disable()
+    finally:
+        if getattr(model, "_cache_config", None) is not None:
+            model.disable_cache()
+    assert torch.equal(cached, uncached)
+    assert torch.equal(case.theirs(latents), plain)
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_compiled_transformer_does_not_recompile_per_step(wan, one_thread):
+    """torch.compile over Wan's repeated blocks with FreeLong enabled: every graph is compiled during the first
+    step; the later steps (new step index, timestep, sigma, both guidance branches) compile nothing."""
+    from diffusers import WanPipeline
+    from torch._dynamo.testing import CompileCounter
+
+    case = Case(wan)
+    pipe = WanPipeline(**{**wan.components, "transformer": _copy_transformer(wan)})
+    pipe.set_progress_bar_config(disable=True)
+    case.pipe = pipe
+    latents = case.latents(get_method("direct"))
+    method = get_method("freelong", window=3, noise_stride=1, local_only_levels=[])
+    with freelong.enable(pipe, method, trained_frames=21):
+        eager = case.theirs(latents, steps=4)
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        pipe.transformer.compile_repeated_blocks(backend=counter)
+        counts = []
+        pipe_kwargs = dict(callback_on_step_end=lambda p, i, t, kw: counts.append(counter.frame_count) or kw)
+        out = pipe(prompt_embeds=case.cond, negative_prompt_embeds=case.uncond, latents=latents.clone(),
+                   num_inference_steps=4, guidance_scale=case.guidance, output_type="latent", **case.size,
+                   **pipe_kwargs).frames
+        again = counter.frame_count
+        case.theirs(latents, steps=4)
+    assert counts[0] > 0
+    assert counts == [counts[0]] * 4 and counter.frame_count == again == counts[0]
+    assert torch.allclose(out, eager, atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+
+
+def _copy_transformer(wan):
+    import copy
+
+    return copy.deepcopy(wan.transformer)
+
+
+@torch.no_grad()
+def test_every_denoiser_of_a_two_expert_pipeline_gets_the_method(wan, one_thread):
+    """Wan2.2-style ``transformer_2`` (the low-noise expert below ``boundary_ratio``; here steps 3-4 of 4): both
+    experts get the method with their own state and the pipeline's global step index (blend_steps=2 switches at the
+    hand-over). With identical expert weights the two-expert pipeline equals the one-expert one."""
+    import copy
+
+    from diffusers import WanPipeline
+
+    case = Case(wan)
+    single = case.pipe
+    two = WanPipeline(**wan.components, transformer_2=copy.deepcopy(wan.transformer), boundary_ratio=0.8)
+    two.set_progress_bar_config(disable=True)
+    method = get_method("freelong", window=3, noise_stride=1, local_only_levels=[], blend_steps=2)
+    latents = case.latents(method)
+    with freelong.enable(single, method, trained_frames=21):
+        ref = case.theirs(latents, steps=4)
+    case.pipe = two
+    calls = []
+    counter = two.transformer_2.register_forward_pre_hook(lambda *a: calls.append(1))
+    with freelong.enable(two, method, trained_frames=21) as handle:
+        assert set(handle.denoisers) == {"transformer", "transformer_2"}
+        got = case.theirs(latents, steps=4)
+    counter.remove()
+    assert 0 < len(calls) < 8  # the low-noise expert ran some of the 4 steps (x2 guidance branches)
+    assert _rel(got, ref) < 1e-6
+    assert _rel(case.theirs(latents, steps=4), ref) > 1e-4
+
+
+@torch.no_grad()
+def test_coexists_with_diffusers_model_cpu_offload(cases, one_thread):
+    """``pipe.enable_model_cpu_offload`` (device "cpu" here) re-installs accelerate's hooks at the end of every
+    call: the method stays on over several calls whichever came first, and disable() leaves offloading working."""
+    case = cases["animatediff"]
+    model = case.pipe.unet
+    method = get_method("freelong", window=8, blend_steps=1)
+    latents = case.latents(get_method("direct"))
+    with freelong.enable(case.pipe, method):
+        ref = case.theirs(latents)
+    plain = case.theirs(latents)
+    try:
+        for enable_first in (True, False):
+            if enable_first:
+                handle = freelong.enable(case.pipe, method)
+                case.pipe.enable_model_cpu_offload(device="cpu")
+            else:
+                case.pipe.enable_model_cpu_offload(device="cpu")
+                handle = freelong.enable(case.pipe, method)
+            for _ in range(2):
+                assert torch.equal(case.theirs(latents), ref), enable_first
+            handle.disable()
+            assert hasattr(model, "_hf_hook")
+            assert torch.equal(case.theirs(latents), plain)
+            case.pipe.remove_all_hooks()
+    finally:
+        case.pipe.remove_all_hooks()
+    assert torch.equal(case.theirs(latents), plain)
+
+
+@torch.no_grad()
+def test_state_resets_at_the_end_of_each_pipeline_call(cases, one_thread):
+    """WanPipeline ends every call with maybe_free_model_hooks → reset_state: the hook forgets the call."""
+    from freelong.enable import HOOK_NAME
+
+    case = cases["wan"]
+    seen = []
+    with freelong.enable(case.pipe, "direct", trained_frames=21):
+        hook = case.pipe.transformer._diffusers_hook.get_hook(HOOK_NAME)
+        original = hook.view.publish_call
+        hook.view.publish_call = lambda call: seen.append((hook.checked_frames, call.extra["branch"])) or original(call)
+        case.theirs(case.latents(get_method("direct")), steps=1)
+        assert hook.checked_frames is None and hook.context._context is None
+    assert seen == [(11, "cond"), (11, "uncond")]
