@@ -143,25 +143,39 @@ def context_degree(model: torch.nn.Module) -> int:
     return int(cp.ring_degree * cp.ulysses_degree) if cp is not None else 1
 
 
-def enable_context_parallel(backbone: Any, degree: int) -> None:
-    """Split ``backbone``'s denoiser over ``degree`` ranks (Ulysses) with diffusers' ``enable_parallelism``.
+def enable_context_parallel(target: Any, degree: int) -> None:
+    """Split a denoiser over ``degree`` ranks (Ulysses) with diffusers' ``enable_parallelism``.
 
-    The process group must exist with exactly ``degree`` ranks. Refuses (ValueError, one line) a backbone
-    whose denoiser has no diffusers context-parallel plan, and head counts ``degree`` does not divide. Methods
-    attached before or after cooperate (their processors carry the parallel config of the one they replace).
+    ``target``: a :class:`~freelong.models.base.Backbone` (its ``unet``), a diffusers pipeline (its ``transformer``
+    and ``transformer_2``, for ``freelong.enable``) or the denoiser itself. The process group must exist with exactly
+    ``degree`` ranks. Refuses (ValueError, one line) a denoiser without a diffusers context-parallel plan, and head
+    counts ``degree`` does not divide. Methods attached before or after cooperate (their processors carry the
+    parallel config of the one they replace).
     """
-    from diffusers import ContextParallelConfig
-
-    model = backbone.unet
     if degree == 1:
         return
+    if not isinstance(target, torch.nn.Module) and not hasattr(target, "unet"):  # a pipeline
+        denoisers = [getattr(target, a) for a in ("transformer", "transformer_2")
+                     if isinstance(getattr(target, a, None), torch.nn.Module)]
+        if not denoisers:
+            raise ValueError(f"parallel.context={degree}: {type(target).__name__} has no transformer to split")
+        for model in denoisers:
+            _enable(model, type(model).__name__, degree)
+        return
+    model = target if isinstance(target, torch.nn.Module) else target.unet
+    _enable(model, getattr(target, "name", type(model).__name__), degree)
+
+
+def _enable(model: torch.nn.Module, name: str, degree: int) -> None:
+    from diffusers import ContextParallelConfig
+
     if getattr(model, "_cp_plan", None) is None:
-        raise ValueError(f"parallel.context={degree}: {backbone.name}'s denoiser ({type(model).__name__}) has no "
+        raise ValueError(f"parallel.context={degree}: {name}'s denoiser ({type(model).__name__}) has no "
                          f"diffusers context-parallel plan; families that have one: "
                          f"{', '.join(CONTEXT_PARALLEL_FAMILIES)}")
     heads = getattr(model.config, "num_attention_heads", None)
     if heads is not None and heads % degree:
-        raise ValueError(f"parallel.context={degree} must divide the attention heads of {backbone.name} ({heads})")
+        raise ValueError(f"parallel.context={degree} must divide the attention heads of {name} ({heads})")
     if world_size() != degree:
         raise ValueError(f"parallel.context={degree} needs {degree} processes in the group, found {world_size()} "
                          f"(launch: python -m torch.distributed.run --nproc_per_node {degree} ...)")

@@ -38,7 +38,30 @@ def sample_all(backbone) -> dict[str, torch.Tensor]:
         out[name] = pipe("a red fox runs", **SHAPE, num_inference_steps=2, seed=3, output_type="latent")
     pipe = LongVideoPipeline(backbone, get_method("freelong", window=5), progress=False)
     out["multi_prompt"] = pipe(MULTI_PROMPT, **SHAPE, num_inference_steps=2, seed=3, output_type="latent")
+    out["enable"] = through_enable(split=parallel.context_degree(backbone.unet) > 1)
     return out
+
+
+def through_enable(split: bool) -> torch.Tensor:
+    """FreeLong through ``freelong.enable`` in diffusers' own, unmodified WanPipeline (split: the pipeline's
+    transformer split over the ranks by ``enable_context_parallel(pipe, N)``)."""
+    from diffusers import WanPipeline
+
+    import freelong
+
+    backbone = load_backbone("wan_tiny")
+    pipe = WanPipeline(**backbone.components)
+    pipe.set_progress_bar_config(disable=True)
+    if split:
+        parallel.enable_context_parallel(pipe, parallel.world_size())
+        if parallel.context_degree(pipe.transformer) != parallel.world_size():
+            raise RuntimeError("the pipeline's transformer was not split")
+    cond, uncond = backbone.encode_text(["a red fox runs"]), backbone.encode_text([""])
+    with freelong.enable(pipe, "freelong", window=5, trained_frames=21) as fl:
+        latents = freelong.prepare_latents(pipe, fl.method, generator=torch.Generator().manual_seed(2),
+                                           trained_frames=21, **SHAPE)
+        return pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, latents=latents, num_inference_steps=2,
+                    guidance_scale=5.0, output_type="latent", **SHAPE).frames
 
 
 def refusal(backbone) -> str:

@@ -52,8 +52,9 @@ def test_every_method_on_two_ranks_equals_one_process(two_ranks):
     from tests.core.parallel_worker import METHODS
 
     assert two_ranks["degree"] == 2
-    assert set(two_ranks["split"]) == {*METHODS, "bare", "multi_prompt"}
-    # "bare": diffusers' own processors, one forward; "multi_prompt": FreeLong on a two-prompt video
+    assert set(two_ranks["split"]) == {*METHODS, "bare", "multi_prompt", "enable"}
+    # "bare": diffusers' own processors, one forward; "multi_prompt": FreeLong on a two-prompt video;
+    # "enable": FreeLong through freelong.enable in diffusers' own WanPipeline
     for name, ref in two_ranks["reference"].items():
         got = two_ranks["split"][name]
         assert got.shape == ref.shape == (1, 4, 9, 4, 6)
