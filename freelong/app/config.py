@@ -198,6 +198,9 @@ def check_parallel(cfg: DictConfig) -> None:
     check_context_parallel(cfg.model, degree)
     if degree == 1:
         return
+    if cfg.get("analysis", {}).get("task"):
+        raise ValueError(f"parallel.context={degree} splits generation; analysis.task={cfg.analysis.task} runs in "
+                         f"one process (parallel.context=1)")
     if launched_world_size() != degree:
         raise ValueError(f"parallel.context={degree} needs {degree} processes, found {launched_world_size()}: launch "
                          f"with python -m torch.distributed.run --nproc_per_node {degree} run.py ... "

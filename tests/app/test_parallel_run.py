@@ -75,6 +75,7 @@ def test_parallel_context_defaults_to_one(compose_cfg):
     # 33 frames -> 9 latent frames x (32/16) x (48/16) = 54 tokens; 4 heads would pass, 54 % 4 does not
     (["model=wan_tiny", "model.unet.num_attention_heads=4", "model.unet.attention_head_dim=6", "parallel.context=4"],
      "4", r"parallel.context=4 must divide the number of latent tokens T'\*H'\*W' = 54"),
+    (["model=wan_tiny", "experiment=snr_vs_length"], "2", r"parallel.context=2 splits generation; analysis.task="),
 ])
 def test_bad_parallel_settings_are_one_line_naming_the_key(compose_cfg, monkeypatch, overrides, world, message):
     from freelong.app.config import validate_config
