@@ -87,6 +87,10 @@ def end_rank(rank: int, err: BaseException, status: int) -> None:
 def main(cfg: DictConfig) -> None:
     rank = launched_rank()
     if rank is not None:  # one video on several processes: any failure ends this rank, and so the job
+        if rank > 0:  # rank 0 tells the progress; the others only warn
+            import logging
+
+            logging.getLogger("freelong").setLevel(logging.WARNING)
         try:
             dispatch(cfg)
         except USER_ERRORS as err:
