@@ -275,6 +275,7 @@ def registered_families() -> set[str]:
 def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: dict[str, Any], smoke: bool,
                    budget: Budget) -> dict[str, Any]:
     from freelong.methods import get_method
+    from freelong.methods.base import supported_families
 
     cfg = backbone_config(name, smoke)
     if cfg.family not in registered_families():
@@ -286,6 +287,7 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     runner = StepRunner(backbone, args, device)
     native = backbone.latent_frames(backbone.native_frames)  # freelong_pp is bound to the native (latent) length
     methods = [get_method(m).with_native_frames(native) for m in METHODS]
+    methods = [m for m in methods if cfg.family in supported_families(m, [cfg.family])]  # FreePCA: UNets only
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
     out: dict[str, Any] = {"model": name, "family": cfg.family, "unet_parameters_m": params, "dtype": str(dtype),
                            "size": [spec["height"], spec["width"]], "steps": [], "memory": []}
