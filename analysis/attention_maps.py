@@ -241,6 +241,11 @@ class CaptureMethod:
         inner = self.method.with_native_frames(native_frames)
         return self if inner is self.method else CaptureMethod(inner, self.store)
 
+    def model_method(self) -> CaptureMethod:
+        """What the backbone installs (a loop method's inner method), captured as well."""
+        inner = self.method.model_method()
+        return self if inner is self.method else CaptureMethod(inner, self.store)
+
 
 def resolve_layers(unet: nn.Module, layers: Sequence[str | int] | None) -> list[str] | None:
     """Layer names from names or indices into the UNet's temporal layers (module order)."""

@@ -23,6 +23,9 @@ COLUMNS = {dim: dimension_label(dim) for dim in TABLE1_DIMS}  # dimension -> Tab
 EXTRA_COLUMNS = {dim: dimension_label(dim) for dim in ("overall_consistency",)}
 PROTOCOL_LABELS = {"standard": "VBench (standard protocol)", "long": "VBench-Long protocol"}
 TIME_COLUMN = "Time (s/step)"
+# Loop-level methods (own sampling loops: a "step" is not comparable) are compared per video as well.
+VIDEO_TIME_COLUMN = "Denoise (s/video)"
+LOOP_METHODS = ("gen_l_video", "fifo", "freeinit")
 PAIR_WEIGHTED = ("subject_consistency", "background_consistency")
 PER_VIDEO_PERCENT = ("imaging_quality",)  # VBench stores these per video on 0-100 already
 
@@ -36,7 +39,7 @@ PAPER_TABLE1 = {
 }
 PAPER_FAMILY = "lavie"
 PAPER_NOTE = "paper: FreeLong Table 1, LaVie, 128 frames, 320x512 (backbone per LongDiff; time unit not stated)"
-METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca")
+METHOD_ORDER = ("direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "freepca", *LOOP_METHODS)
 
 
 def is_random_init(record: dict[str, Any]) -> bool:
@@ -59,6 +62,7 @@ def record_row(rec: dict[str, Any], run_dir: str | None) -> dict[str, Any]:
         "height": rec.get("height"),
         "width": rec.get("width"),
         "median_step_s": (rec.get("timings") or {}).get("median_step_s"),
+        "denoise_s": (rec.get("timings") or {}).get("denoise_s"),
         "wall_time_s": rec.get("wall_time_s"),
         "device_name": rec.get("device_name"),
         "random_init": is_random_init(rec),
@@ -130,6 +134,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         for dim, col in {**COLUMNS, **EXTRA_COLUMNS}.items():
             row[col] = _dimension_percent(group, dim) if dim in group else np.nan
         row[TIME_COLUMN] = float(group["median_step_s"].median()) if group["median_step_s"].notna().any() else np.nan
+        video_s = group["denoise_s"] if "denoise_s" in group else pd.Series(dtype=float)
+        row[VIDEO_TIME_COLUMN] = float(video_s.median()) if video_s.notna().any() else np.nan
         row["n"] = len(group)
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -174,7 +180,8 @@ def display_frame(block: pd.DataFrame, compare: bool = False, reference: bool = 
     """The columns people read: Method, the five dimensions (+ Overall if scored), time, n, the protocol,
     the paper reference (and Δ); ``reference=False`` leaves the paper out (other protocol)."""
     extra = [c for c in EXTRA_COLUMNS.values() if c in block and block[c].notna().any()]
-    cols = ["Method", *COLUMNS.values(), *extra, TIME_COLUMN, "n", "Protocol"]
+    video = [VIDEO_TIME_COLUMN] if "method" in block and block["method"].isin(LOOP_METHODS).any() else []
+    cols = ["Method", *COLUMNS.values(), *extra, TIME_COLUMN, *video, "n", "Protocol"]
     out = block[[c for c in cols if c in block]].copy()
     if not reference:
         return out

@@ -126,8 +126,7 @@ def _make_hook_class():
                 self.method.check_frames(frames)
                 self.checked_frames = frames
             cache = self.context._context
-            t_val = float(torch.as_tensor(t).max()) if t is not None else None
-            step, num_steps = self._step(cache, t_val)
+            step, num_steps = self._step(cache, t)
             extra: dict[str, Any] = {"branch": self._branch(cache)}
             if t is not None:
                 extra["timestep"] = torch.as_tensor(t)
@@ -143,9 +142,11 @@ def _make_hook_class():
                 self._retract.pop()()
             return output
 
-        def _step(self, cache, t: float | None) -> tuple[int | None, int | None]:
+        def _step(self, cache, timestep: Any) -> tuple[int | None, int | None]:
             if cache is not None and cache.step_index is not None:
                 return int(cache.step_index), cache.num_inference_steps
+            # the UNet pipelines give no context: the timestep's place in the schedule (a device sync on a GPU)
+            t = float(torch.as_tensor(timestep).max()) if timestep is not None else None
             timesteps = getattr(getattr(self.pipe, "scheduler", None), "timesteps", None)
             if t is not None and isinstance(timesteps, torch.Tensor):
                 hits = (timesteps.float().cpu() == t).nonzero()

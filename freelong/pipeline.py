@@ -2,8 +2,11 @@
 
 Stages (diffusers-style): 1. check inputs, 2. encode the prompt (a string, or prompt segments for a
 multi-prompt video, :mod:`freelong.prompts`), 3. the method's initial noise,
-4. attach the method, 5. denoise with classifier-free guidance (a progress bar; every UNet call
-carries the step index to the temporal-attention processors), 6. detach, 7. decode in frame
+4. attach the method, 5. denoise with classifier-free guidance: the method's sampling loop
+(:mod:`freelong.sampling`; the standard ``for t in timesteps`` loop unless the method owns the loop, as
+Gen-L-Video, FIFO-Diffusion and FreeInit do) calls a guided denoiser on the whole video or on windows, with a
+scalar or per-frame timestep, and every call carries the step index (and a window's frames) to the
+temporal-attention processors, 6. detach, 7. decode in frame
 chunks so decoder memory does not grow with the frame count, 8. uint8 video.
 """
 
@@ -17,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .attention.context import CallContext
 from .methods import Method, get_method
 from .models.base import Backbone
 from .prompts import MultiPrompt, PromptSchedule, encode_prompt_schedule, parse_prompt
+from .sampling import LoopContext, SamplingLoop, StandardLoop
 
 log = logging.getLogger("freelong")
 
@@ -110,12 +113,33 @@ class LongVideoPipeline:
         return encode_prompt_schedule(parsed, num_frames, self.backbone.encode_text, injection)
 
     def prepare_latents(
-        self, num_frames: int, height: int, width: int, generator: torch.Generator, method: Method | None = None
+        self, num_frames: int, height: int, width: int, generator: torch.Generator, method: Method | None = None,
+        loop: SamplingLoop | None = None,
     ) -> torch.Tensor:
         factor = self.backbone.vae_scale_factor
         frames = self.backbone.latent_frames(num_frames)
+        if loop is not None:  # FIFO draws one window of noise (its base video), not the whole length
+            frames = loop.noise_frames(frames)
         shape = (1, self.backbone.latent_channels, frames, height // factor, width // factor)
         return (method or self.method).init_noise(shape, generator=generator, dtype=torch.float32)
+
+    def denoiser(self, cond: Any, uncond: Any, guidance: float):
+        """The guided ε̂ the loops call on a window: the step's conditioning (a prompt schedule at its step), cut
+        to the window's frames (``cond_index``) when it is per-frame, and the window's frame indices and
+        per-frame timesteps handed to the processors through the :class:`CallContext`."""
+        bb = self.backbone
+
+        def denoise(x, t, *, step_index=None, num_steps=None, frame_index=None, cond_index=None):
+            c = cond.at(step_index or 0, num_steps or 1) if isinstance(cond, PromptSchedule) else cond
+            if cond_index is not None:
+                c = _frames_of(c, cond_index)
+            t = torch.as_tensor(t).to(bb.device)
+            call = CallContext(step_index=step_index, num_steps=num_steps, frame_index=frame_index,
+                               timesteps=t if t.ndim == 1 else None,
+                               extra={"timestep": float(t)} if t.ndim == 0 else {})  # FreePCA's threshold
+            return bb.predict_noise(x, t, c, uncond, guidance, call)
+
+        return denoise
 
     # -- the call -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -166,33 +190,24 @@ class LongVideoPipeline:
         stats.encode_s = time.perf_counter() - t_start
 
         # 3. noise (drawn on the CPU so a seed gives the same video on any device)
+        loop = method.sampling_loop(bb.latent_frames(bb.native_frames)) or StandardLoop()
         scheduler = bb.make_scheduler(sampler)
-        scheduler.set_timesteps(steps)
         generator = torch.Generator("cpu").manual_seed(int(seed))
         if latents is None:
-            latents = self.prepare_latents(num_frames, height, width, generator, method)
+            latents = self.prepare_latents(num_frames, height, width, generator, method, loop)
         latents = (latents * scheduler.init_noise_sigma).to(bb.device, torch.float32)
         step_kwargs: dict[str, Any] = bb.scheduler_step_kwargs(sampler, generator, eta)
 
-        # 4-6. denoise with the method attached
+        # 4-6. denoise with the method attached; the loop level (freelong.sampling) owns the iteration
         t0 = time.perf_counter()
-        handle = bb.attach(method)
+        ctx = LoopContext(
+            denoise=self.denoiser(cond, uncond, guidance), make_scheduler=lambda: bb.make_scheduler(sampler),
+            num_inference_steps=steps, num_frames=bb.latent_frames(num_frames), step_kwargs=step_kwargs,
+            generator=generator, callback=callback,
+            progress=self.progress, desc=f"{method.name} {num_frames}f", step_s=stats.step_s)
+        handle = bb.attach(method.model_method())
         try:
-            timesteps = scheduler.timesteps
-            bar = tqdm(timesteps, desc=f"{method.name} {num_frames}f", disable=not self.progress, leave=False)
-            for i, t in enumerate(bar):
-                ts = time.perf_counter()
-                call = CallContext(step_index=i, num_steps=len(timesteps), extra={"timestep": float(t)})
-                model_in = scheduler.scale_model_input(latents, t)
-                cond_i = cond.at(i, len(timesteps)) if isinstance(cond, PromptSchedule) else cond
-                eps = bb.predict_noise(model_in, t.to(bb.device), cond_i, uncond, guidance, call)
-                prev = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-                if callback is not None:
-                    callback({"step_index": i, "timestep": int(t), "latents": latents, "noise_pred": eps,
-                              "prev_latents": prev, "scheduler": scheduler})
-                latents = prev
-                _sync(bb.device)
-                stats.step_s.append(time.perf_counter() - ts)
+            latents = loop.run(ctx, latents)
         finally:
             handle.detach()
         stats.denoise_s = time.perf_counter() - t0
@@ -208,6 +223,16 @@ class LongVideoPipeline:
         return video
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _frames_of(cond: Any, index: torch.Tensor) -> Any:
+    """A per-frame ``(B, T, L, D)`` conditioning (or a dict of them) at frames ``index``; one per video as is.
+
+    When every index is the same frame (one prompt per window) the result is that frame's ``(B, L, D)``, so
+    backbones that take one context per video (ModelScope) run multi-prompt window methods too."""
+    if isinstance(cond, Mapping):
+        return {k: _frames_of(v, index) for k, v in cond.items()}
+    if cond.ndim == 4:
+        index = index.clamp(0, cond.shape[1] - 1).to(cond.device)
+        if bool((index == index[0]).all()):
+            return cond[:, index[0]]
+        return cond[:, index]
+    return cond

@@ -280,3 +280,38 @@ def fuse_branches(branches: Sequence[torch.Tensor], lowpasses: Sequence[torch.Te
         spec = term if spec is None else spec + term
     return (first.float() + torch.fft.irfftn(spec, s=sizes, dim=VIDEO_DIMS)).to(first.dtype)
 
+
+
+FREEINIT_FILTERS = ("butterworth", "gaussian", "ideal", "box")
+
+
+def freeinit_lowpass(kind: str, shape: tuple[int, int, int], d_s: float = 0.25, d_t: float = 0.25,
+                     order: int = 4) -> torch.Tensor:
+    """FreeInit's low-pass filters (TianxingWu/FreeInit's freeinit_utils.py, diffusers' FreeInitMixin), vectorised.
+
+    With ``d² = ((d_s/d_t)·(2t/T-1))² + (2h/H-1)² + (2w/W-1)²``: ``gaussian`` ``exp(-d²/(2 d_s²))``, ``butterworth``
+    ``1/(1 + (d²/d_s²)^order)`` (both equal :func:`gaussian_lowpass`/:func:`butterworth_lowpass`); ``ideal`` is 1
+    where ``d² <= 2·d_s`` (the official comparison, so its radius is √(2 d_s), not d_s); ``box`` is 1 on the centred
+    box of half-sizes ``round(⌊H/2⌋·d_s)`` (H and W) and ``round(⌊T/2⌋·d_t)`` frames. ``d_s = 0`` or ``d_t = 0``:
+    all zeros. Returns fp32 ``(T, H, W)`` in the fftshifted layout.
+    """
+    if kind not in FREEINIT_FILTERS:
+        raise ValueError(f"method.filter must be one of {', '.join(FREEINIT_FILTERS)}, got {kind!r}")
+    t_, h_, w_ = (int(s) for s in shape)
+    if d_s == 0 or d_t == 0:
+        return torch.zeros(t_, h_, w_)
+    if kind == "box":
+        mask = torch.zeros(t_, h_, w_)
+        ts, ss = round(t_ // 2 * d_t), round(int(h_ // 2) * d_s)
+        ct, ch, cw = t_ // 2, h_ // 2, w_ // 2
+        mask[ct - ts : ct + ts, ch - ss : ch + ss, cw - ss : cw + ss] = 1.0  # thresholds <= centres: no wrap
+        return mask
+    t, h, w = _grid((t_, h_, w_))
+    d2 = ((d_s / d_t) * t) ** 2 + h**2 + w**2
+    if kind == "gaussian":
+        out = torch.exp(-d2 / (2 * d_s**2))
+    elif kind == "butterworth":
+        out = 1.0 / (1.0 + (d2 / d_s**2) ** order)
+    else:
+        out = (d2 <= d_s * 2).double()
+    return out.float()

@@ -9,6 +9,9 @@
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --device meta --frames 81,321 --height 480 --width 832
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --widths reduced --frames 81,321   # Wan on CPU
     python scripts/benchmark.py --model wan2_1_t2v_14b --comm 2,4,8 --frames 321 --height 720 --width 1280
+    python scripts/benchmark.py --loop --model videocrafter2 --frames 64,128 --sampling-steps 50 \
+        --methods direct,freenoise,gen_l_video,fifo,freeinit            # whole videos: loop-level methods vs direct
+    python scripts/benchmark.py --loop --methods fifo --frames 128,256,512,1024   # FIFO: memory flat in length
 
 One step = one classifier-free-guided UNet call (both halves batched, as LaVie samples) plus the
 scheduler update, at the first of 50 DDIM timesteps, with the method attached exactly as
@@ -434,6 +437,65 @@ def run_sampling(backbone, methods: list[Method], frames: int, args, device: tor
     return rows
 
 
+class UNetCounter:
+    """Counts denoiser calls and the latent frames they process (batch x frames), a load-independent cost."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self.calls = 0
+        self.frame_evals = 0
+        self._hook = unet.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        x = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        self.calls += 1
+        self.frame_evals += int(x.shape[0]) * int(x.shape[2])
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def run_loop_videos(backbone, methods: list[Method], frames: int, args, device: torch.device) -> list[dict[str, Any]]:
+    """``--loop``: one whole denoising per method (the loop level included: FIFO's queue, Gen-L-Video's windows,
+    FreeInit's rounds), ``--sampling-steps`` steps (FIFO: its own window x partitions), no decode. Reports wall and
+    process-CPU seconds, denoiser calls, frame-evaluations (batch x frames through the denoiser; CFG counted) and
+    peak memory, with ratios to direct at the same length."""
+    from freelong.pipeline import LongVideoPipeline
+
+    steps = args.sampling_steps or 4
+    rows = []
+    for m in methods:
+        try:
+            m.check_frames(backbone.latent_frames(frames))
+        except ValueError as err:
+            rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
+            continue
+        pipe = LongVideoPipeline(backbone, m, progress=False)
+        counter = UNetCounter(backbone.unet)
+        before = _memory_before(device)
+        cpu0 = time.process_time()
+        try:
+            pipe(PROMPT, num_frames=frames, height=args.height, width=args.width, num_inference_steps=steps,
+                 guidance_scale=args.guidance, seed=0, output_type="latent")
+        finally:
+            counter.remove()
+        cpu_s = time.process_time() - cpu0
+        peak, kind = _memory_peak(device)
+        rows.append({"method": m.name, "frames": frames, "steps": steps, "unet_calls": counter.calls,
+                     "frame_evals": counter.frame_evals, "denoise_s": pipe.stats.denoise_s, "cpu_s": cpu_s,
+                     "peak_mb": peak, "act_mb": peak - before, "memory_kind": kind})
+    direct = next((r for r in rows if r["method"] == "direct" and "note" not in r), None)
+    for r in rows:
+        if direct is not None and "note" not in r:
+            r["x_direct_evals"] = r["frame_evals"] / direct["frame_evals"]
+            r["x_direct_time"] = r[f"{'cpu' if args.clock == 'cpu' else 'denoise'}_s"] / max(
+                direct[f"{'cpu' if args.clock == 'cpu' else 'denoise'}_s"], 1e-12)
+    return rows
+
+
+LOOP_KEYS = ["frames", "method", "steps", "unet_calls", "frame_evals", "x_direct_evals", "denoise_s", "cpu_s",
+             "x_direct_time", "peak_mb", "note"]
+
+
 def meta_decode_estimate(backbone, frames: int, args) -> dict[str, Any]:
     """Peak tensor memory of one automatic-size VAE decode call, measured on the meta device."""
     factor = backbone.vae_scale_factor
@@ -551,6 +613,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--comm", default=None,
                    help="comma-separated rank counts: print the computed communication per step of one video split "
                         "over that many ranks (parallel.context) and exit")
+    p.add_argument("--loop", action="store_true",
+                   help="whole-video denoising per method (sampling-loop methods: fifo, gen_l_video, freeinit) "
+                        "with --sampling-steps steps (default 4): time, denoiser frame-evaluations, peak memory")
     p.add_argument("--markdown", action="store_true", help="print markdown tables")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
     args = p.parse_args(argv)
@@ -666,6 +731,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# {args.height}x{args.width} video (latent {args.height // backbone.vae_scale_factor}x"
           f"{args.width // backbone.vae_scale_factor}), CFG {args.guidance}, frame chunking {args.frame_chunk}, "
           f"{timing}")
+
+    if args.loop:
+        if device.type == "meta":
+            raise SystemExit("error: --loop runs whole videos; use --device cpu or cuda")
+        loop_rows = []
+        for n in frames:
+            rows = run_loop_videos(backbone, methods, n, args, device)
+            loop_rows.extend(rows)
+            print(format_table(LOOP_KEYS, [[r.get(k) for k in LOOP_KEYS] for r in rows], args.markdown), flush=True)
+            print()
+        out = {"machine": info, "args": {k: v for k, v in vars(args).items() if k != "argv"},
+               "model": {"name": backbone.name, "description": backbone.description, "dtype": str(dtype)},
+               "loop": loop_rows}
+        if args.json:
+            from freelong.video_io import atomic_write_json
+
+            atomic_write_json(args.json, out)
+            print(f"\nwrote {args.json}")
+        return out
 
     results: list[StepResult] = []
     for n in frames:

@@ -28,16 +28,11 @@ def column_ctx(t: int, rows: int = 6, level: int = 1, step: int = 0):
 
 
 def bare_backbone(denoiser: torch.nn.Module, name: str = "bare"):
-    """A :class:`~freelong.models.base.Backbone` around a denoiser alone (tests that build only a UNet).
-
-    Installing a method needs nothing but the denoiser, so tests attach through the one installer,
-    ``Backbone.attach``, without building a VAE or a text encoder.
-    """
+    """The base :class:`~freelong.models.base.Backbone` viewed over a denoiser alone (tests that build only a UNet):
+    installing a method needs nothing but the denoiser (:meth:`Backbone.over`)."""
     from freelong.models.base import Backbone
 
-    ident = torch.nn.Identity()
-    return Backbone(name, denoiser, vae=ident, text_encoder=ident, tokenizer=None, scheduler_config={}, sampling={},
-                    native_frames=16)
+    return Backbone.over(denoiser, name, native_frames=16)
 
 
 def attach(method, denoiser: torch.nn.Module):

@@ -23,11 +23,19 @@ class PositionBias(Protocol):
 
 @dataclass
 class CallContext:
-    """Per-call information the pipeline threads through the UNet (like diffusers' attention kwargs)."""
+    """Per-call information the pipeline threads through the UNet (like diffusers' attention kwargs).
 
-    step_index: int | None = None
+    ``step_index`` is an ``int`` from :class:`~freelong.LongVideoPipeline` and a 0-dim int64 CPU tensor under
+    :func:`freelong.enable` (so a compiled model does not recompile per step): compare it, do not index with it.
+    """
+
+    step_index: int | torch.Tensor | None = None
     num_steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by window loops (freelong.sampling): the absolute frame index of each frame in this call
+    # (a window of a longer video), and the per-frame timesteps (FIFO), both ``(T,)``; None = the whole video, one t.
+    frame_index: torch.Tensor | None = None
+    timesteps: torch.Tensor | None = None
 
 
 @dataclass
@@ -49,6 +57,8 @@ class TemporalAttentionContext:
     ``rope`` (None unless the processor sets ``needs_rope = True`` and the backbone's positions are RoPE, Wan):
     a :class:`FrameRope` that rotates this call's *un-rotated* q/k at chosen temporal positions per frame
     (FreeLOC re-encodes positions per key tier); the q/k handed to the processor carry the standard positions.
+    ``frame_index`` / ``timesteps`` (None unless a sampling loop runs the network on a window of the
+    video, :mod:`freelong.sampling`): the window's absolute frame indices and its per-frame timesteps.
     """
 
     frame_shape: tuple[int, int, int]
@@ -61,6 +71,8 @@ class TemporalAttentionContext:
     tokens_per_frame: int = 1
     positions: FramePositions | None = None
     rope: FrameRope | None = None
+    frame_index: torch.Tensor | None = None
+    timesteps: torch.Tensor | None = None
 
     def num_frames(self, q: torch.Tensor) -> int:
         """Frames in a ``(rows, heads, T*S, d)`` tensor."""

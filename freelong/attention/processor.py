@@ -97,6 +97,8 @@ class TemporalAttention(nn.Module):
             step_index=call.step_index,
             num_steps=call.num_steps,
             extra=call.extra,
+            frame_index=call.frame_index,
+            timesteps=call.timesteps,
         )
         out = self.processor(q, k, v, bias=self.position_bias, ctx=ctx)
         out = out.transpose(1, 2).reshape(rows, num_frames, self.heads * self.dim_head)

@@ -105,6 +105,18 @@ class Method:
         """A :class:`freelong.prompts.MotionInjection` for multi-prompt videos, or None (FreeNoise offers one)."""
         return None
 
+    # -- the sampling-loop level (freelong.sampling) ----------------------------------------------
+    def sampling_loop(self, native_frames: int):
+        """The :class:`freelong.sampling.SamplingLoop` this method runs (None: the standard loop).
+
+        ``native_frames``: the backbone's native length in latent frames (FIFO's window).
+        """
+        return None
+
+    def model_method(self) -> Method:
+        """The method whose attention/positions/noise levels the backbone installs (itself; FreeInit: its inner)."""
+        return self
+
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{self.name}({args})"

@@ -276,19 +276,39 @@ class Backbone:
 
         ``cfg_mode='batched'`` runs both halves in one UNet call (LaVie), ``'separate'`` in two
         (VideoCrafter2). Without ``uncond`` (guidance <= 1) only the conditional pass runs.
+        ``t`` is one timestep (0-d) or one per latent frame (``(T,)``, FIFO-Diffusion's queue), which only
+        a backbone with :attr:`per_frame_timesteps` takes (the UNet then gets ``(B, T)``).
         """
         x = latents.to(self.dtype)
         kwargs = self.unet_kwargs()
+        t = self.frame_timesteps(t, x)
         if uncond is None:
             return self.unet(x, t, cond, call=call, **kwargs).float()
         uncond = _match_context(uncond, cond)
         if self.cfg_mode == "batched":
             both = _map_context(lambda u, c: torch.cat([u, c]), uncond, cond)
-            eps_u, eps_c = self.unet(torch.cat([x, x]), t, both, call=call, **kwargs).float().chunk(2)
+            t2 = torch.cat([t, t]) if t.ndim == 2 else t
+            eps_u, eps_c = self.unet(torch.cat([x, x]), t2, both, call=call, **kwargs).float().chunk(2)
         else:
             eps_c = self.unet(x, t, cond, call=call, **kwargs).float()
             eps_u = self.unet(x, t, uncond, call=call, **kwargs).float()
         return eps_u + guidance_scale * (eps_c - eps_u)
+
+    @property
+    def per_frame_timesteps(self) -> bool:
+        """Whether the denoiser takes one timestep per frame (the UNet class declares it)."""
+        return bool(getattr(self.unet, "per_frame_timesteps", False))
+
+    def frame_timesteps(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``t`` as the UNet takes it: 0-d as is; a per-frame ``(T,)`` vector as ``(B, T)`` (checked)."""
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            return t
+        if t.ndim != 1 or t.numel() != x.shape[2]:
+            raise ValueError(f"timestep must be 0-d or one per latent frame ({x.shape[2]},), got {tuple(t.shape)}")
+        if not self.per_frame_timesteps:
+            raise ValueError(f"{self.name} cannot take per-frame timesteps (its denoiser embeds one t per video)")
+        return t[None].expand(x.shape[0], -1)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk_size: int | None = 8) -> np.ndarray:
@@ -375,6 +395,13 @@ def denoiser_view(model: nn.Module, pipe: Any = None, trained_frames: int | None
             return DENOISER_VIEWS.get(klass.__name__)(model, pipe=pipe, trained_frames=trained_frames)
     known = ", ".join(DENOISER_VIEWS.names()) or "none (is freelong-bench installed with pip install -e .?)"
     raise ValueError(f"{type(model).__name__} is not a denoiser freelong can install methods on; supported: {known}")
+
+
+def family_capabilities(family: str) -> tuple[str, ...]:
+    """What a family's denoiser and samplers offer without building it (its builder's ``capabilities``):
+    ``per_frame_timesteps`` (one t per frame), ``single_step_sampler`` (a stateless DDIM/DDPM step the
+    window and FIFO loops can call per window and per frame). Read before any weight (methods' check_model)."""
+    return tuple(getattr(FAMILIES.get(family), "capabilities", ()))
 
 
 def available_families() -> list[str]:

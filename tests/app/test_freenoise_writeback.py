@@ -157,7 +157,7 @@ def test_experiments_compose_with_freenoise_settings(compose_cfg):
     assert (ref.num_frames, ref.method.name, ref.num_seeds) == (16, "direct", 16)
     assert (table.num_frames, table.num_seeds) == (64, 4) and table.seed == ref.seed  # the first 4 seeds are shared
     methods = str(table.hydra.sweeper.params.method).split(",")
-    assert methods == ["direct", "sliding_window", "freenoise", "freelong_vc2"]
+    assert methods == ["direct", "sliding_window", "gen_l_video", "freenoise", "freelong_vc2"]
     for m in methods:  # every swept method composes on this model
         assert compose_cfg("experiment=paper_freenoise_table1", f"method={m}").method is not None
 

@@ -13,7 +13,8 @@ from official_code import FREELOC_CASES, TINY_WAN, official_freeloc_case, repo
 
 from freelong import get_method
 from freelong.attention.lse import tiered_attention
-from freelong.models.wan.attention import DiTCallState, WanFrameRope, attach_wan, wan_rotary
+from freelong.models.base import denoiser_view
+from freelong.models.wan.attention import WanFrameRope, wan_rotary
 
 DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
@@ -30,7 +31,7 @@ def tiny_transformer():
 def run_ours(case: dict[str, torch.Tensor], method) -> torch.Tensor:
     tr = tiny_transformer()
     tr.load_state_dict({k.removeprefix("weight."): v for k, v in case.items() if k.startswith("weight.")}, strict=True)
-    with torch.no_grad(), attach_wan(tr, method, DiTCallState()):
+    with torch.no_grad(), denoiser_view(tr).attach(method):
         return tr(hidden_states=case["x"], timestep=case["timestep"], encoder_hidden_states=case["context"],
                   return_dict=False)[0]
 
@@ -222,7 +223,7 @@ def test_bad_input_fails_at_validation_naming_the_key(compose_cfg):
 def test_processor_refuses_an_unknown_wan_without_a_layer_list():
     tr = tiny_transformer()
     x = torch.randn(1, 4, 3, 4, 4)
-    with pytest.raises(ValueError, match="method.tsa_layers"), attach_wan(tr, get_method("freeloc"), DiTCallState()):
+    with pytest.raises(ValueError, match="method.tsa_layers"), denoiser_view(tr).attach(get_method("freeloc")):
         tr(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 4, 32))
 
 

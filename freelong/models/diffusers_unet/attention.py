@@ -251,6 +251,7 @@ class TemporalProcessorAdapter:
         ctx = TemporalAttentionContext(
             frame_shape=frame_shape, batch=state.batch, level=self.slot.level, name=self.slot.layer_name,
             step_index=call.step_index, num_steps=call.num_steps, extra=call.extra, positions=self.slot.positions,
+            frame_index=call.frame_index, timesteps=call.timesteps,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx)
         out = out.transpose(1, 2).reshape(rows, frames, -1).to(q.dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ class DiffusersVideoUNet(nn.Module):
     spatial feed-forwards run in chunks (diffusers' ``set_chunk_feed_forward``) so their 4-8x wide
     hidden states stay bounded at long lengths.
     """
+
+    # timestep may be per-frame (B, T) (FIFO-Diffusion; freelong.sampling); Backbone.per_frame_timesteps reads it
+    per_frame_timesteps = True
 
     def __init__(self, model: nn.Module, per_frame_text: bool, native_frames: int = 16):
         super().__init__()
@@ -91,12 +95,44 @@ class DiffusersVideoUNet(nn.Module):
                              f"per-frame contexts (multi-prompt videos) need a per-frame backbone such as animatediff")
         chunked = self._set_ff_chunks(sample)
         try:
-            with calling(call):
-                return self.model(sample, timestep, encoder_hidden_states=ctx.to(sample.dtype), return_dict=False)[0]
+            with calling(call), self._per_frame_time(timestep, b, t) as model_t:
+                return self.model(sample, model_t, encoder_hidden_states=ctx.to(sample.dtype), return_dict=False)[0]
         finally:
             if chunked:  # leave diffusers' modules as we found them (their pipeline may run them next)
                 for _, block in self._ff_blocks():
                     block.set_chunk_feed_forward(None, 0)
+
+    @contextmanager
+    def _per_frame_time(self, timestep: Any, b: int, t: int):
+        """A per-frame ``(B, T)`` timestep through diffusers' UNet, which embeds one t per video and repeats it
+        over frames (``emb.repeat_interleave(num_frames)``): the model gets ``timestep[:, 0]`` and every
+        ResNet's ``temb`` (the only consumers of the time embedding) is swapped for the per-frame embedding
+        ``time_embedding(time_proj(t_bf))`` in the model's ``(B*T)`` frame order. A scalar/``(B,)`` passes as is."""
+        steps = torch.as_tensor(timestep)
+        if steps.ndim != 2:
+            yield timestep
+            return
+        if tuple(steps.shape) != (b, t):
+            raise ValueError(f"per-frame timesteps must be (B, T) = {(b, t)}, got {tuple(steps.shape)}")
+        model = self.model
+        if getattr(model, "class_embedding", None) is not None or getattr(model, "add_embedding", None) is not None:
+            raise ValueError(f"{type(model).__name__} with class/added embeddings cannot take per-frame timesteps")
+        device = next(model.parameters()).device
+        t_emb = model.time_proj(steps.reshape(-1).to(device)).to(model.dtype)
+        emb = model.time_embedding(t_emb)
+
+        def swap(module, args, kwargs):
+            if "temb" in kwargs:
+                return args, {**kwargs, "temb": emb}
+            return (args[0], emb, *args[2:]), kwargs
+
+        hooks = [m.register_forward_pre_hook(swap, with_kwargs=True) for m in model.modules()
+                 if type(m).__name__ == "ResnetBlock2D" and getattr(m, "time_emb_proj", None) is not None]
+        try:
+            yield steps[:, 0].to(device)
+        finally:
+            for h in hooks:
+                h.remove()
 
     def _set_ff_chunks(self, sample: torch.Tensor) -> bool:
         """Feed-forward row chunks for this call's shape (none at or below the native length, or when off).
@@ -362,3 +398,7 @@ def build_modelscope(cfg: DictConfig, weights_dir: str | None = None) -> Backbon
 
 __all__ = ["UNET_FAMILIES", "DiffusersBackbone", "DiffusersVideoUNet", "denoiser_view",
            "build_animatediff", "build_modelscope", "check_motion_adapter"]
+
+build_animatediff.capabilities = ("per_frame_timesteps", "single_step_sampler")  # models.base.family_capabilities
+
+build_modelscope.capabilities = ("per_frame_timesteps", "single_step_sampler")  # models.base.family_capabilities

@@ -70,3 +70,5 @@ def build_lavie(cfg: DictConfig, weights_dir: str | None = None) -> Backbone:
 
 
 __all__ = ["build_lavie", "lavie_unet_config", "load_lavie_unet"]
+
+build_lavie.capabilities = ("per_frame_timesteps", "single_step_sampler")  # models.base.family_capabilities

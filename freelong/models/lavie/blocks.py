@@ -161,21 +161,28 @@ class ResnetBlock3D(nn.Module):
             return self._forward_chunked(parts, temb, chunk)
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
+        h = h + self._time_bias(temb)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return (x + h) / self.output_scale_factor
 
+    def _time_bias(self, temb: torch.Tensor) -> torch.Tensor:
+        """``(B, C, 1, 1, 1)`` from ``temb (B, D)``; ``(B, C, T, 1, 1)`` from per-frame ``temb (B, T, D)``."""
+        emb = self.time_emb_proj(F.silu(temb))
+        if emb.ndim == 3:
+            return emb.transpose(1, 2)[:, :, :, None, None]
+        return emb[:, :, None, None, None]
+
     def _forward_chunked(self, parts: tuple[torch.Tensor, ...], temb: torch.Tensor, chunk: int) -> torch.Tensor:
         """The same maths frame chunk by frame chunk; GroupNorm statistics still cover all frames."""
         spans = frame_spans(parts[0].shape[2], chunk)
-        emb = self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
+        emb = self._time_bias(temb)
         h = None
         for s, e, hc in norm_act_frames(parts, self.norm1, F.silu, self.conv1.conv_frames, spans):
             if h is None:
                 h = hc.new_empty((hc.shape[0], hc.shape[1], parts[0].shape[2], *hc.shape[3:]))
-            h[:, :, s:e] = hc + emb
+            h[:, :, s:e] = hc + (emb[:, :, s:e] if emb.shape[2] > 1 else emb)
         # Each chunk of h is read (inside the generator) before it is overwritten with the output.
         conv2 = lambda f: self.conv2.conv_frames(self.dropout(f))
         for s, e, hc in norm_act_frames((h,), self.norm2, F.silu, conv2, spans):

@@ -70,7 +70,8 @@ def _select_context(context: torch.Tensor | Mapping[str, torch.Tensor], group: s
 class LaVieUNet(nn.Module, FromConfigMixin):
     """LaVie's ``UNet3DConditionModel`` (base T2V), keyword-compatible with its config.
 
-    ``forward(sample (B, 4, T, H, W), timestep, encoder_hidden_states)`` returns the noise prediction.
+    ``forward(sample (B, 4, T, H, W), timestep, encoder_hidden_states)`` returns the noise prediction;
+    ``timestep`` is a scalar, ``(B,)`` or per-frame ``(B, T)`` (each frame's ResNet time bias from its own t).
     ``encoder_hidden_states`` may be ``(B, L, D)`` (one prompt per video), ``(B, T, L, D)`` (one
     embedding per frame, for multi-prompt videos) or a dict of those keyed by ``down``, ``mid`` and
     ``up`` (a different text per block group, for FreeNoise's motion injection).
@@ -82,6 +83,9 @@ class LaVieUNet(nn.Module, FromConfigMixin):
 
     frame_chunk_size: int | None = None
     chunk_budget_mb: float | None = None
+
+    # timestep may be per-frame (B, T) (FIFO-Diffusion; freelong.sampling); Backbone.per_frame_timesteps reads it
+    per_frame_timesteps = True
 
     def __init__(
         self,
@@ -218,10 +222,15 @@ class LaVieUNet(nn.Module, FromConfigMixin):
         if self.center_input_sample:
             sample = 2 * sample - 1.0
         timesteps = torch.as_tensor(timestep, device=sample.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps[None]
-        timesteps = timesteps.expand(b)
-        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+        if timesteps.ndim == 2:  # per-frame timesteps (B, T): one embedding per frame, (B, T, D)
+            if tuple(timesteps.shape) != (b, t):
+                raise ValueError(f"per-frame timesteps must be (B, T) = {(b, t)}, got {tuple(timesteps.shape)}")
+            emb = self.time_embedding(self.time_proj(timesteps.reshape(-1)).to(self.dtype)).reshape(b, t, -1)
+        else:
+            if timesteps.ndim == 0:
+                timesteps = timesteps[None]
+            timesteps = timesteps.expand(b)
+            emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
 
         context = (
             {k: per_frame_context(v, b, t, self.dtype) for k, v in encoder_hidden_states.items()}

@@ -261,3 +261,5 @@ __all__ = [
     "check_schedule",
     "lvdm_scale_arr",
 ]
+
+build_videocrafter2.capabilities = ("per_frame_timesteps", "single_step_sampler")  # models.base.family_capabilities

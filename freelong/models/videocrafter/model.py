@@ -78,6 +78,9 @@ class VideoCrafterUNet(nn.Module, FromConfigMixin):
     Defaults are the VideoCrafter2 512 v2.0 values, so ``VideoCrafterUNet()`` is the full model.
     """
 
+    # timestep may be per-frame (B, T) (FIFO-Diffusion; freelong.sampling); Backbone.per_frame_timesteps reads it
+    per_frame_timesteps = True
+
     def __init__(
         self,
         in_channels: int = 4,
@@ -253,12 +256,18 @@ class VideoCrafterUNet(nn.Module, FromConfigMixin):
         call: CallContext | None = None,
     ) -> torch.Tensor:
         b, _, t, h, w = sample.shape
-        emb = self.time_embed(timestep_embedding(_batch_vector(timestep, b, sample.device),
-                                                 self.model_channels).to(self.dtype))
+        steps = torch.as_tensor(timestep, device=sample.device)
+        if steps.ndim == 2:  # per-frame timesteps (B, T), as FIFO-Diffusion's lvdm patch: one embedding per frame
+            if tuple(steps.shape) != (b, t):
+                raise ValueError(f"per-frame timesteps must be (B, T) = {(b, t)}, got {tuple(steps.shape)}")
+            emb = self.time_embed(timestep_embedding(steps.reshape(-1).float(), self.model_channels).to(self.dtype))
+        else:
+            emb = self.time_embed(timestep_embedding(_batch_vector(steps, b, sample.device),
+                                                     self.model_channels).to(self.dtype))
+            emb = emb.repeat_interleave(t, dim=0)  # one embedding per frame: (B*T, 4C)
         if self.fps_cond:
             fps_emb = timestep_embedding(_batch_vector(fps, b, sample.device), self.model_channels)
-            emb = emb + self.fps_embedding(fps_emb.to(self.dtype))
-        emb = emb.repeat_interleave(t, dim=0)  # one embedding per frame: (B*T, 4C)
+            emb = emb + self.fps_embedding(fps_emb.to(self.dtype)).repeat_interleave(t, dim=0)
 
         if isinstance(encoder_hidden_states, Mapping):
             missing = {"down", "mid", "up"} - set(encoder_hidden_states)

@@ -162,6 +162,8 @@ class WanSelfAttnAdapter:
             extra=call.extra,
             tokens_per_frame=h * w,
             rope=rope,
+            frame_index=call.frame_index,
+            timesteps=call.timesteps,
         )
         out = self.processor(q, k, v, bias=None, ctx=ctx).transpose(1, 2)
         if group is not None:

@@ -120,6 +120,8 @@ class WanBackbone(Backbone):
     def scheduler_step_kwargs(self, sampler: str, generator: torch.Generator, eta: float) -> dict[str, Any]:
         return {}  # UniPC (flow prediction) is deterministic: no generator, no eta
 
+    per_frame_timesteps = True  # WanTransformer3DModel takes (B, seq_len) timesteps (Wan 2.2 TI2V)
+
     # -- installing a method (Backbone.attach calls these) -------------------------------------------
     def attention_layers(self) -> dict[str, WanSelfAttnSlot]:
         return wan_attention_slots(self.unet, self.call_state)
@@ -156,8 +158,13 @@ class WanBackbone(Backbone):
                              f"supported on a DiT")
         self.call_state.call = call
         x = latents.to(self.dtype)
-        timestep = t.expand(x.shape[0])
         frames = x.shape[2]
+        t = self.frame_timesteps(t, x)
+        if t.ndim == 2:  # per-frame: WanTransformer3DModel takes one t per token (B, seq_len); frame-major tokens
+            p_t, p_h, p_w = self.unet.config.patch_size
+            timestep = t.repeat_interleave((x.shape[3] // p_h) * (x.shape[4] // p_w), dim=1)
+        else:
+            timestep = t.expand(x.shape[0])
         if cond.ndim == 4 and cond.shape[1] != frames:
             if cond.shape[1] != (frames - 1) * self.temporal_compression + 1:
                 raise ValueError(f"per-frame text context for {cond.shape[1]} frames does not fit {frames} latent "
@@ -304,3 +311,6 @@ def folder_identity(folder: Path) -> dict[str, Any]:
 __all__ = ["NATIVE_FRAMES", "WanBackbone", "build_wan", "denoiser_view",
            "check_wan_frames", "latent_frame_count", "load_wan_parts",
            "tiny_umt5_tokenizer", "tiny_wan_parts"]
+
+# models.base.family_capabilities; UniPC multistep only: no single-step sampler for window/FIFO loops
+build_wan.capabilities = ("per_frame_timesteps",)
