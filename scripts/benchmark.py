@@ -8,6 +8,7 @@
     python scripts/benchmark.py --threads 1 --clock cpu --repeats 3   # ratios on a busy, shared CPU
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --device meta --frames 81,321 --height 480 --width 832
     python scripts/benchmark.py --model wan2_1_t2v_1_3b --widths reduced --frames 81,321   # Wan on CPU
+    python scripts/benchmark.py --model wan2_1_t2v_14b --comm 2,4,8 --frames 321 --height 720 --width 1280
     python scripts/benchmark.py --loop --model videocrafter2 --frames 64,128 --sampling-steps 50 \
         --methods direct,freenoise,gen_l_video,fifo,freeinit            # whole videos: loop-level methods vs direct
     python scripts/benchmark.py --loop --methods fifo --frames 128,256,512,1024   # FIFO: memory flat in length
@@ -27,6 +28,13 @@ transformer calls (cond, uncond) and a UniPC update, methods come with their Wan
 (``conf/method/<name>_wan.yaml``: windows of 21 latent frames), ``riflex`` and ``freeloc`` join the default list
 (``freepca`` leaves it: UNets only); the split times the 3D self-attentions (``attn1``). FreeLOC uses its release's
 layer list on Wan2.1-1.3B's shape and ``tsa_layers=[0]`` (one TSA block, the other VRPR) on reduced widths.
+
+``--comm N,M,...``: the communication of one video split over N ranks (``parallel.context=N``, diffusers' Ulysses
+context parallelism, :mod:`freelong.parallel`), per denoising step and per rank, computed from the model config
+(nothing is built or run): the four all-to-alls of every self-attention call (q, k, v and the output; diffusers'
+own for methods that leave attention alone, our adapter's for the others — the same volume) and the all-gather of
+the output after ``proj_out``, in the run's dtype (bf16/fp16: 2 bytes; ``--dtype float32``: 4); FreeLOC, which
+re-encodes positions, also all-gathers the RoPE tables (cos, sin, in the model's dtype) in every layer call.
 
 Models: timings do not depend on the weights, so random weights are the default (nothing to
 download). ``--widths reduced`` (the CPU default) keeps LaVie's architecture, latent size and frame
@@ -51,13 +59,13 @@ from omegaconf import OmegaConf
 
 from freelong.app.config import method_from_config
 from freelong.attention.context import CallContext
-from freelong.attention.processor import TemporalAttention
+from freelong.attention.processor import TemporalAttention, TemporalAttnProcessor
 from freelong.metadata import device_name, git_commit, package_versions
 from freelong.methods import Method, get_method
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 from freelong.models.diffusers_unet.attention import diffusers_temporal_level
 from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
-from freelong.models.spec import CONF_DIR, load_model_config
+from freelong.models.spec import CONF_DIR, latent_frames, load_model_config
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
@@ -694,6 +702,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="what ratios and the split use: wall time, or process CPU time (CPU only; with "
                         "--threads 1 it measures the work done even on a busy shared machine)")
     p.add_argument("--sampling-steps", type=int, default=0, help="also time a whole generation with N steps")
+    p.add_argument("--comm", default=None,
+                   help="comma-separated rank counts: print the computed communication per step of one video split "
+                        "over that many ranks (parallel.context) and exit")
     p.add_argument("--loop", action="store_true",
                    help="whole-video denoising per method (sampling-loop methods: fifo, gen_l_video, freeinit) "
                         "with --sampling-steps steps (default 4): time, denoiser frame-evaluations, peak memory")
@@ -735,11 +746,53 @@ def resolve(args) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def comm_volume(cfg, methods: list[Method], frames: int, height: int, width: int, ranks: list[int],
+                guidance: float, bytes_per_element: int) -> list[dict[str, Any]]:
+    """Bytes each rank sends per denoising step for every method and rank count (computed, not measured)."""
+    from freelong.parallel import check_context_parallel, gather_bytes_per_call, ulysses_bytes_per_layer
+
+    unet = cfg.unet
+    p_t, p_h, p_w = unet.patch_size
+    vae = 8
+    tokens = latent_frames(cfg, frames) // p_t * (height // (vae * p_h)) * (width // (vae * p_w))
+    heads, head_dim, layers = int(unet.num_attention_heads), int(unet.attention_head_dim), int(unet.num_layers)
+    calls = 2 if guidance > 1 else 1  # Wan: cond and uncond are two transformer calls (batch 1 each)
+    out_channels = int(unet.out_channels) * p_t * p_h * p_w
+    rows = []
+    for n in ranks:
+        try:
+            check_context_parallel(cfg, n, key="--comm")
+        except ValueError as err:
+            rows.append({"ranks": n, "method": "-", "exchange": f"refused: {err}"})
+            continue
+        attn = ulysses_bytes_per_layer(tokens, heads, head_dim, n, bytes_per_element=bytes_per_element)
+        gather = gather_bytes_per_call(tokens, out_channels, n, bytes_per_element=bytes_per_element)
+        per_step = calls * (layers * attn + gather)
+        # FreeLOC re-encodes positions: each layer call also all-gathers the cos/sin RoPE tables (model dtype)
+        rope = 2 * gather_bytes_per_call(tokens, head_dim, n, bytes_per_element=bytes_per_element)
+        for m in methods:
+            proc = m.processor()
+            own = proc is None or type(proc) is TemporalAttnProcessor  # plain global attention
+            needs_rope = bool(getattr(proc, "needs_rope", False))
+            exchange = ("diffusers' Ulysses attention" if own else "our Ulysses all-to-all around the method"
+                        + (" + all-gather of the RoPE tables" if needs_rope else ""))
+            added = calls * layers * rope if needs_rope else 0
+            rows.append({
+                "ranks": n, "method": m.name, "tokens": tokens, "exchange": exchange,
+                "all_to_alls_per_step": calls * layers * 4, "per_layer_call_mb": (attn + added / calls / layers) / MB,
+                "gather_per_call_mb": gather / MB, "per_step_gb": (per_step + added) / 2**30,
+                "added_vs_direct_gb": added / 2**30,
+            })
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # the random-init VAE's dtype-cast notice is noise here
     args = parse_args(argv)
+    if args.comm:
+        return main_comm(args)
     device, dtype = resolve(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -820,6 +873,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         atomic_write_json(args.json, out)
         print(f"\nwrote {args.json}")
+    return out
+
+
+def main_comm(args) -> dict[str, Any]:
+    """``--comm``: the communication table, from the model config alone."""
+    cfg = load_model_config(args.model)
+    if cfg.family != "wan":
+        raise SystemExit(f"error: --comm: model {args.model} (family {cfg.family}) has no context-parallel plan")
+    names = [m.strip() for m in (args.methods or ",".join(DIT_METHODS)).split(",") if m.strip()]
+    native = latent_frames(cfg, cfg.native_frames)
+    methods = [with_label(method_from_spec(n, cfg.family).with_native_frames(native), n) for n in names]
+    ranks = [int(r) for r in str(args.comm).split(",") if r.strip()]
+    size = 4 if args.dtype == "float32" else 2
+    frames = [int(f) for f in str(args.frames).split(",") if f.strip()]
+    rows = []
+    for n in frames:
+        rows += [{"frames": n, **r} for r in comm_volume(cfg, methods, n, args.height, args.width, ranks,
+                                                          args.guidance, size)]
+    keys = ["frames", "ranks", "method", "tokens", "exchange", "all_to_alls_per_step", "per_layer_call_mb",
+            "gather_per_call_mb", "per_step_gb", "added_vs_direct_gb"]
+    print(f"# {cfg.description}: communication per denoising step and rank (computed), {size}-byte elements, "
+          f"CFG {args.guidance}")
+    print(format_table(keys, [[r.get(k, "") for k in keys] for r in rows], args.markdown))
+    out = {"model": cfg.name, "comm": rows}
+    if args.json:
+        from freelong.video_io import atomic_write_json
+
+        atomic_write_json(args.json, out)
     return out
 
 

@@ -22,6 +22,12 @@ What it measures, in this order (a section that fails or runs out of ``--budget-
    guided UNet call + DDIM update), then peak ``torch.cuda.max_memory_allocated`` per method at
    128/256/512 frames (an out-of-memory is recorded as such).
 
+4. Several GPUs (only when 2 or more are visible; skipped with a note otherwise, and in ``--smoke``): one video
+   split over the GPUs (``parallel.context``, diffusers' Ulysses context parallelism) by
+   ``scripts/parallel_check.py`` under ``torch.distributed.run``: every method's final latents (Wan2.1-1.3B
+   architecture, 81 frames 480x832, fp32, 2 steps) against one GPU, and each method's split one-step call at 321
+   frames in bf16 with the peak memory per rank.
+
 Random weights give the real cost (timings and memory do not depend on the values); the scores in
 section 2 are only used as differences between two precisions of the same network.
 """
@@ -269,6 +275,7 @@ def registered_families() -> set[str]:
 def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: dict[str, Any], smoke: bool,
                    budget: Budget) -> dict[str, Any]:
     from freelong.methods import get_method
+    from freelong.methods.base import supported_families
 
     cfg = backbone_config(name, smoke)
     if cfg.family not in registered_families():
@@ -280,6 +287,7 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     runner = StepRunner(backbone, args, device)
     native = backbone.latent_frames(backbone.native_frames)  # freelong_pp is bound to the native (latent) length
     methods = [get_method(m).with_native_frames(native) for m in METHODS]
+    methods = [m for m in methods if cfg.family in supported_families(m, [cfg.family])]  # FreePCA: UNets only
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
     out: dict[str, Any] = {"model": name, "family": cfg.family, "unet_parameters_m": params, "dtype": str(dtype),
                            "size": [spec["height"], spec["width"]], "steps": [], "memory": []}
@@ -347,6 +355,38 @@ def peak_memory_step(runner: StepRunner, method, frames: int, device: torch.devi
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
+def multi_gpu_check(smoke: bool, budget: Budget, model: str = "wan2_1_t2v_1_3b") -> dict[str, Any]:
+    """Section 4: ``scripts/parallel_check.py`` over the largest rank count that the GPUs and the heads allow."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    from freelong.models.spec import load_model_config
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if smoke or gpus < 2:
+        return {"skipped": f"{gpus} GPU(s) visible{' (smoke run)' if smoke else ''}: splitting one video over GPUs "
+                           f"(scripts/parallel_check.py) needs 2 or more"}
+    heads = int(load_model_config(model).unet.num_attention_heads)
+    ranks = max(r for r in range(2, gpus + 1) if heads % r == 0)
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "parallel.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
+               str(port), str(root / "scripts" / "parallel_check.py"), "--model", model, "--out", str(out)]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env,
+                              timeout=max(60.0, budget.left()))
+        if proc.returncode != 0:
+            return {"error": f"parallel_check.py over {ranks} GPUs exited {proc.returncode}",
+                    "traceback": proc.stderr.splitlines()[-12:]}
+        return {"gpus": gpus, **json.loads(out.read_text())}
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"# GPU check ({'SMOKE: tiny configs, numbers meaningless' if report['smoke'] else 'full-size models'})",
@@ -394,6 +434,19 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["Peak memory (MB, `torch.cuda.max_memory_allocated` on CUDA) by length:", "",
                   format_table(["method", *[f"{f} frames" for f in frames]],
                                [[mm, *[cell.get((mm, f)) for f in frames]] for mm in methods], markdown=True), ""]
+    multi = report.get("multi_gpu", {})
+    if "parity" in multi:
+        lines += [f"## One video over {multi['ranks']} GPUs ({multi['description']})", "",
+                  f"Final latents split vs one GPU ({multi['parity'][0]['frames'] if multi['parity'] else '-'} "
+                  f"frames, {multi['size'][0]}x{multi['size'][1]}, fp32):", "",
+                  format_table(["method", "ranks", "relative difference", "split seconds"],
+                               [[r["method"], r["ranks"], r.get("rel_diff"), r["split_s"]] for r in multi["parity"]],
+                               markdown=True), "",
+                  format_table(["method", "frames", "dtype", "one-step call s", "peak MB per rank"],
+                               [[r["method"], r["frames"], r["dtype"], r["one_step_call_s"], r["peak_mb_rank"]]
+                                for r in multi["timing"]], markdown=True), ""]
+    elif multi:
+        lines += ["## One video over several GPUs", "", f"{multi.get('skipped') or multi.get('error')}", ""]
     errors = {k: v["error"] for k, v in report.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["## Errors", "", *[f"- {k}: {v}" for k, v in errors.items()], ""]
@@ -440,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         guarded(report, f"backbone:{name}", budget,
                 lambda name=name: backbone_check(name, device, dtype, spec, args.smoke, budget))
+    guarded(report, "multi_gpu", budget, lambda: multi_gpu_check(args.smoke, budget))
     report["wall_s"] = budget.elapsed
     stem = "gpu_check_smoke" if args.smoke else "gpu_check"
     atomic_write_json(out_dir / f"{stem}.json", json.loads(json.dumps(report, default=str)))

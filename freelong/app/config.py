@@ -104,6 +104,13 @@ class PathsConfig:
 
 
 @dataclass
+class ParallelSettings:
+    """One video over several processes (``freelong/parallel.py``; docs/context_parallel.md)."""
+
+    context: int = 1  # ranks the DiT's token sequence is split over (Ulysses); launch with torch.distributed.run
+
+
+@dataclass
 class RunConfig:
     task_name: str = "run"
     tags: list[str] = field(default_factory=list)
@@ -133,6 +140,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    parallel: ParallelSettings = field(default_factory=ParallelSettings)
     analysis: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +189,28 @@ def method_from_config(cfg: DictConfig):
     return get_method(cfg.name, **params)
 
 
+def check_parallel(cfg: DictConfig) -> None:
+    """``parallel.context``: a family diffusers can split, heads and latent tokens it divides, and as many
+    processes as ``torch.distributed.run`` started."""
+    from ..parallel import check_context_parallel, check_token_split, launched_world_size
+
+    degree = int(cfg.parallel.context)
+    check_context_parallel(cfg.model, degree)
+    if degree == 1:
+        return
+    if cfg.get("analysis", {}).get("task"):
+        raise ValueError(f"parallel.context={degree} splits generation; analysis.task={cfg.analysis.task} runs in "
+                         f"one process (parallel.context=1)")
+    if launched_world_size() != degree:
+        raise ValueError(f"parallel.context={degree} needs {degree} processes, found {launched_world_size()}: launch "
+                         f"with python -m torch.distributed.run --nproc_per_node {degree} run.py ... "
+                         f"parallel.context={degree}")
+    p_t, p_h, p_w = (OmegaConf.select(cfg.model, "unet.patch_size") or [1, 2, 2])
+    vae = 8  # Wan's VAE (the only family with a context-parallel plan, freelong.parallel.CONTEXT_PARALLEL_FAMILIES)
+    tokens = latent_frames(cfg.model, cfg.num_frames) // p_t * (cfg.height // (vae * p_h)) * (cfg.width // (vae * p_w))
+    check_token_split(tokens, degree)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Value and cross-field checks; raise ValueError naming the key. Cheap: builds no model."""
     for key in ("num_frames", "height", "width", "num_inference_steps", "num_seeds", "fps"):
@@ -209,6 +239,7 @@ def validate_config(cfg: DictConfig) -> None:
     method = method_from_config(cfg.method).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
     method.check_frames(latent_frames(cfg.model, cfg.num_frames))
     method.check_model(cfg.model)
+    check_parallel(cfg)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")
     if cfg.prompts.file is None and not cfg.prompts.list and not cfg.prompts.suite:

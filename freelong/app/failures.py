@@ -35,6 +35,18 @@ class GenerationFailed(RuntimeError):
                          f"videos/<stem>.json; re-run the same command to retry only those")
 
 
+class RankFailed(RuntimeError):
+    """Under ``parallel.context=N`` one rank failed: the other ranks wait in its collectives, so the job ends.
+
+    Videos written before stay (atomic writes); a re-run of the same command resumes after them.
+    """
+
+    def __init__(self, rank: int, world: int, stem: str, err: BaseException):
+        self.rank, self.world, self.stem = rank, world, stem
+        super().__init__(f"rank {rank} of {world} failed on video {stem} ({describe_error(err)}); the job ends, the "
+                         f"videos written so far are kept; re-run the same command to resume")
+
+
 def describe_error(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
@@ -67,5 +79,5 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-__all__ = ["STATUS_DONE", "STATUS_FAILED", "GenerationFailed", "failure_record", "is_failed", "is_out_of_memory",
-           "release_memory"]
+__all__ = ["STATUS_DONE", "STATUS_FAILED", "GenerationFailed", "RankFailed", "failure_record", "is_failed",
+           "is_out_of_memory", "release_memory"]

@@ -8,6 +8,11 @@ or sweep resumes where it stopped.
 A video that fails (CUDA out of memory, any error) is recorded as ``status: failed`` and the job goes on
 (:mod:`.failures`); a re-run retries exactly the failed and missing videos, and :class:`GenerationFailed` at
 the end makes the process exit non-zero. ``shard=i num_shards=N`` makes every N-th video (:mod:`.sharding`).
+
+``parallel.context=N`` (under ``python -m torch.distributed.run --nproc_per_node N``) makes each video on N
+processes (:mod:`freelong.parallel`): every rank runs the same loop, rank 0 decides which videos are done and is
+the only one that decodes, writes, scores, records and logs; a failure on any rank ends the job
+(:class:`~.failures.RankFailed`) since the others wait for it in their collectives.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from .. import parallel
 from ..errors import ConfigError
 from ..metadata import peak_memory, reset_peak_memory, resolve_device
 from ..video_io import write_video
 from .config import method_from_config
 from .eval_hook import is_pending
-from .failures import GenerationFailed, failure_record, release_memory
+from .failures import GenerationFailed, RankFailed, failure_record, release_memory
 from .plugins import REPORTS, in_multirun
 from .prompt_suites import prompt_source
 from .records import STATUS_DONE, Job, RunRecords, job_key, make_jobs, read_records, sampling_settings
@@ -68,7 +74,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     # backbone's weights (cheap path lookups), then the evaluation networks, then the backbone itself.
     prompts = check_config(cfg)
     check_prompts_fit(prompts, cfg.num_frames)
-    evaluate = make_evaluator(cfg, resolve_device(job_device(cfg.device), cfg.dtype)[0], bool(cfg.model.random_init))
+    split = int(cfg.parallel.context) > 1
+    if split:  # one video on N processes: join torch.distributed.run's group before anything heavy
+        parallel.init_process_group()
+    main = parallel.is_main_process()
+    evaluate = (make_evaluator(cfg, resolve_device(job_device(cfg.device), cfg.dtype)[0], bool(cfg.model.random_init))
+                if main else None)
     setup = build(cfg, prompts, run_dir)
     backbone, device, dtype = setup.backbone, setup.device, setup.dtype
     pipe = setup.pipeline(method)
@@ -77,13 +88,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     jobs = select_shard(make_jobs(setup.prompts, cfg.seed, cfg.num_seeds), cfg.shard, cfg.num_shards)
     log.info("run dir %s: %d video(s), %s on %s, %d frames %dx%d", setup.run_dir, len(jobs), method.describe(),
              backbone.name, cfg.num_frames, cfg.height, cfg.width)
-    logger = make_logger(cfg, setup.run_dir)
+    logger = make_logger(cfg, setup.run_dir) if main else None
     failed: list[str] = []
     batched = getattr(evaluate, "batched", False)  # eval.backend=official: one VBench process at the end
     try:
         for job in jobs:
             key = job_key(cfg, job, dtype)
-            done = None if cfg.overwrite else recorder.finished(job, key)
+            done = None if cfg.overwrite or not main else recorder.finished(job, key)
+            done = parallel.broadcast_object(done) if split else done  # every rank skips what rank 0 skips
             if done is not None:
                 if batched and is_pending(done.get("scores")):  # a stopped run's placeholder: score it now
                     evaluate.queue(recorder.video(job), (done["scores"].get("meta") or {}).get("frames"))
@@ -94,6 +106,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
                 record = generate_one(cfg, job, key, pipe, method, env, evaluate, recorder, device)
             except Exception as err:
                 log.error("video %s failed: %s", job.stem, err)
+                if split:  # no failure record: the cause may be another rank; the video stays missing (resume)
+                    raise RankFailed(parallel.rank(), parallel.world_size(), job.stem, err) from err
                 recorder.save(job, failure_record(err, {
                     "prompt": job.prompt, "prompt_index": job.index, "seed": job.seed, **env,
                     "method": method.name, "method_params": method.params(), **sampling_settings(cfg),
@@ -105,7 +119,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
                 logger.log_video(record, recorder.video(job))
         if batched:
             finish_batched(evaluate, recorder)
-        if cfg.report and not in_multirun():  # a sweep writes one report at its end (analysis.report.ReportCallback)
+        # a sweep writes one report at its end (analysis.report.ReportCallback)
+        if cfg.report and main and not in_multirun():
             log.info("report: %s", REPORTS.get("html")([setup.run_dir], setup.run_dir / "report"))
     finally:
         if logger is not None:  # always closed, also when a video fails
@@ -125,11 +140,17 @@ def finish_batched(evaluate: Any, recorder: RunRecords) -> None:
 
 def generate_one(cfg: DictConfig, job: Job, key: str, pipe: Any, method: Any, env: dict[str, Any],
                  evaluate: Any, recorder: RunRecords, device: torch.device) -> dict[str, Any]:
-    """Generate, write, score and record one video (the body of the run loop); its record."""
+    """Generate, write, score and record one video (the body of the run loop); its record.
+
+    On a rank other than 0 of a parallel run: only the denoising (rank 0 decodes and writes); None.
+    """
     t0 = time.perf_counter()
+    main = parallel.is_main_process()
     video = pipe(job.prompt, cfg.num_frames, cfg.height, cfg.width, cfg.num_inference_steps,
                  cfg.guidance_scale, job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler,
-                 eta=cfg.eta)
+                 eta=cfg.eta, output_type="np" if main else "latent")
+    if not main:
+        return None
     wall = time.perf_counter() - t0
     write_video(recorder.video(job), video, fps=cfg.fps)
     record = {
@@ -149,6 +170,7 @@ def generate_one(cfg: DictConfig, job: Job, key: str, pipe: Any, method: Any, en
         "experiment": cfg.task_name,
         "tags": list(cfg.tags),
         "shard": [cfg.shard, cfg.num_shards],
+        "parallel_context": parallel.world_size(),
         "job_key": key,
         "status": STATUS_DONE,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -114,10 +114,11 @@ class RunSetup:
 
     def pipeline(self, method: Any):
         """A pipeline for ``method`` with the run's decode chunking and progress setting."""
+        from .. import parallel
         from ..pipeline import LongVideoPipeline
 
         return LongVideoPipeline(self.backbone, method, decode_chunk_size=self.cfg.decode_chunk_size,
-                                 progress=self.cfg.progress)
+                                 progress=self.cfg.progress and parallel.is_main_process())
 
     def environment(self) -> dict[str, Any]:
         from .records import environment
@@ -127,12 +128,19 @@ class RunSetup:
 
 def build(cfg: DictConfig, prompts: list[Any], run_dir: str | Path | None = None) -> RunSetup:
     """Make the run directory, build the backbone on the run's device/dtype/chunking, write ``config.yaml``."""
+    from .. import parallel
     from ..metadata import resolve_device
     from ..models.base import build_backbone
 
     device, dtype = resolve_device(job_device(cfg.device), cfg.dtype)  # cuda:free -> the GPU this process holds
+    split = int(cfg.get("parallel", {}).get("context", 1)) > 1
+    if split and device.type == "cuda":  # one GPU per rank
+        device = parallel.local_device()
     run_dir = Path(run_dir) if run_dir is not None else output_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if split:  # Hydra's timestamped directory may differ between ranks: rank 0's is the run's
+        run_dir = Path(parallel.broadcast_object(str(run_dir)))
+    if parallel.is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:  # a family's config checks (e.g. a motion adapter that does not fit its base UNet) run first
         backbone = build_backbone(cfg.model, cfg.paths.weights_dir)
     except ValueError as err:
@@ -142,7 +150,13 @@ def build(cfg: DictConfig, prompts: list[Any], run_dir: str | Path | None = None
     backbone.to(device, dtype)
     if hasattr(backbone.unet, "frame_chunk_size"):  # memory-bounded long videos (freelong.chunking)
         backbone.unet.frame_chunk_size = cfg.frame_chunk_size
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if split:
+        try:
+            parallel.enable_context_parallel(backbone, int(cfg.parallel.context))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    if parallel.is_main_process():
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return RunSetup(cfg, run_dir, backbone, device, dtype, prompts)
 
 

@@ -139,3 +139,32 @@ def test_meta_flops_count_freelongs_shared_branch_kernels_on_a_dit():
                    "--methods", "direct,sliding_window,freelong"])
     flops = {r["method"]: r["gflops"] for r in result["step"]}
     assert flops["direct"] < flops["freelong"] < flops["direct"] + flops["sliding_window"]
+
+
+def test_comm_volume_of_a_split_video_is_computed_from_the_config(tmp_path):
+    """``--comm``: Wan2.1-14B, 4x length at 720p over 2 and 4 ranks; every method moves what direct sampling moves."""
+    import json
+
+    from scripts.benchmark import main
+
+    out = main(["--model", "wan2_1_t2v_14b", "--comm", "2,4,3", "--frames", "321", "--height", "720",
+                "--width", "1280", "--guidance", "5", "--json", str(tmp_path / "comm.json")])
+    rows = [r for r in out["comm"] if r["method"] != "-"]
+    assert {r["method"] for r in rows} == {"direct", "sliding_window", "freenoise", "freelong", "freelong_pp", "riflex",
+                                           "freeloc"}
+    tokens = 81 * (720 // 16) * (1280 // 16)  # 291,600 tokens
+    for r in rows:
+        n = r["ranks"]
+        # per rank and layer call: q, k, v and the output, each (S/N) x 40 heads x 128 bf16, (N-1)/N of it sent
+        attn = 4 * tokens / n * 40 * 128 * 2 * (n - 1) / n
+        gather = tokens / n * 16 * 4 * 2 * (n - 1)  # proj_out: 16 channels x patch 1x2x2, to N-1 ranks
+        # FreeLOC: cos and sin, (S/N) x 128 bf16 each, to N-1 ranks, in each of 40 layers x 2 calls
+        rope = 2 * 40 * 2 * tokens / n * 128 * 2 * (n - 1) if r["method"] == "freeloc" else 0
+        assert r["tokens"] == tokens
+        assert abs(r["per_step_gb"] * 2**30 - 2 * (40 * attn + gather) - rope) < 1e3  # cond + uncond calls
+        assert r["all_to_alls_per_step"] == 2 * 40 * 4
+        assert abs(r["added_vs_direct_gb"] * 2**30 - rope) < 1e3
+    assert [r["exchange"] for r in out["comm"] if r["method"] == "-"] == [
+        "refused: --comm=3 must divide the attention heads of wan2_1_t2v_14b (40): Ulysses gives each rank "
+        "heads/--comm heads"]
+    assert json.loads((tmp_path / "comm.json").read_text())["model"] == "wan2_1_t2v_14b"

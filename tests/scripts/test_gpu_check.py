@@ -87,3 +87,16 @@ def test_dit_attention_section_checks_the_fused_kernels_and_times_the_branches(o
     md = gpu_check.markdown({"smoke": True, "machine": {"device": "cpu", "versions": {}, "git_commit": "x"},
                              "wall_s": 1.0, "dit_attention": out})
     assert "shared_branches" in md
+
+
+def test_multi_gpu_section_is_skipped_with_a_note_without_several_gpus_and_rendered_with_them():
+    out = gpu_check.multi_gpu_check(True, gpu_check.Budget(10))
+    assert "needs 2 or more" in out["skipped"] and "error" not in out
+    # the shape scripts/parallel_check.py writes (tests/scripts/test_parallel_check.py runs it on two CPU ranks)
+    multi = {"gpus": 4, "ranks": 4, "description": "Wan", "size": [480, 832], "model": "wan2_1_t2v_1_3b",
+             "parity": [{"method": "freelong", "ranks": 4, "frames": 81, "split_s": 1.5, "rel_diff": 3e-7}],
+             "timing": [{"method": "freelong", "ranks": 4, "frames": 321, "dtype": "bfloat16",
+                         "one_step_call_s": 2.5, "peak_mb_rank": 9000.0}]}
+    md = gpu_check.markdown({"smoke": False, "wall_s": 1.0, "machine": {"device": "x", "versions": {},
+                                                                        "git_commit": "c"}, "multi_gpu": multi})
+    assert "## One video over 4 GPUs" in md and "| freelong | 4 | 3e-07 |" in md and "| freelong | 321 |" in md

@@ -84,7 +84,18 @@ class WanFrameRope:
 
 
 class WanSelfAttnAdapter:
-    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours."""
+    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours.
+
+    Under diffusers' context parallelism (:mod:`freelong.parallel`) it carries the ``_parallel_config`` of the
+    processor it replaced (or gets it from ``enable_parallelism``), receives this rank's ``S/N`` tokens, and
+    runs our processor on every token for ``heads/N`` heads (Ulysses all-to-all before and after). Handed a
+    token shard without that configuration it refuses to run instead of attending within the shard.
+    """
+
+    # diffusers' processor attributes: ``enable_parallelism`` / ``set_attention_backend`` set them on processors
+    # that have them; our slot copies them from the processor it replaces.
+    _attention_backend = None
+    _parallel_config = None
 
     def __init__(self, processor: TemporalAttnProcessor, state: DiTCallState, name: str, level: int):
         self.processor = processor
@@ -124,8 +135,19 @@ class WanSelfAttnAdapter:
         if self.state.grid is None:
             raise RuntimeError(f"{self.name}: latent grid unknown (the transformer's pre-hook did not run)")
         t, h, w = self.state.grid
+        group = self.parallel_group(hidden_states.shape[1], t * h * w)
         rope = None
-        if getattr(self.processor, "needs_rope", False):
+        if group is not None and type(self.processor) is TemporalAttnProcessor:
+            # plain global attention (direct, RIFLEx): diffusers' own parallel attention, as WanAttnProcessor
+            from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+            out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                        backend=self._attention_backend, parallel_config=self._parallel_config)
+            return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(q)))
+        if group is not None:  # Ulysses: every token of the video for this rank's heads
+            q, k, v, rope = self.exchange(attn, hidden_states, rotary_emb, group)
+        elif getattr(self.processor, "needs_rope", False):
             q, k, v, rope = self.qkv(attn, hidden_states, rotary_emb, keep_raw=True)
         else:
             q, k, v = self.qkv(attn, hidden_states, rotary_emb)
@@ -143,9 +165,51 @@ class WanSelfAttnAdapter:
             frame_index=call.frame_index,
             timesteps=call.timesteps,
         )
-        out = self.processor(q, k, v, bias=None, ctx=ctx)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(q)
+        out = self.processor(q, k, v, bias=None, ctx=ctx).transpose(1, 2)
+        if group is not None:
+            from ...parallel import heads_to_seq
+
+            out = heads_to_seq(out, group)
+        out = out.flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def exchange(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb, group):
+        """Context parallelism (Ulysses): ``(B, heads/N, S, d)`` q, k, v of every token for this rank's heads.
+
+        A processor that re-encodes positions (``needs_rope``, FreeLOC) gets the un-rotated q/k of every token and
+        the whole RoPE table (an all-gather of this rank's rows) in its :class:`WanFrameRope`.
+        """
+        from ...parallel import gather_seq, seq_to_heads
+
+        if not getattr(self.processor, "needs_rope", False) or rotary_emb is None:
+            q, k, v = self.qkv(attn, hidden_states, rotary_emb)
+            return (*(seq_to_heads(x.transpose(1, 2), group).transpose(1, 2) for x in (q, k, v)), None)
+        q, k, v = (seq_to_heads(x.transpose(1, 2), group) for x in self.qkv(attn, hidden_states, None))
+        tables = tuple(gather_seq(x, group) for x in rotary_emb)
+        rope = WanFrameRope(q, k, tables, self.state.grid)
+        q, k = wan_rotary(q, *tables), wan_rotary(k, *tables)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), rope
+
+    def parallel_group(self, tokens: int, grid_tokens: int):
+        """The Ulysses group when this call holds a context-parallel shard of the tokens, else None.
+
+        A shard (fewer tokens than the grid) without ``_parallel_config`` is refused: attending within the shard
+        would be silently wrong.
+        """
+        if tokens == grid_tokens:
+            return None
+        if self._parallel_config is None or getattr(self._parallel_config, "context_parallel_config", None) is None:
+            raise RuntimeError(f"{self.name}: got {tokens} of the {grid_tokens} latent tokens (the model is split "
+                               f"over processes by context parallelism) but this processor has no _parallel_config; "
+                               f"attach methods through Backbone.attach after freelong.parallel."
+                               f"enable_context_parallel")
+        from ...parallel import ulysses_group
+
+        group = ulysses_group(self._parallel_config)
+        if tokens * torch.distributed.get_world_size(group) != grid_tokens:
+            raise RuntimeError(f"{self.name}: {tokens} local tokens do not make a 1/"
+                               f"{torch.distributed.get_world_size(group)} share of the {grid_tokens} latent tokens")
+        return group
 
     def __repr__(self) -> str:
         return f"WanSelfAttnAdapter({self.processor!r})"
@@ -167,10 +231,30 @@ class PerFrameCrossAttn:
         if encoder_hidden_states is None or encoder_hidden_states.ndim != 4:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         b, t, length, c = encoder_hidden_states.shape
+        if self.state.grid is not None and hidden_states.shape[1] != t * self.state.grid[1] * self.state.grid[2]:
+            return self.shard(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         tokens = hidden_states.shape[1] // t
         out = self.inner(attn, hidden_states.reshape(b * t, tokens, -1),
                          encoder_hidden_states.reshape(b * t, length, c), attention_mask, rotary_emb)
         return out.reshape(b, t * tokens, -1)
+
+    def shard(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, rotary_emb=None):
+        """Context parallelism: this rank's contiguous share of the frame-major tokens, frames cut at its edges;
+        each frame's piece attends to that frame's context."""
+        from ...parallel import rank, world_size
+
+        _, h, w = self.state.grid
+        rows, per_frame = hidden_states.shape[1], h * w
+        if rows * world_size() != encoder_hidden_states.shape[1] * per_frame:
+            raise RuntimeError(f"per-frame text: {rows} tokens are neither every latent token nor a 1/{world_size()} "
+                               f"share")
+        start = rows * rank()
+        pieces = []
+        for frame in range(start // per_frame, (start + rows - 1) // per_frame + 1):
+            lo, hi = max(start, frame * per_frame) - start, min(start + rows, (frame + 1) * per_frame) - start
+            pieces.append(self.inner(attn, hidden_states[:, lo:hi], encoder_hidden_states[:, frame], attention_mask,
+                                     rotary_emb))
+        return torch.cat(pieces, dim=1)
 
 
 def per_frame_text(transformer: nn.Module, state: DiTCallState):
@@ -225,8 +309,19 @@ class RopeFrequencyEdit(nn.Module):
         t_sin = angles.sin().repeat_interleave(2, dim=1).to(sin.dtype).to(sin.device)
         t_dim = self.inner.t_dim
         cos, sin = cos.clone(), sin.clone()
-        cos.view(1, ppf, tokens, 1, -1)[..., :t_dim] = t_cos[None, :, None, None, :]
-        sin.view(1, ppf, tokens, 1, -1)[..., :t_dim] = t_sin[None, :, None, None, :]
+        # Under context parallelism diffusers hands this rank's contiguous share of the frame-major rows.
+        rows = cos.shape[1]
+        offset = 0
+        if rows != ppf * tokens:
+            from ...parallel import rank, world_size
+
+            if rows * world_size() != ppf * tokens:
+                raise RuntimeError(f"rope: {rows} rows are neither all {ppf * tokens} latent tokens nor a 1/"
+                                   f"{world_size()} share")
+            offset = rows * rank()
+        frame = torch.div(torch.arange(offset, offset + rows, device=cos.device), tokens, rounding_mode="floor")
+        cos[0, :, 0, :t_dim] = t_cos[frame]
+        sin[0, :, 0, :t_dim] = t_sin[frame]
         return cos, sin
 
 
@@ -250,7 +345,11 @@ class WanSelfAttnSlot:
 
     def set_processor(self, processor) -> None:
         if isinstance(processor, TemporalAttnProcessor):
+            replaced = self.attn.processor
             processor = WanSelfAttnAdapter(processor, self.state, self.layer_name, level=self.level)
+            for name in ("_attention_backend", "_parallel_config"):  # context parallelism reaches ours too
+                if getattr(replaced, name, None) is not None:
+                    setattr(processor, name, getattr(replaced, name))
         self.attn.set_processor(processor)
 
 
