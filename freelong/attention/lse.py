@@ -398,19 +398,20 @@ def _striped_attention(q, k, v, tier: KeyTier, r0: int, r1: int, a: int, b: int,
     for c0 in range(0, r1 - r0, chunk):
         c1 = min(r1 - r0, c0 + chunk)
         kj = keys[(raster >= c0 - width) & (raster <= c1 - 1 + width)]
-        qi = torch.arange(r0 + c0, r0 + c1, device=on, dtype=torch.int32)
-        mask = torch.zeros(c1 - c0, kj.numel(), dtype=torch.bool, device=on)
-        for band in tier.bands:
-            mask |= band.allowed(qi, kj, s)
         rows = q[:, :, r0 + c0 : r0 + c1]
-        if kj.numel() == 0 or not bool(mask.any()):
+        mask = None  # on meta (FLOP and memory estimates) the gathered keys are attended unmasked: same cost
+        if v.device.type != "meta":
+            qi = torch.arange(r0 + c0, r0 + c1, device=on, dtype=torch.int32)
+            mask = torch.zeros(c1 - c0, kj.numel(), dtype=torch.bool, device=on)
+            for band in tier.bands:
+                mask |= band.allowed(qi, kj, s)
+        if kj.numel() == 0 or (mask is not None and not bool(mask.any())):
             outs.append(rows.new_zeros(rows.shape[:-1] + (v.shape[-1],)))
             lses.append(torch.full(rows.shape[:-1], float("-inf"), device=q.device))
             continue
         any_key = True
         idx = kj.to(device=v.device, dtype=torch.long)
-        out, lse = masked_attention_with_lse(rows, k.index_select(2, idx), v.index_select(2, idx),
-                                             None if v.device.type == "meta" else mask)
+        out, lse = masked_attention_with_lse(rows, k.index_select(2, idx), v.index_select(2, idx), mask)
         outs.append(out)
         lses.append(lse.float())
     if not any_key:
