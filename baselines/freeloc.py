@@ -89,30 +89,38 @@ def vrpr_tiers(frames: int, tokens: int, window_1: int, window_2: int, group_1: 
 
 def tsa_tiers(frames: int, tokens: int, window_1: int, window_2: int, sink_group: int, sink_window: int,
               sink_frames: int, end_sink_frames: int, clip: int, quirks: bool) -> list[TierPositions]:
-    """TSA's three tiers (dense + striped + first-frame column, first-frame sink, last-frames sink)."""
+    """TSA's tiers: standard positions (dense window, first-frame column, stripe), first and last-frames sinks."""
     band = (window_2 - window_1) // (window_1 / 2)
     stripe = (band / (window_2 - window_1) * tokens) // 2  # the release's mask_width (tokens of raster distance)
     c = sink_window - sink_window / sink_group
     if quirks:
         d1, d2, sink = r128(tokens * window_1), r128(tokens * window_2), r128(tokens * sink_frames)
         end = r128(tokens * OFFICIAL_END_SINK_FRAME) + 1
-        diag = (Band(-d1, d1), Band(-d2, d2, key_hi=sink), Band(d1 + 1, d2, stripe=stripe),
-                Band(-d2, -d1 - 1, stripe=stripe))
+        dense = (Band(-d1, d1),)
+        column = (Band(d1 + 1, d2, key_hi=sink), Band(-d2, -d1 - 1, key_hi=sink))
+        striped = (Band(d1 + 1, d2, key_lo=sink, stripe=stripe), Band(-d2, -d1 - 1, key_lo=sink, stripe=stripe))
         first, last = (Band(d2 + 1, None, key_hi=sink),), (Band(None, -d2 - 1, key_lo=end),)
         first_pos = (_shifted(frames, sink_group, c), _shifted(frames, sink_group, 0))
         last_pos = (_shifted(frames, sink_group, 0), _shifted(frames, sink_group, c))
     else:
         u, n_tok = tokens, frames * tokens
         end = max(0, frames - end_sink_frames) * tokens
-        diag = (Band(-window_1, window_1, u), Band(-window_2, window_2, u, key_hi=sink_frames * tokens),
-                Band(window_1 + 1, window_2, u, stripe=stripe), Band(-window_2, -window_1 - 1, u, stripe=stripe))
+        sink = sink_frames * tokens
+        dense = (Band(-window_1, window_1, u),)
+        column = (Band(window_1 + 1, window_2, u, key_hi=sink), Band(-window_2, -window_1 - 1, u, key_hi=sink))
+        striped = (Band(window_1 + 1, window_2, u, key_lo=sink, stripe=stripe),
+                   Band(-window_2, -window_1 - 1, u, key_lo=sink, stripe=stripe))
         first = (Band(window_2 + 1, None, u, key_hi=sink_frames * tokens),)
         last = (Band(None, -window_2 - 1, u, key_lo=end, key_hi=n_tok),)
         # sinks: the relative distance grows with the query's distance to the sink at 1/sink_group, capped at clip
         first_pos = (tuple(min(f // sink_group + int(c), clip) for f in range(frames)), (0,) * frames)
         last_pos = (tuple(clip - min((frames - 1 - f) // sink_group + int(c), clip) for f in range(frames)),
                     (clip,) * frames)
-    return [TierPositions(KeyTier("diag", diag), None, None),
+    # the standard-position tier (dense window | first-frame column | stripe) as three disjoint parts, so the dense
+    # window and the column need no mask
+    return [TierPositions(KeyTier("diag", dense), None, None),
+            TierPositions(KeyTier("diag_column", column), None, None),
+            TierPositions(KeyTier("diag_stripe", striped), None, None),
             TierPositions(KeyTier("sink_first", first), *first_pos),
             TierPositions(KeyTier("sink_last", last), *last_pos)]
 

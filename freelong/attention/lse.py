@@ -292,6 +292,10 @@ class KeyTier:
     name: str
     bands: tuple[Band, ...]
 
+    @property
+    def striped(self) -> bool:
+        return all(band.stripe is not None for band in self.bands)
+
     def key_span(self, r0: int, r1: int, num_tokens: int) -> tuple[int, int]:
         spans = [band.key_span(r0, r1, num_tokens) for band in self.bands]
         spans = [(a, b) for a, b in spans if a < b]
@@ -351,13 +355,16 @@ def tiered_attention(
     ``(B, heads, N, d)`` frame-major tokens), merged by log-sum-exp.
 
     Equal to one softmax over all allowed keys in which a (query, key) pair's logit uses its tier's rotated q and k.
-    Queries go in blocks of ``block_frames`` frames; per block each tier attends only the key span its clauses can
-    reach (:meth:`KeyTier.key_span`), masked inside the span, so the cost follows the tiers' extent, not ``N^2``.
+    Queries go in blocks of ``block_frames`` frames (default: one frame from 256 tokens per frame); per block each
+    tier attends only the key span its clauses can reach (:meth:`KeyTier.key_span`), masked inside the span, so the
+    cost follows the tiers' extent, not ``N^2``; a striped tier at one-frame blocks reads only the keys near each
+    chunk of query raster positions (:func:`_striped_attention`).
     ``merge_dtype``: the dtype the merge weights are rounded to before weighting (FreeLOC's release: bfloat16).
     """
     n = v.shape[-2]
     s = tokens_per_frame
-    block = (block_frames or max(1, math.ceil(QUERY_BLOCK_TOKENS / s))) * s
+    # one frame per block from 256 tokens per frame: frame-aligned tiers then hold their whole span (no mask)
+    block = (block_frames or (1 if s >= 256 else math.ceil(QUERY_BLOCK_TOKENS / s))) * s
     out = _empty_out(next(iter(qk.values()))[0], v)
     for r0 in range(0, n, block):
         r1 = min(n, r0 + block)
@@ -366,13 +373,53 @@ def tiered_attention(
             a, b = tier.key_span(r0, r1, n)
             if a >= b:
                 continue
+            q_t, k_t = qk[tier.name]
+            if tier.striped and r1 - r0 == s > 1:  # one query frame against a stripe: gather its raster neighbourhood
+                part = _striped_attention(q_t, k_t, v, tier, r0, r1, a, b, s)
+                if part is not None:
+                    parts.append(part)
+                continue
             mask = None if v.device.type == "meta" else tier.mask(r0, r1, a, b, s, v.device)  # None: all keys
             if mask is not None and not bool(mask.any()):
                 continue
-            q_t, k_t = qk[tier.name]
             parts.append(masked_attention_with_lse(q_t[:, :, r0:r1], k_t[:, :, a:b], v[:, :, a:b], mask))
         out[:, :, r0:r1] = _merge_lse(parts, merge_dtype)
     return out
+
+
+def _striped_attention(q, k, v, tier: KeyTier, r0: int, r1: int, a: int, b: int, s: int):
+    """``(out, lse)`` of one query frame ``[r0, r1)`` against a striped tier (every clause keeps only keys within
+    ``stripe`` raster positions of the query's): per chunk of ``stripe`` query raster positions, the span's keys whose
+    raster position can qualify (about three stripe widths per frame instead of ``S``) are gathered and masked
+    exactly. None when no query has a key."""
+    width = math.ceil(max(band.stripe for band in tier.bands))
+    chunk = max(width, 16)
+    on = torch.device("cpu") if v.device.type == "meta" else v.device  # index arithmetic needs data
+    keys = torch.arange(a, b, device=on, dtype=torch.int32)
+    raster = keys % s
+    outs, lses, any_key = [], [], False
+    for c0 in range(0, r1 - r0, chunk):
+        c1 = min(r1 - r0, c0 + chunk)
+        kj = keys[(raster >= c0 - width) & (raster <= c1 - 1 + width)]
+        rows = q[:, :, r0 + c0 : r0 + c1]
+        mask = None  # on meta (FLOP and memory estimates) the gathered keys are attended unmasked: same cost
+        if v.device.type != "meta":
+            qi = torch.arange(r0 + c0, r0 + c1, device=on, dtype=torch.int32)
+            mask = torch.zeros(c1 - c0, kj.numel(), dtype=torch.bool, device=on)
+            for band in tier.bands:
+                mask |= band.allowed(qi, kj, s)
+        if kj.numel() == 0 or (mask is not None and not bool(mask.any())):
+            outs.append(rows.new_zeros(rows.shape[:-1] + (v.shape[-1],)))
+            lses.append(torch.full(rows.shape[:-1], float("-inf"), device=q.device))
+            continue
+        any_key = True
+        idx = kj.to(device=v.device, dtype=torch.long)
+        out, lse = masked_attention_with_lse(rows, k.index_select(2, idx), v.index_select(2, idx), mask)
+        outs.append(out)
+        lses.append(lse.float())
+    if not any_key:
+        return None
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=-1)
 
 
 def _merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]], weight_dtype: torch.dtype | None) -> torch.Tensor:

@@ -22,8 +22,9 @@ FreeLOC (``wan/modules/model_freeloc.py`` and ``wan/modules/attention.py``):
    released; and their 2-argument mask closures are rejected by ``create_block_mask``. The stand-ins accept that
    signature, call the *official* mask closures (``generate_VRPR_mask_mod``, ``generate_radial_mask_mod_plus``,
    ``generate_mask_mod``) on broadcast index tensors and return dense boolean masks in the same order.
-3. ``vrpr_attention`` / ``radial_attention`` (``attention.py`` L193-360) assert CUDA, call FlashAttention-2 and the
-   compiled ``flex_attention``, and cast to bfloat16. Their *source* is re-executed with: the CUDA assert and the
+3. ``vrpr_attention`` / ``radial_attention`` (``attention.py`` L193-280 and L284-403) assert CUDA, call
+   FlashAttention-2 and the compiled ``flex_attention``, and cast to bfloat16. Their *source* is re-executed with:
+   the CUDA assert and the
    half-dtype assert removed, ``half()``/the merge weights kept in ``dtype`` (float32 here, for an fp32 comparison),
    ``flash_attn.flash_attn_func`` = masked SDPA over the window ``|i - j| <= D`` returning ``(out, lse, None)``,
    ``flex_attention(..., block_mask=dense, return_lse=True)`` = masked SDPA returning the natural-log lse.
