@@ -38,3 +38,28 @@ def bare_backbone(denoiser: torch.nn.Module, name: str = "bare"):
 def attach(method, denoiser: torch.nn.Module):
     """``bare_backbone(denoiser).attach(method)``: the handle of the one installer."""
     return bare_backbone(denoiser).attach(method)
+
+
+PROMPT = "a red fox runs through snow"  # the DiT parity tests' prompt
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative difference ``|a - b| / |b|`` (Frobenius norms)."""
+    return float((a - b).norm() / b.norm())
+
+
+def dit_latents(bb, frames: int = 21, h: int = 32, w: int = 48, seed: int = 1) -> torch.Tensor:
+    """Seeded initial latents of a ``frames``-frame ``h x w`` video for a DiT backbone ``bb``."""
+    g = torch.Generator().manual_seed(seed)
+    f = bb.vae_scale_factor
+    return torch.randn(1, bb.latent_channels, bb.latent_frames(frames), h // f, w // f, generator=g)
+
+
+def pipeline_latents(bb, method, latents: torch.Tensor, steps: int = 3, frames: int = 21, guidance: float = 5.0):
+    """The final latents of ``LongVideoPipeline(bb, method)`` from ``latents`` (the parity tests' "ours")."""
+    from freelong import LongVideoPipeline
+
+    f = bb.vae_scale_factor
+    pipe = LongVideoPipeline(bb, method, progress=False)
+    return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * f, width=latents.shape[-1] * f,
+                num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")

@@ -29,7 +29,8 @@ def small(compose_cfg, tmp_path, *overrides):
 # models have their own presets); a backbone's own presets with that backbone (validation reads no weights).
 NEEDS = {("method", "freeloc"): ["model=wan2_1_t2v_1_3b"],
          ("method", "freeloc_official"): ["model=wan2_1_t2v_1_3b", "num_frames=321"],  # the release's 81 latent frames
-         **{("method", f"{m}_hunyuanvideo"): ["model=hunyuanvideo"] for m in ("freelong", "freenoise", "sliding_window")},
+         **{("method", f"{m}_hunyuanvideo"): ["model=hunyuanvideo"]
+            for m in ("freelong", "freenoise", "sliding_window")},
          **{("model", m): ["method=direct"] for m in GROUPS["model"]}}
 
 

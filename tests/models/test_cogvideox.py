@@ -3,31 +3,21 @@
 
 import pytest
 import torch
+from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
 from freelong import LongVideoPipeline, get_method, load_backbone
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 
-PROMPT = "a red fox runs through snow"
+_latents = dit_latents
+
+
+def _ours(bb, method, latents, steps=3, frames=21, guidance=6.0):
+    return pipeline_latents(bb, method, latents, steps, frames, guidance)
 
 
 @pytest.fixture(scope="module")
 def cog():
     return load_backbone("cogvideox_5b_tiny")
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def _latents(bb, frames=21, h=32, w=48, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, bb.latent_channels, bb.latent_frames(frames), h // 8, w // 8, generator=g)
-
-
-def _ours(bb, method, latents, steps=3, frames=21, guidance=6.0):
-    pipe = LongVideoPipeline(bb, method, progress=False)
-    return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * 8, width=latents.shape[-1] * 8,
-                num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")
 
 
 def test_encode_text_equals_cogvideox_pipeline(cog):

@@ -3,11 +3,18 @@
 
 import pytest
 import torch
+from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
 from freelong import LongVideoPipeline, get_method, load_backbone
 from freelong.models.wan.attention import WanSelfAttnAdapter
 
-PROMPT = "a red fox runs through snow"
+
+def _latents(bb, frames=21, h=64, w=96, seed=1):
+    return dit_latents(bb, frames, h, w, seed)
+
+
+def _ours(bb, method, latents, steps=3, frames=21, guidance=5.0):
+    return pipeline_latents(bb, method, latents, steps, frames, guidance)
 
 
 @pytest.fixture(scope="module")
@@ -18,23 +25,6 @@ def ti2v():
 @pytest.fixture(scope="module")
 def a14b():
     return load_backbone("wan2_2_t2v_a14b_tiny")
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def _latents(bb, frames=21, h=64, w=96, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    f = bb.vae_scale_factor
-    return torch.randn(1, bb.latent_channels, bb.latent_frames(frames), h // f, w // f, generator=g)
-
-
-def _ours(bb, method, latents, steps=3, frames=21, guidance=5.0):
-    f = bb.vae_scale_factor
-    pipe = LongVideoPipeline(bb, method, progress=False)
-    return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * f, width=latents.shape[-1] * f,
-                num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")
 
 
 def _diffusers(bb, latents, steps=3, frames=21, guidance=5.0, **kw):

@@ -23,7 +23,7 @@ from torch import nn
 from ...attention.context import CallContext, TemporalAttentionContext
 from ...attention.kernels import attention, joint_keys
 from ...attention.processor import TemporalAttnProcessor
-from ..wan.attention import DiTCallState
+from ..wan.attention import AdapterSlot, DiTCallState
 
 
 def joint_attention(processor: TemporalAttnProcessor, q_v, k_v, v_v, q_t, k_t, v_t, ctx: TemporalAttentionContext,
@@ -92,24 +92,10 @@ class JointTextFirstAdapter:
         return f"JointTextFirstAdapter({self.processor!r})"
 
 
-class CogVideoXAttnSlot:
+class CogVideoXAttnSlot(AdapterSlot):
     """One CogVideoX block's ``attn1`` as an attachable layer (ours wrapped in the adapter; anything else as is)."""
 
-    def __init__(self, name: str, attn: nn.Module, state: DiTCallState, level: int):
-        self.layer_name = name
-        self.attn = attn
-        self.state = state
-        self.level = level
-
-    @property
-    def processor(self):
-        current = self.attn.processor
-        return current.processor if isinstance(current, JointTextFirstAdapter) else current
-
-    def set_processor(self, processor) -> None:
-        if isinstance(processor, TemporalAttnProcessor):
-            processor = JointTextFirstAdapter(processor, self.state, self.layer_name, level=self.level)
-        self.attn.set_processor(processor)
+    adapter = JointTextFirstAdapter
 
 
 def cogvideox_attention_slots(transformer: nn.Module, state: DiTCallState) -> dict[str, CogVideoXAttnSlot]:

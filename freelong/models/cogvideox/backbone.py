@@ -33,8 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
-from ..base import Backbone, register_family
-from ..frames import check_wan_frames, latent_frame_count
+from ..base import register_family
+from ..dit import VideoDiTBackbone
 from ..tiny import randomize_
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -52,7 +52,7 @@ def temporal_rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[t
     return angles.cos().repeat_interleave(2, dim=1), angles.sin().repeat_interleave(2, dim=1)
 
 
-class CogVideoXBackbone(Backbone):
+class CogVideoXBackbone(VideoDiTBackbone):
     """CogVideoX-5B behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
 
     def __init__(self, *args, max_sequence_length: int = 226, temporal_compression: int = 4, **kwargs):
@@ -62,23 +62,6 @@ class CogVideoXBackbone(Backbone):
         self.temporal_compression = int(temporal_compression)
         self.call_state = DiTCallState()
         self.rope_edit = None  # a method's rope_frequencies while attached (RIFLEx)
-
-    @property
-    def transformer(self):
-        return self.unet
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    def latent_frames(self, num_frames: int) -> int:
-        return latent_frame_count(num_frames, self.temporal_compression)
-
-    def check_shape(self, num_frames: int, height: int, width: int) -> None:
-        check_wan_frames(num_frames, self.temporal_compression)
-        multiple = self.vae_scale_factor * int(self.unet.config.patch_size)
-        if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple} for {self.name}, got {height}x{width}")
 
     # -- text ---------------------------------------------------------------------------------------
     @torch.no_grad()

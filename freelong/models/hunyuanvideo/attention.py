@@ -18,7 +18,7 @@ from torch import nn
 from ...attention.context import CallContext, TemporalAttentionContext
 from ...attention.processor import TemporalAttnProcessor
 from ..cogvideox.attention import joint_attention
-from ..wan.attention import DiTCallState
+from ..wan.attention import AdapterSlot, DiTCallState
 
 
 class JointVideoFirstAdapter:
@@ -101,24 +101,10 @@ class JointVideoFirstAdapter:
         return f"JointVideoFirstAdapter({self.processor!r})"
 
 
-class HunyuanAttnSlot:
+class HunyuanAttnSlot(AdapterSlot):
     """One HunyuanVideo block's ``attn`` as an attachable layer (ours wrapped in the adapter; anything else as is)."""
 
-    def __init__(self, name: str, attn: nn.Module, state: DiTCallState, level: int):
-        self.layer_name = name
-        self.attn = attn
-        self.state = state
-        self.level = level
-
-    @property
-    def processor(self):
-        current = self.attn.processor
-        return current.processor if isinstance(current, JointVideoFirstAdapter) else current
-
-    def set_processor(self, processor) -> None:
-        if isinstance(processor, TemporalAttnProcessor):
-            processor = JointVideoFirstAdapter(processor, self.state, self.layer_name, level=self.level)
-        self.attn.set_processor(processor)
+    adapter = JointVideoFirstAdapter
 
 
 def hunyuan_attention_slots(transformer: nn.Module, state: DiTCallState) -> dict[str, HunyuanAttnSlot]:

@@ -33,8 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
-from ..base import Backbone, register_family
-from ..frames import check_wan_frames, latent_frame_count
+from ..base import register_family
+from ..dit import VideoDiTBackbone
 from ..tiny import randomize_, tiny_text_encoder, tiny_tokenizer
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -69,7 +69,7 @@ def _flow_match_class():
     return PipelineSigmasFlowMatch
 
 
-class HunyuanVideoBackbone(Backbone):
+class HunyuanVideoBackbone(VideoDiTBackbone):
     """HunyuanVideo behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
 
     def __init__(self, *args, text_encoder_2=None, tokenizer_2=None, max_sequence_length: int = 256,
@@ -92,25 +92,8 @@ class HunyuanVideoBackbone(Backbone):
         return self
 
     @property
-    def transformer(self):
-        return self.unet
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    @property
     def vae_scale_factor(self) -> int:
         return int(self.vae.config.spatial_compression_ratio)
-
-    def latent_frames(self, num_frames: int) -> int:
-        return latent_frame_count(num_frames, self.temporal_compression)
-
-    def check_shape(self, num_frames: int, height: int, width: int) -> None:
-        check_wan_frames(num_frames, self.temporal_compression)
-        multiple = self.vae_scale_factor * int(self.unet.config.patch_size)
-        if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple} for {self.name}, got {height}x{width}")
 
     # -- text ---------------------------------------------------------------------------------------
     def diffusers_pipeline(self):

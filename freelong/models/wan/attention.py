@@ -325,12 +325,15 @@ class RopeFrequencyEdit(nn.Module):
         return cos, sin
 
 
-class WanSelfAttnSlot:
-    """One Wan self-attention (``blocks.i.attn1``) as an attachable layer: ``processor`` / ``set_processor``.
+class AdapterSlot:
+    """One attention module of a diffusers DiT as an attachable layer: ``processor`` / ``set_processor``.
 
-    Setting one of our processors installs a :class:`WanSelfAttnAdapter` around it; setting anything else
-    (diffusers' own processor, when a handle detaches) puts that object back as it is.
+    Setting one of our processors installs the family's ``adapter`` around it (a diffusers processor that
+    computes q/k/v as diffusers does and hands them to ours); setting anything else (diffusers' own processor,
+    when a handle detaches) puts that object back as it is. Each DiT family names its adapter in a subclass.
     """
+
+    adapter: type
 
     def __init__(self, name: str, attn: nn.Module, state: DiTCallState, level: int):
         self.layer_name = name
@@ -341,16 +344,29 @@ class WanSelfAttnSlot:
     @property
     def processor(self):
         current = self.attn.processor
-        return current.processor if isinstance(current, WanSelfAttnAdapter) else current
+        return current.processor if isinstance(current, self.adapter) else current
 
     def set_processor(self, processor) -> None:
         if isinstance(processor, TemporalAttnProcessor):
-            replaced = self.attn.processor
-            processor = WanSelfAttnAdapter(processor, self.state, self.layer_name, level=self.level)
-            for name in ("_attention_backend", "_parallel_config"):  # context parallelism reaches ours too
-                if getattr(replaced, name, None) is not None:
-                    setattr(processor, name, getattr(replaced, name))
+            processor = self.wrap(processor, self.attn.processor)
         self.attn.set_processor(processor)
+
+    def wrap(self, processor: TemporalAttnProcessor, replaced):
+        """Our processor inside the family's adapter, in place of ``replaced``."""
+        return self.adapter(processor, self.state, self.layer_name, level=self.level)
+
+
+class WanSelfAttnSlot(AdapterSlot):
+    """One Wan self-attention (``blocks.i.attn1``), our processors inside a :class:`WanSelfAttnAdapter`."""
+
+    adapter = WanSelfAttnAdapter
+
+    def wrap(self, processor: TemporalAttnProcessor, replaced) -> WanSelfAttnAdapter:
+        wrapped = super().wrap(processor, replaced)
+        for name in ("_attention_backend", "_parallel_config"):  # context parallelism reaches ours too
+            if getattr(replaced, name, None) is not None:
+                setattr(wrapped, name, getattr(replaced, name))
+        return wrapped
 
 
 def wan_self_attentions(transformer: nn.Module) -> dict[str, nn.Module]:
@@ -377,6 +393,7 @@ def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.util
 
 
 __all__ = [
+    "AdapterSlot",
     "WanSelfAttnSlot",
     "record_token_grid",
     "wan_attention_slots",

@@ -44,7 +44,8 @@ from omegaconf import DictConfig, OmegaConf
 from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
-from ..base import Backbone, register_family
+from ..base import register_family
+from ..dit import VideoDiTBackbone
 from ..frames import TEMPORAL_COMPRESSION, check_wan_frames, latent_frame_count  # noqa: F401 (re-exported)
 from ..tiny import randomize_
 from .attention import (
@@ -62,8 +63,15 @@ if TYPE_CHECKING:
 SAMPLERS = ("unipc",)
 
 
-class WanBackbone(Backbone):
+class WanBackbone(VideoDiTBackbone):
     """Wan2.1 (T2V) behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
+
+    # One expert and one timestep per sample unless __init__ says otherwise (a view over one live transformer,
+    # Backbone.over, keeps these: freelong.enable gives each expert of a pipeline its own view).
+    transformer_2: torch.nn.Module | None = None
+    boundary_ratio: float | None = None
+    guidance_scale_2: float | None = None
+    expand_timesteps: bool = False
 
     def __init__(self, *args, max_sequence_length: int = 512, temporal_compression: int = TEMPORAL_COMPRESSION,
                  transformer_2: torch.nn.Module | None = None, boundary_ratio: float | None = None,
@@ -95,25 +103,8 @@ class WanBackbone(Backbone):
 
     # -- shape rules ------------------------------------------------------------------------------
     @property
-    def transformer(self):
-        return self.unet
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    @property
     def vae_scale_factor(self) -> int:
         return int(getattr(self.vae.config, "scale_factor_spatial", None) or 8)
-
-    def latent_frames(self, num_frames: int) -> int:
-        return latent_frame_count(num_frames, self.temporal_compression)
-
-    def check_shape(self, num_frames: int, height: int, width: int) -> None:
-        check_wan_frames(num_frames, self.temporal_compression)
-        multiple = self.vae_scale_factor * int(self.unet.config.patch_size[1])
-        if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple} for {self.name}, got {height}x{width}")
 
     # -- text ---------------------------------------------------------------------------------------
     @torch.no_grad()
