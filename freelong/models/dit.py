@@ -6,6 +6,12 @@ Wan, CogVideoX and HunyuanVideo take ``4n + 1`` frames (their VAEs keep the firs
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
 from .base import Backbone
 from .frames import check_wan_frames, latent_frame_count
 
@@ -36,3 +42,17 @@ class VideoDiTBackbone(Backbone):
         multiple = self.vae_scale_factor * self.spatial_patch()
         if height % multiple or width % multiple:
             raise ValueError(f"height and width must be multiples of {multiple} for {self.name}, got {height}x{width}")
+
+
+def load_folder_parts(folder: Path, parts: dict[str, Any], dtype: torch.dtype | None = None,
+                      keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Each ``subfolder: class`` of a diffusers-format folder through ``from_pretrained`` (local files only), in
+    ``dtype`` unless it is a tokenizer or named in ``keep_fp32``; ``"scheduler"``: the scheduler's config."""
+    out: dict[str, Any] = {}
+    for sub, cls in parts.items():
+        kw: dict[str, Any] = {"local_files_only": True}
+        if dtype is not None and sub not in keep_fp32 and not sub.startswith("tokenizer"):
+            kw["torch_dtype"] = dtype
+        out[sub] = cls.from_pretrained(folder, subfolder=sub, **kw)
+    out["scheduler"] = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return out

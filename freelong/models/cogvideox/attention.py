@@ -23,7 +23,7 @@ from torch import nn
 from ...attention.context import CallContext, TemporalAttentionContext
 from ...attention.kernels import attention, joint_keys
 from ...attention.processor import TemporalAttnProcessor
-from ..wan.attention import AdapterSlot, DiTCallState
+from ..wan.attention import AdapterSlot, DiTAdapter, DiTCallState
 
 
 def joint_attention(processor: TemporalAttnProcessor, q_v, k_v, v_v, q_t, k_t, v_t, ctx: TemporalAttentionContext,
@@ -39,14 +39,8 @@ def joint_attention(processor: TemporalAttnProcessor, q_v, k_v, v_v, q_t, k_t, v
     return out_v, out_t
 
 
-class JointTextFirstAdapter:
+class JointTextFirstAdapter(DiTAdapter):
     """A diffusers processor for a CogVideoX ``attn1`` that delegates the video rows' maths to ours."""
-
-    def __init__(self, processor: TemporalAttnProcessor, state: DiTCallState, name: str, level: int):
-        self.processor = processor
-        self.state = state
-        self.name = name
-        self.level = level
 
     def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, text_len: int, image_rotary_emb=None):
         """``(B, heads, L+N, d)`` q, k, v as ``CogVideoXAttnProcessor2_0`` computes them (RoPE on the video part)."""

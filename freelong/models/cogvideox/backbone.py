@@ -21,7 +21,6 @@ embedding, sliced RoPE grid): not wired here. CogVideoX-2B has no RoPE (sin-cos 
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
-from ..dit import VideoDiTBackbone
+from ..dit import VideoDiTBackbone, load_folder_parts
 from ..tiny import randomize_
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -186,15 +185,9 @@ def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
     from transformers import AutoTokenizer, T5EncoderModel
 
-    kw: dict[str, Any] = {"local_files_only": True}
-    if dtype is not None:
-        kw["torch_dtype"] = dtype
-    transformer = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer", **kw)
-    vae = AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae", **kw)
-    text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **kw)
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    return transformer, vae, text_encoder, tokenizer, scheduler
+    p = load_folder_parts(folder, {"transformer": CogVideoXTransformer3DModel, "vae": AutoencoderKLCogVideoX,
+                                   "text_encoder": T5EncoderModel, "tokenizer": AutoTokenizer}, dtype)
+    return p["transformer"], p["vae"], p["text_encoder"], p["tokenizer"], p["scheduler"]
 
 
 @register_family("cogvideox")

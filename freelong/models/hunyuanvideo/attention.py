@@ -16,22 +16,12 @@ import torch
 from torch import nn
 
 from ...attention.context import CallContext, TemporalAttentionContext
-from ...attention.processor import TemporalAttnProcessor
 from ..cogvideox.attention import joint_attention
-from ..wan.attention import AdapterSlot, DiTCallState
+from ..wan.attention import AdapterSlot, DiTAdapter, DiTCallState
 
 
-class JointVideoFirstAdapter:
+class JointVideoFirstAdapter(DiTAdapter):
     """A diffusers processor for a HunyuanVideo block's ``attn`` that delegates the video rows' maths to ours."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, processor: TemporalAttnProcessor, state: DiTCallState, name: str, level: int):
-        self.processor = processor
-        self.state = state
-        self.name = name
-        self.level = level
 
     @staticmethod
     def qkv(attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, image_rotary_emb=None):

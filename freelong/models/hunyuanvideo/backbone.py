@@ -21,7 +21,6 @@ a tiny Llama in the Llama slot, a character-level CLIP tokenizer and a tiny CLIP
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
-from ..dit import VideoDiTBackbone
+from ..dit import VideoDiTBackbone, load_folder_parts
 from ..tiny import randomize_, tiny_text_encoder, tiny_tokenizer
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -197,17 +196,11 @@ def load_hunyuan_parts(folder: Path, dtype: torch.dtype | None = None):
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, LlamaModel
 
-    kw: dict[str, Any] = {"local_files_only": True}
-    if dtype is not None:
-        kw["torch_dtype"] = dtype
-    transformer = HunyuanVideoTransformer3DModel.from_pretrained(folder, subfolder="transformer", **kw)
-    vae = AutoencoderKLHunyuanVideo.from_pretrained(folder, subfolder="vae", **kw)
-    text_encoder = LlamaModel.from_pretrained(folder, subfolder="text_encoder", **kw)
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-    text_encoder_2 = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder_2", **kw)
-    tokenizer_2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True)
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    return transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, scheduler
+    p = load_folder_parts(folder, {"transformer": HunyuanVideoTransformer3DModel, "vae": AutoencoderKLHunyuanVideo,
+                                   "text_encoder": LlamaModel, "tokenizer": AutoTokenizer,
+                                   "text_encoder_2": CLIPTextModel, "tokenizer_2": CLIPTokenizer}, dtype)
+    return (p["transformer"], p["vae"], p["text_encoder"], p["tokenizer"], p["text_encoder_2"], p["tokenizer_2"],
+            p["scheduler"])
 
 
 @register_family("hunyuanvideo")

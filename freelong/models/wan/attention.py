@@ -83,13 +83,10 @@ class WanFrameRope:
         return wan_rotary(self._k, *self.tables(positions)).transpose(1, 2)
 
 
-class WanSelfAttnAdapter:
-    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours.
+class DiTAdapter:
+    """A diffusers attention processor that hands one DiT attention's maths to one of our processors.
 
-    Under diffusers' context parallelism (:mod:`freelong.parallel`) it carries the ``_parallel_config`` of the
-    processor it replaced (or gets it from ``enable_parallelism``), receives this rank's ``S/N`` tokens, and
-    runs our processor on every token for ``heads/N`` heads (Ulysses all-to-all before and after). Handed a
-    token shard without that configuration it refuses to run instead of attending within the shard.
+    Each family's adapter computes q/k/v as diffusers' own processor does; this base holds what they share.
     """
 
     # diffusers' processor attributes: ``enable_parallelism`` / ``set_attention_backend`` set them on processors
@@ -102,6 +99,16 @@ class WanSelfAttnAdapter:
         self.state = state
         self.name = name
         self.level = level
+
+
+class WanSelfAttnAdapter(DiTAdapter):
+    """A diffusers processor for a Wan *self*-attention that delegates the attention maths to ours.
+
+    Under diffusers' context parallelism (:mod:`freelong.parallel`) it carries the ``_parallel_config`` of the
+    processor it replaced (or gets it from ``enable_parallelism``), receives this rank's ``S/N`` tokens, and
+    runs our processor on every token for ``heads/N`` heads (Ulysses all-to-all before and after). Handed a
+    token shard without that configuration it refuses to run instead of attending within the shard.
+    """
 
     def qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None, keep_raw: bool = False):
         """``(B, heads, N, d)`` q, k, v with RMS norms and RoPE applied (diffusers' order and dtypes).
@@ -394,6 +401,7 @@ def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.util
 
 __all__ = [
     "AdapterSlot",
+    "DiTAdapter",
     "WanSelfAttnSlot",
     "record_token_grid",
     "wan_attention_slots",

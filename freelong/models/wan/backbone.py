@@ -32,7 +32,6 @@ UMT5-style unigram tokenizer (transformers' ``T5Tokenizer`` over a generated cha
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
-from ..dit import VideoDiTBackbone
+from ..dit import VideoDiTBackbone, load_folder_parts
 from ..frames import TEMPORAL_COMPRESSION, check_wan_frames, latent_frame_count  # noqa: F401 (re-exported)
 from ..tiny import randomize_
 from .attention import (
@@ -333,19 +332,13 @@ def tiny_second_expert(cfg: DictConfig):
 # The family
 # ----------------------------------------------------------------------------------------------
 def load_wan_parts(folder: Path, dtype: torch.dtype | None = None) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-    """A diffusers-format Wan folder (``Wan-AI/Wan2.1-T2V-*-Diffusers``), local files only."""
+    """A diffusers-format Wan folder (``Wan-AI/Wan2.1-T2V-*-Diffusers``), local files only; the VAE stays fp32."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    kw: dict[str, Any] = {"local_files_only": True}
-    if dtype is not None:
-        kw["torch_dtype"] = dtype
-    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", **kw)
-    vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", local_files_only=True)  # fp32, as the model card
-    text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **kw)
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    return transformer, vae, text_encoder, tokenizer, scheduler
+    p = load_folder_parts(folder, {"transformer": WanTransformer3DModel, "vae": AutoencoderKLWan,
+                                   "text_encoder": UMT5EncoderModel, "tokenizer": AutoTokenizer}, dtype, ("vae",))
+    return p["transformer"], p["vae"], p["text_encoder"], p["tokenizer"], p["scheduler"]
 
 
 @register_family("wan")
