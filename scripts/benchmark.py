@@ -803,7 +803,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunk = int(args.frame_chunk) if chunk is None and args.frame_chunk != "auto" else chunk
 
     cfg = model_config(args.model, args.widths)
-    default = ",".join(DIT_METHODS if cfg.family in DIT_FAMILIES else METHODS)
+    from freelong.methods.base import supported_families
+
+    candidates = DIT_METHODS if cfg.family in DIT_FAMILIES else METHODS
+    default = ",".join(m for m in candidates if supported_families(get_method(m), [cfg.family]))  # FreeLOC: Wan only
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
     if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
         names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
