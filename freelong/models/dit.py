@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from .base import Backbone
 from .frames import check_wan_frames, latent_frame_count
@@ -56,3 +57,23 @@ def load_folder_parts(folder: Path, parts: dict[str, Any], dtype: torch.dtype | 
         out[sub] = cls.from_pretrained(folder, subfolder=sub, **kw)
     out["scheduler"] = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     return out
+
+
+def build_settings(cfg: DictConfig, max_sequence_length: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A DiT model config's ``extra``, its scheduler config and the keywords every DiT backbone takes (sampling,
+    native length, description, latent scale, text length, temporal compression)."""
+    extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.get("extra") else {}
+    common = dict(
+        sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
+        native_frames=cfg.native_frames,
+        description=cfg.description,
+        latent_scale=cfg.latent_scale,
+        max_sequence_length=int(extra.get("max_sequence_length", max_sequence_length)),
+        temporal_compression=int(extra.get("temporal_compression", 4)),
+    )
+    return extra, OmegaConf.to_container(cfg.scheduler, resolve=True), common
+
+
+def with_folder_scheduler(folder_scheduler: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+    """The weights folder's scheduler config (its ``_``-keys dropped) under the model config's own values."""
+    return {**{k: v for k, v in folder_scheduler.items() if not k.startswith("_")}, **scheduler}

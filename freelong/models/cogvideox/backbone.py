@@ -33,7 +33,7 @@ from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
-from ..dit import VideoDiTBackbone, load_folder_parts
+from ..dit import VideoDiTBackbone, build_settings, load_folder_parts, with_folder_scheduler
 from ..tiny import randomize_
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -193,23 +193,14 @@ def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):
 @register_family("cogvideox")
 def build_cogvideox(cfg: DictConfig, weights_dir: str | None = None) -> CogVideoXBackbone:
     """``model=cogvideox_5b`` (weights folder ``cogvideox``) or ``cogvideox_5b_tiny`` (random)."""
-    extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.get("extra") else {}
-    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    common = dict(
-        sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
-        native_frames=cfg.native_frames,
-        description=cfg.description,
-        latent_scale=cfg.latent_scale,
-        max_sequence_length=int(extra.get("max_sequence_length", 226)),
-        temporal_compression=int(extra.get("temporal_compression", 4)),
-    )
+    extra, scheduler, common = build_settings(cfg, max_sequence_length=226)
     if cfg.random_init:
         transformer, vae, text_encoder, tokenizer = tiny_cogvideox_parts(cfg)
         return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
                                  random_init=True, weights={"init_seed": int(cfg.init_seed)}, **common)
     folder = Path(resolve_model_weights(cfg, weights_dir)["cogvideox"])
     transformer, vae, text_encoder, tokenizer, folder_scheduler = load_cogvideox_parts(folder)
-    scheduler = {**{k: v for k, v in folder_scheduler.items() if not k.startswith("_")}, **scheduler}
+    scheduler = with_folder_scheduler(folder_scheduler, scheduler)
     return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
                              random_init=False, weights={"cogvideox": folder_identity(folder)}, **common)
 

@@ -33,7 +33,7 @@ from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
-from ..dit import VideoDiTBackbone, load_folder_parts
+from ..dit import VideoDiTBackbone, build_settings, load_folder_parts, with_folder_scheduler
 from ..tiny import randomize_, tiny_text_encoder, tiny_tokenizer
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
@@ -206,17 +206,8 @@ def load_hunyuan_parts(folder: Path, dtype: torch.dtype | None = None):
 @register_family("hunyuanvideo")
 def build_hunyuanvideo(cfg: DictConfig, weights_dir: str | None = None) -> HunyuanVideoBackbone:
     """``model=hunyuanvideo`` (weights folder ``hunyuanvideo``) or ``hunyuanvideo_tiny`` (random)."""
-    extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.get("extra") else {}
-    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    common = dict(
-        sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
-        native_frames=cfg.native_frames,
-        description=cfg.description,
-        latent_scale=cfg.latent_scale,
-        max_sequence_length=int(extra.get("max_sequence_length", 256)),
-        temporal_compression=int(extra.get("temporal_compression", 4)),
-        prompt_template=extra.get("prompt_template"),
-    )
+    extra, scheduler, common = build_settings(cfg, max_sequence_length=256)
+    common["prompt_template"] = extra.get("prompt_template")
     if cfg.random_init:
         transformer, vae, te, tok, te2, tok2 = tiny_hunyuan_parts(cfg)
         return HunyuanVideoBackbone(cfg.name, transformer, vae, te, tok, scheduler_config=scheduler, random_init=True,
@@ -224,7 +215,7 @@ def build_hunyuanvideo(cfg: DictConfig, weights_dir: str | None = None) -> Hunyu
                                     **common)
     folder = Path(resolve_model_weights(cfg, weights_dir)["hunyuanvideo"])
     transformer, vae, te, tok, te2, tok2, folder_scheduler = load_hunyuan_parts(folder)
-    scheduler = {**{k: v for k, v in folder_scheduler.items() if not k.startswith("_")}, **scheduler}
+    scheduler = with_folder_scheduler(folder_scheduler, scheduler)
     return HunyuanVideoBackbone(cfg.name, transformer, vae, te, tok, scheduler_config=scheduler, random_init=False,
                                 weights={"hunyuanvideo": folder_identity(folder)}, text_encoder_2=te2,
                                 tokenizer_2=tok2, **common)
