@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ...attention.context import CallContext
 from ...handle import Handle
 from ...weights import resolve_model_weights
 from ..base import register_family
 from ..dit import VideoDiTBackbone, build_settings, load_folder_parts, with_folder_scheduler
-from ..tiny import randomize_
 from ..wan.attention import DiTCallState
-from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
+from ..wan.backbone import folder_identity, tiny_t5_dit_parts
 from .attention import CogVideoXAttnSlot, cogvideox_attention_slots, record_token_grid
 
 if TYPE_CHECKING:
@@ -170,14 +169,7 @@ def tiny_cogvideox_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    seed = int(cfg.init_seed)
-    tokenizer = tiny_umt5_tokenizer(int(cfg.extra.get("max_sequence_length", 226)))
-    transformer = randomize_(CogVideoXTransformer3DModel(**OmegaConf.to_container(cfg.unet, resolve=True)), seed)
-    vae = randomize_(AutoencoderKLCogVideoX(**OmegaConf.to_container(cfg.vae, resolve=True)), seed + 2)
-    text_cfg = T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                        **OmegaConf.to_container(cfg.text_encoder, resolve=True))
-    text_encoder = randomize_(T5EncoderModel(text_cfg), seed + 1)
-    return transformer, vae, text_encoder, tokenizer
+    return tiny_t5_dit_parts(cfg, CogVideoXTransformer3DModel, AutoencoderKLCogVideoX, T5Config, T5EncoderModel, 226)
 
 
 def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):

@@ -306,19 +306,26 @@ def tiny_umt5_tokenizer(model_max_length: int = 512):
     return tok
 
 
+def tiny_t5_dit_parts(cfg: DictConfig, transformer_cls: type, vae_cls: type, text_config_cls: type,
+                      text_model_cls: type, max_sequence_length: int) -> tuple[Any, Any, Any, Any]:
+    """A T5-family-text DiT's transformer, VAE, text encoder and tokenizer from a ``*_tiny`` model config's small
+    configs, with seeded random weights (transformer ``init_seed``, text encoder ``+1``, VAE ``+2``)."""
+    seed = int(cfg.init_seed)
+    tokenizer = tiny_umt5_tokenizer(int(cfg.extra.get("max_sequence_length", max_sequence_length)))
+    transformer = randomize_(transformer_cls(**OmegaConf.to_container(cfg.unet, resolve=True)), seed)
+    vae = randomize_(vae_cls(**OmegaConf.to_container(cfg.vae, resolve=True)), seed + 2)
+    text_cfg = text_config_cls(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                               **OmegaConf.to_container(cfg.text_encoder, resolve=True))
+    text_encoder = randomize_(text_model_cls(text_cfg), seed + 1)
+    return transformer, vae, text_encoder, tokenizer
+
+
 def tiny_wan_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     """Transformer, VAE, UMT5 encoder and tokenizer from the small configs of ``conf/model/wan_tiny.yaml``."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    seed = int(cfg.init_seed)
-    tokenizer = tiny_umt5_tokenizer(int(cfg.extra.get("max_sequence_length", 512)))
-    transformer = randomize_(WanTransformer3DModel(**OmegaConf.to_container(cfg.unet, resolve=True)), seed)
-    vae = randomize_(AutoencoderKLWan(**OmegaConf.to_container(cfg.vae, resolve=True)), seed + 2)
-    text_cfg = UMT5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                          **OmegaConf.to_container(cfg.text_encoder, resolve=True))
-    text_encoder = randomize_(UMT5EncoderModel(text_cfg), seed + 1)
-    return transformer, vae, text_encoder, tokenizer
+    return tiny_t5_dit_parts(cfg, WanTransformer3DModel, AutoencoderKLWan, UMT5Config, UMT5EncoderModel, 512)
 
 
 def tiny_second_expert(cfg: DictConfig):
