@@ -74,6 +74,10 @@ RANDOM_INIT_LABEL = "SMOKE RUN: random-init weights (not a real model; scores ar
 class Backbone:
     """A text-to-video model behind one interface. Subclasses change what differs per family."""
 
+    # Where the frames are in the latents the denoiser (and its diffusers pipeline's ``latents=``) takes: our
+    # pipeline's ``(B, C, T, H, W)`` everywhere except CogVideoX's ``(B, T, C, H, W)``.
+    frames_dim: int = 2
+
     def __init__(
         self,
         name: str,

@@ -7,20 +7,32 @@ Wan, CogVideoX and HunyuanVideo take ``4n + 1`` frames (their VAEs keep the firs
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..attention.context import CallContext
+from ..handle import Handle
 from .base import Backbone
 from .frames import check_wan_frames, latent_frame_count
 
+if TYPE_CHECKING:
+    from .wan.attention import DiTCallState
+
 
 class VideoDiTBackbone(Backbone):
-    """A :class:`Backbone` whose denoiser (``unet``, also ``transformer``) is a diffusers video DiT."""
+    """A :class:`Backbone` whose denoiser (``unet``, also ``transformer``) is a diffusers video DiT.
+
+    Every DiT family's attention adapters read the token grid and the per-call context from one
+    :class:`~freelong.models.wan.attention.DiTCallState` per transformer (``call_state``): this base records the
+    grid before each forward (:meth:`prepare_attention`) and publishes the call there (:meth:`publish_call`).
+    """
 
     temporal_compression: int  # set by each family (4 for Wan2.1, CogVideoX, HunyuanVideo)
+    call_state: DiTCallState  # set by each family's __init__ (and by its denoiser_view)
 
     @property
     def transformer(self):
@@ -30,10 +42,49 @@ class VideoDiTBackbone(Backbone):
     def latent_channels(self) -> int:
         return int(self.unet.config.in_channels)
 
+    def patch_sizes(self) -> tuple[int, int, int]:
+        """``(p_t, p_h, p_w)`` of the transformer's patch embedding: Wan's ``patch_size`` triple, or an int
+        ``patch_size`` with ``patch_size_t`` (HunyuanVideo 1; CogVideoX 1.5 2, 1.0 None = 1)."""
+        cfg = self.unet.config
+        patch = cfg.patch_size
+        if isinstance(patch, (list, tuple)):
+            return int(patch[0]), int(patch[1]), int(patch[2])
+        return int(getattr(cfg, "patch_size_t", None) or 1), int(patch), int(patch)
+
     def spatial_patch(self) -> int:
-        """The transformer's spatial patch size (``patch_size``: an int, or Wan's ``(t, h, w)``)."""
-        patch = self.unet.config.patch_size
-        return int(patch[1] if isinstance(patch, (list, tuple)) else patch)
+        """The transformer's spatial patch size."""
+        return self.patch_sizes()[1]
+
+    def token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
+        """``(T', H', W')`` video tokens of the transformer's latent input (frames in dim :attr:`frames_dim`)."""
+        p_t, p_h, p_w = self.patch_sizes()
+        frames, (h, w) = hidden_states.shape[self.frames_dim], hidden_states.shape[-2:]
+        return int(frames) // p_t, int(h) // p_h, int(w) // p_w
+
+    def experts(self) -> list[tuple[str, torch.nn.Module, DiTCallState]]:
+        """``(layer-name prefix, transformer, its call state)`` of every transformer this backbone runs (one;
+        Wan2.2 A14B two)."""
+        return [("", self.unet, self.call_state)]
+
+    def prepare_attention(self, handle: Handle) -> None:
+        """A forward pre-hook on every transformer writing each call's token grid into its call state."""
+        for _, model, state in self.experts():
+            handle.on_detach(model.register_forward_pre_hook(self._grid_recorder(state), with_kwargs=True).remove)
+
+    def _grid_recorder(self, state: DiTCallState) -> Callable[..., None]:
+        def record(module, args, kwargs) -> None:
+            state.grid = self.token_grid(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+
+        return record
+
+    def publish_call(self, call: CallContext | None) -> Callable[[], None]:
+        """The adapters read the call from :attr:`call_state` (``freelong.enable``'s model hook sets it per forward)."""
+        previous, self.call_state.call = self.call_state.call, call
+
+        def retract() -> None:
+            self.call_state.call = previous
+
+        return retract
 
     def latent_frames(self, num_frames: int) -> int:
         return latent_frame_count(num_frames, self.temporal_compression)

@@ -11,8 +11,9 @@ only) and splits them:
   visible to every video query, and a spectral blend sees the video outputs only;
 - the **text** queries attend to everything, exactly as diffusers does (a method never changes their rows).
 
-:class:`CogVideoXAttnSlot` makes each block's ``attn1`` attachable (``processor``/``set_processor``);
-:func:`record_token_grid` records each forward's latent grid for the adapters.
+:class:`CogVideoXAttnSlot` makes each block's ``attn1`` attachable (``processor``/``set_processor``); the
+backbone's pre-hook records each forward's token grid for the adapters
+(:meth:`~freelong.models.dit.VideoDiTBackbone.prepare_attention`).
 """
 
 from __future__ import annotations
@@ -98,18 +99,4 @@ def cogvideox_attention_slots(transformer: nn.Module, state: DiTCallState) -> di
             for i, block in enumerate(transformer.transformer_blocks)}
 
 
-def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.utils.hooks.RemovableHandle:
-    """A forward pre-hook writing each call's token grid ``(T', H'/p, W'/p)`` (latents are ``(B, F, C, H, W)``)."""
-    p = int(transformer.config.patch_size)
-    p_t = transformer.config.patch_size_t or 1
-
-    def hook(module, args, kwargs):
-        x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        _, f, _, h, w = x.shape
-        state.grid = (f // p_t, h // p, w // p)
-
-    return transformer.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-__all__ = ["CogVideoXAttnSlot", "JointTextFirstAdapter", "cogvideox_attention_slots", "joint_attention",
-           "record_token_grid"]
+__all__ = ["CogVideoXAttnSlot", "JointTextFirstAdapter", "cogvideox_attention_slots", "joint_attention"]

@@ -36,7 +36,7 @@ from ..base import register_family
 from ..dit import VideoDiTBackbone, build_settings, load_folder_parts, with_folder_scheduler
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_t5_dit_parts
-from .attention import CogVideoXAttnSlot, cogvideox_attention_slots, record_token_grid
+from .attention import CogVideoXAttnSlot, cogvideox_attention_slots
 
 if TYPE_CHECKING:
     from ...methods.base import Method
@@ -52,6 +52,8 @@ def temporal_rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[t
 
 class CogVideoXBackbone(VideoDiTBackbone):
     """CogVideoX-5B behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
+
+    frames_dim = 1  # the transformer (and CogVideoXPipeline's latents=) take (B, F, C, H, W)
 
     def __init__(self, *args, max_sequence_length: int = 226, temporal_compression: int = 4, **kwargs):
         kwargs.setdefault("cfg_mode", "batched")
@@ -115,9 +117,6 @@ class CogVideoXBackbone(VideoDiTBackbone):
     # -- installing a method (Backbone.attach calls these) -------------------------------------------
     def attention_layers(self) -> dict[str, CogVideoXAttnSlot]:
         return cogvideox_attention_slots(self.unet, self.call_state)
-
-    def prepare_attention(self, handle: Handle) -> None:
-        handle.on_detach(record_token_grid(self.unet, self.call_state).remove)
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
         if not self.unet.config.use_rotary_positional_embeddings:

@@ -106,18 +106,6 @@ def hunyuan_attention_slots(transformer: nn.Module, state: DiTCallState) -> dict
             for level, name in enumerate(names)}
 
 
-def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.utils.hooks.RemovableHandle:
-    """A forward pre-hook writing each call's token grid ``(T'/p_t, H'/p, W'/p)`` into ``state``."""
-    p, p_t = int(transformer.config.patch_size), int(transformer.config.patch_size_t)
-
-    def hook(module, args, kwargs):
-        x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        _, _, f, h, w = x.shape
-        state.grid = (f // p_t, h // p, w // p)
-
-    return transformer.register_forward_pre_hook(hook, with_kwargs=True)
-
-
 class HunyuanRopeEdit(nn.Module):
     """``transformer.rope`` with the temporal RoPE frequencies a method asks for (RIFLEx; as the official
     ``hunyuanvideo.py`` replaces axis 0 of ``HunyuanVideoRotaryPosEmbed``): calls diffusers' module and rewrites the
@@ -149,5 +137,4 @@ class HunyuanRopeEdit(nn.Module):
         return cos, sin
 
 
-__all__ = ["HunyuanAttnSlot", "HunyuanRopeEdit", "JointVideoFirstAdapter", "hunyuan_attention_slots",
-           "record_token_grid"]
+__all__ = ["HunyuanAttnSlot", "HunyuanRopeEdit", "JointVideoFirstAdapter", "hunyuan_attention_slots"]

@@ -37,7 +37,7 @@ from ..dit import VideoDiTBackbone, build_settings, load_folder_parts, with_fold
 from ..tiny import randomize_, tiny_text_encoder, tiny_tokenizer
 from ..wan.attention import DiTCallState
 from ..wan.backbone import folder_identity, tiny_umt5_tokenizer
-from .attention import HunyuanAttnSlot, HunyuanRopeEdit, hunyuan_attention_slots, record_token_grid
+from .attention import HunyuanAttnSlot, HunyuanRopeEdit, hunyuan_attention_slots
 
 if TYPE_CHECKING:
     from ...methods.base import Method
@@ -126,9 +126,6 @@ class HunyuanVideoBackbone(VideoDiTBackbone):
     # -- installing a method (Backbone.attach calls these) -------------------------------------------
     def attention_layers(self) -> dict[str, HunyuanAttnSlot]:
         return hunyuan_attention_slots(self.unet, self.call_state)
-
-    def prepare_attention(self, handle: Handle) -> None:
-        handle.on_detach(record_token_grid(self.unet, self.call_state).remove)
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
         native = self.latent_frames(self.native_frames)

@@ -9,8 +9,9 @@ them to one of our :class:`~freelong.attention.TemporalAttnProcessor` s with
 
 The Wan backbone installs methods through these pieces (:meth:`freelong.models.base.Backbone.attach`): every
 block's self-attention as a :class:`WanSelfAttnSlot`, a pre-hook recording the latent grid of each forward
-(:func:`record_token_grid`), and — for methods that edit RoPE frequencies (RIFLEx) — :class:`RopeFrequencyEdit`
-in place of ``transformer.rope``. Detaching puts diffusers' own processor objects and rope module back.
+(:meth:`~freelong.models.dit.VideoDiTBackbone.prepare_attention`), and, for methods that edit RoPE frequencies
+(RIFLEx), :class:`RopeFrequencyEdit` in place of ``transformer.rope``. Detaching puts diffusers' own processor
+objects and rope module back.
 """
 
 from __future__ import annotations
@@ -387,23 +388,10 @@ def wan_attention_slots(transformer: nn.Module, state: DiTCallState) -> dict[str
             for i, (name, attn) in enumerate(wan_self_attentions(transformer).items())}
 
 
-def record_token_grid(transformer: nn.Module, state: DiTCallState) -> torch.utils.hooks.RemovableHandle:
-    """A forward pre-hook that writes each call's latent token grid ``(T', H', W')`` into ``state``."""
-    patch = tuple(transformer.config.patch_size)
-
-    def hook(module, args, kwargs):
-        x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        _, _, t, h, w = x.shape
-        state.grid = (t // patch[0], h // patch[1], w // patch[2])
-
-    return transformer.register_forward_pre_hook(hook, with_kwargs=True)
-
-
 __all__ = [
     "AdapterSlot",
     "DiTAdapter",
     "WanSelfAttnSlot",
-    "record_token_grid",
     "wan_attention_slots",
     "PerFrameCrossAttn",
     "per_frame_text",

@@ -52,7 +52,6 @@ from .attention import (
     RopeFrequencyEdit,
     WanSelfAttnSlot,
     per_frame_text,
-    record_token_grid,
     wan_attention_slots,
 )
 
@@ -149,10 +148,6 @@ class WanBackbone(VideoDiTBackbone):
             layers.update({prefix + name: slot for name, slot in wan_attention_slots(model, state).items()})
         return layers
 
-    def prepare_attention(self, handle: Handle) -> None:
-        for _, model, state in self.experts():
-            handle.on_detach(record_token_grid(model, state).remove)
-
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
         native = self.latent_frames(self.native_frames)
         for _, model, _ in self.experts():
@@ -176,19 +171,6 @@ class WanBackbone(VideoDiTBackbone):
         b, _, frames, h, w = x.shape
         tokens = (frames // p_t) * (h // p_h) * (w // p_w)
         return t.reshape(1, 1).to(torch.float32).expand(b, tokens)
-
-    def token_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
-        p_t, p_h, p_w = self.unet.config.patch_size
-        _, _, t, h, w = hidden_states.shape
-        return t // p_t, h // p_h, w // p_w
-
-    def publish_call(self, call: CallContext | None):
-        previous, self.call_state.call = self.call_state.call, call
-
-        def retract() -> None:
-            self.call_state.call = previous
-
-        return retract
 
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
         """``eps_u + w (eps_c - eps_u)`` of the flow prediction, with two transformer calls as WanPipeline.
