@@ -2,11 +2,22 @@
 
 ::
 
-    pipe = WanPipeline.from_pretrained(...)                        # or AnimateDiffPipeline, TextToVideoSDPipeline
+    pipe = WanPipeline.from_pretrained(...)                        # or another pipeline listed below
     with freelong.enable(pipe, "freelong", window=21) as fl:       # every denoiser of the pipeline
         latents = freelong.prepare_latents(pipe, fl.method, num_frames=321, height=480, width=832,
                                            generator=torch.Generator().manual_seed(0))
         video = pipe(prompt, num_frames=321, height=480, width=832, latents=latents).frames[0]
+
+Pipelines (their denoisers, found by class through the ``freelong.denoisers`` entry points):
+
+- ``WanPipeline`` (Wan2.1; Wan2.2 with ``transformer_2``): two calls a step, ``cache_context`` ``"cond"`` and
+  ``"uncond"`` with the step index and sigma;
+- ``CogVideoXPipeline``: joint ``[text, video]`` attention, CFG as one batched ``[uncond, cond]`` call
+  (``"cond_uncond"``), latents ``(B, F, C, H, W)``; the *pipeline* builds the 3D RoPE and passes it as
+  ``image_rotary_emb``, so RIFLEx rewrites the temporal channels of that table in a forward pre-hook;
+- ``HunyuanVideoPipeline``: joint ``[video, text]`` attention (dual- and single-stream blocks), embedded guidance
+  (one ``"cond"`` call; ``"uncond"`` too with ``true_cfg_scale > 1``), RoPE from ``transformer.rope``;
+- ``AnimateDiffPipeline``, ``TextToVideoSDPipeline``: UNets, batched CFG, no cache context.
 
 How it reaches the model (one installer path): every denoiser of the pipeline (``transformer``, ``transformer_2``,
 ``unet``) gets its family's :class:`~freelong.models.base.Backbone` *view* (:meth:`Backbone.over`, found by the
@@ -15,9 +26,9 @@ the method exactly as it does under :class:`~freelong.LongVideoPipeline`: proces
 ``set_processor``, the RoPE edit, block forwards, the token-grid pre-hook. On top of that, :class:`FreeLongHook`
 tells the processors, before every denoiser forward, the step index (from the pipeline's ``cache_context`` when it
 gives one, else the timestep's position in ``pipe.scheduler.timesteps``, else counted from timestep changes), the
-number of steps, the timestep and the guidance branch (``cond``/``uncond`` from the cache context; ``cond_uncond``
-for a batched-CFG UNet pipeline). Its state resets when the pipeline ends a call (diffusers'
-``maybe_free_model_hooks`` → ``reset_state``).
+number of steps, the timestep and the guidance branch (the cache context's name: ``cond``/``uncond``, or
+``cond_uncond`` for CogVideoX's batched call; ``cond_uncond`` for a batched-CFG UNet pipeline). Its state resets
+when the pipeline ends a call (diffusers' ``maybe_free_model_hooks`` → ``reset_state``).
 
 torch.compile: the per-call values reach processors as tensors (the step index is a 0-dim int64 tensor) and the
 hook itself runs outside any compiled graph (``torch.compiler.disable``), so a compiled denoiser compiles once per
@@ -243,7 +254,8 @@ def enable(pipe_or_model: Any, method: Method | str, *, trained_frames: int | No
     diffusers pipeline (or on one diffusers denoiser) and return the handle; ``pipe(...)`` then runs with it.
 
     ``trained_frames``: the video frames the model was trained on (default: the family's released models, Wan 81,
-    AnimateDiff and ModelScope 16); FreeLong++ and RIFLEx size themselves by it. Raises ValueError, before anything
+    CogVideoX the transformer's ``sample_frames`` (49; 1.5: 81), HunyuanVideo 129, AnimateDiff and ModelScope 16);
+    FreeLong++ and RIFLEx size themselves by it. Raises ValueError, before anything
     is installed, for a loop-level method, a method the model's family cannot run, a denoiser freelong does not
     know, or a pipeline that already has a method enabled.
     """
@@ -296,7 +308,8 @@ def prepare_latents(
 ) -> torch.Tensor:
     """The method's initial latents for ``pipe(..., latents=...)`` (FreeNoise rescheduling, FreeLong's and
     FreeLong++'s noise; i.i.d. Gaussian for methods that leave the noise alone), shaped as the pipeline's own
-    ``prepare_latents``: ``(batch_size, C, latent frames, height/s, width/s)``, on the generator's device.
+    ``prepare_latents``: ``(batch_size, C, latent frames, height/s, width/s)`` (CogVideoX: frames before channels,
+    ``(batch_size, latent frames, C, height/s, width/s)``), on the generator's device.
 
     The noise is drawn in fp32 (equal to :meth:`freelong.LongVideoPipeline.prepare_latents` over the same modules
     and generator) and returned in ``dtype`` (default: the denoiser's; AnimateDiff's pipeline does not cast
@@ -315,7 +328,7 @@ def prepare_latents(
     noise = method.init_noise(shape, generator=generator, dtype=torch.float32)
     if dtype is None:
         dtype = next(model.parameters()).dtype
-    return noise.to(dtype)
+    return noise.movedim(2, view.frames_dim).contiguous().to(dtype)  # CogVideoXPipeline: (B, F, C, H, W)
 
 
 __all__ = ["DENOISER_ATTRS", "Enabled", "HOOK_NAME", "enable", "find_denoisers", "prepare_latents"]

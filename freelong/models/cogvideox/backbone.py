@@ -9,19 +9,22 @@ What :class:`CogVideoXBackbone` changes against the SD-like UNets, each as diffu
   in one batched call (``[uncond, cond]``); the T5 text is 226 tokens padded with the pad id (no mask);
 - 3D RoPE is computed by the pipeline, not by the model (``_prepare_rotary_positional_embeddings``): here
   :meth:`CogVideoXBackbone.rotary_embedding` with diffusers' own ``get_3d_rotary_pos_embed``; a method that edits
-  RoPE frequencies (RIFLEx) changes its temporal channels (the first ``head_dim / 4``);
+  RoPE frequencies (RIFLEx) changes its temporal channels (the first ``head_dim / 4``). Under
+  :func:`freelong.enable` the *pipeline* builds the table, so the view's RoPE edit rewrites those channels of the
+  ``image_rotary_emb`` the transformer is handed (:meth:`CogVideoXBackbone.rewrite_passed_rope`);
 - methods go on every block's joint ``[text, video]`` self-attention (:mod:`freelong.models.cogvideox.attention`);
 - latents are divided by the VAE's ``scaling_factor`` (0.7 for 5B) before decoding.
 
 CogVideoX 1.5 uses the same classes with ``patch_size_t=2`` (latents padded to an even frame count, ``ofs``
-embedding, sliced RoPE grid): not wired here. CogVideoX-2B has no RoPE (sin-cos positions): not wired here.
-``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
+embedding, sliced RoPE grid): not wired into :class:`~freelong.LongVideoPipeline` here; under
+:func:`freelong.enable` its token grid and RoPE edit follow ``patch_size_t``. CogVideoX-2B has no RoPE (sin-cos
+positions): not wired here. ``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
     from ...methods.base import Method
 
 SAMPLERS = ("ddim",)
+NATIVE_FRAMES = 49  # CogVideoX-5B (1.5: 81); a view reads the transformer's config.sample_frames first
+ROPE_ARG = 5  # CogVideoXTransformer3DModel.forward(hidden_states, encoder_hidden_states, timestep, timestep_cond,
+#               ofs, image_rotary_emb, ...): the RoPE table's position (diffusers' pipelines pass it by keyword)
 
 
 def temporal_rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +60,10 @@ class CogVideoXBackbone(VideoDiTBackbone):
     """CogVideoX-5B behind the :class:`Backbone` interface; ``self.unet`` is the diffusers transformer."""
 
     frames_dim = 1  # the transformer (and CogVideoXPipeline's latents=) take (B, F, C, H, W)
+    rope_edit: Callable[..., torch.Tensor] | None = None  # a method's rope_frequencies while attached (RIFLEx)
+    # Whether the caller of the transformer builds the RoPE table (CogVideoXPipeline, under freelong.enable): the
+    # edit then rewrites the table handed in; our predict_noise builds the edited table itself.
+    rope_from_caller: bool = False
 
     def __init__(self, *args, max_sequence_length: int = 226, temporal_compression: int = 4, **kwargs):
         kwargs.setdefault("cfg_mode", "batched")
@@ -61,7 +71,6 @@ class CogVideoXBackbone(VideoDiTBackbone):
         self.max_sequence_length = int(max_sequence_length)
         self.temporal_compression = int(temporal_compression)
         self.call_state = DiTCallState()
-        self.rope_edit = None  # a method's rope_frequencies while attached (RIFLEx)
 
     # -- text ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -96,23 +105,45 @@ class CogVideoXBackbone(VideoDiTBackbone):
         crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // p, cfg.sample_height // p)
         cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops,
                                            grid_size=(grid_h, grid_w), temporal_size=frames, device=self.device)
+        return self.edit_rotary(cos, sin, frames)
+
+    def edit_rotary(self, cos: torch.Tensor, sin: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """diffusers' ``(T*S, head_dim)`` RoPE table of ``frames`` temporal positions with the temporal channels (the
+        first ``head_dim // 4``) rebuilt from the attached edit's frequencies, in fp32 as diffusers'
+        ``get_1d_rotary_pos_embed``; the table itself while no edit is attached or the edit changes nothing."""
         if self.rope_edit is None:
             return cos, sin
+        cfg = self.unet.config
         dim_t = cfg.attention_head_dim // 4
         theta = 10000.0
         base = 1.0 / (theta ** (torch.arange(0, dim_t, 2)[: dim_t // 2].float() / dim_t))
-        native = self.latent_frames(self.native_frames)
+        p_t = self.patch_sizes()[0]
+        native = -(-self.latent_frames(self.native_frames) // p_t)
         freqs = self.rope_edit(base.clone(), axis="t", num_positions=frames, native_positions=native)
         if torch.equal(freqs, base):
             return cos, sin
-        # the temporal positions of get_3d_rotary_pos_embed's "linspace" grid (0..T-1 up to float rounding)
-        positions = torch.linspace(0, frames * (frames - 1) / frames, frames, dtype=torch.float32)
+        if cfg.patch_size_t is None:  # get_3d_rotary_pos_embed's "linspace" grid: 0..T-1 up to float rounding
+            positions = torch.linspace(0, frames * (frames - 1) / frames, frames, dtype=torch.float32)
+        else:  # CogVideoX 1.5's "slice" grid
+            positions = torch.arange(frames, dtype=torch.float32)
         t_cos, t_sin = temporal_rope_table(freqs.float(), positions)
-        tokens = grid_h * grid_w
         cos, sin = cos.clone(), sin.clone()
-        cos.view(frames, tokens, -1)[..., :dim_t] = t_cos[:, None].to(cos)
-        sin.view(frames, tokens, -1)[..., :dim_t] = t_sin[:, None].to(sin)
+        cos.view(frames, -1, cos.shape[-1])[..., :dim_t] = t_cos[:, None].to(cos)
+        sin.view(frames, -1, sin.shape[-1])[..., :dim_t] = t_sin[:, None].to(sin)
         return cos, sin
+
+    @torch.compiler.disable
+    def rewrite_passed_rope(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]):
+        """Forward pre-hook: the attached edit on the ``image_rotary_emb`` the caller hands the transformer
+        (CogVideoXPipeline builds it in ``_prepare_rotary_positional_embeddings``), at the call's temporal positions
+        (its latent frames over ``patch_size_t``). A call without RoPE passes unchanged."""
+        if len(args) > ROPE_ARG:
+            raise ValueError(f"{self.name}: pass image_rotary_emb to the transformer as a keyword (RoPE edit)")
+        rope = kwargs.get("image_rotary_emb")
+        if rope is None:
+            return None
+        frames = self.token_grid(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])[0]
+        return args, {**kwargs, "image_rotary_emb": self.edit_rotary(*rope, frames)}
 
     # -- installing a method (Backbone.attach calls these) -------------------------------------------
     def attention_layers(self) -> dict[str, CogVideoXAttnSlot]:
@@ -122,6 +153,9 @@ class CogVideoXBackbone(VideoDiTBackbone):
         if not self.unet.config.use_rotary_positional_embeddings:
             raise ValueError(f"method {method.name} edits RoPE frequencies; {self.name} has no RoPE")
         handle.set_attr(self, "rope_edit", method.rope_frequencies)
+        if self.rope_from_caller:
+            hook = self.unet.register_forward_pre_hook(self.rewrite_passed_rope, with_kwargs=True)
+            handle.on_detach(hook.remove)
 
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):
         """``eps_u + w (eps_c - eps_u)`` (v-prediction): one batched call ``[uncond, cond]`` (CogVideoXPipeline)."""
@@ -163,6 +197,19 @@ class CogVideoXBackbone(VideoDiTBackbone):
                 "tokenizer": self.tokenizer, "scheduler": self.make_scheduler("ddim")}
 
 
+def denoiser_view(transformer: torch.nn.Module, pipe: Any = None, trained_frames: int | None = None
+                  ) -> CogVideoXBackbone:
+    """A :class:`CogVideoXBackbone` view over a live ``CogVideoXTransformer3DModel`` (``freelong.enable``): its own
+    :class:`DiTCallState`, the pipeline's VAE and temporal compression when a pipeline is given, and the RoPE edit
+    on the table the caller passes (``CogVideoXPipeline`` builds RoPE itself). The native length is the
+    transformer's ``sample_frames`` (49 for 5B, 81 for 1.5) unless ``trained_frames`` says otherwise."""
+    compression = int(getattr(pipe, "vae_scale_factor_temporal", None) or 4)
+    native = trained_frames or getattr(transformer.config, "sample_frames", None) or NATIVE_FRAMES
+    return CogVideoXBackbone.over(transformer, type(transformer).__name__, native_frames=native, family="cogvideox",
+                                  call_state=DiTCallState(), temporal_compression=compression,
+                                  vae=getattr(pipe, "vae", None), rope_from_caller=True)
+
+
 def tiny_cogvideox_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     """Transformer, VAE, T5 encoder and tokenizer from the small configs of ``conf/model/cogvideox_5b_tiny.yaml``."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
@@ -196,5 +243,5 @@ def build_cogvideox(cfg: DictConfig, weights_dir: str | None = None) -> CogVideo
                              random_init=False, weights={"cogvideox": folder_identity(folder)}, **common)
 
 
-__all__ = ["CogVideoXBackbone", "build_cogvideox", "load_cogvideox_parts", "temporal_rope_table",
-           "tiny_cogvideox_parts"]
+__all__ = ["CogVideoXBackbone", "NATIVE_FRAMES", "build_cogvideox", "denoiser_view", "load_cogvideox_parts",
+           "temporal_rope_table", "tiny_cogvideox_parts"]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ...methods.base import Method
 
 SAMPLERS = ("flow_euler",)
+NATIVE_FRAMES = 129  # HunyuanVideo's released model (model card: 129 frames, 33 latent frames)
 
 
 def _flow_match_class():
@@ -170,6 +171,17 @@ class HunyuanVideoBackbone(VideoDiTBackbone):
                 "scheduler": scheduler}
 
 
+def denoiser_view(transformer: torch.nn.Module, pipe: Any = None, trained_frames: int | None = None
+                  ) -> HunyuanVideoBackbone:
+    """A :class:`HunyuanVideoBackbone` view over a live ``HunyuanVideoTransformer3DModel`` (``freelong.enable``):
+    its own :class:`DiTCallState`, the pipeline's VAE and temporal compression when a pipeline is given."""
+    compression = int(getattr(pipe, "vae_scale_factor_temporal", None) or 4)
+    return HunyuanVideoBackbone.over(transformer, type(transformer).__name__,
+                                     native_frames=trained_frames or NATIVE_FRAMES, family="hunyuanvideo",
+                                     call_state=DiTCallState(), temporal_compression=compression,
+                                     vae=getattr(pipe, "vae", None))
+
+
 def tiny_hunyuan_parts(cfg: DictConfig):
     """Transformer, VAE, Llama + tokenizer, CLIP + tokenizer from ``conf/model/hunyuanvideo_tiny.yaml``."""
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
@@ -218,4 +230,5 @@ def build_hunyuanvideo(cfg: DictConfig, weights_dir: str | None = None) -> Hunyu
                                 tokenizer_2=tok2, **common)
 
 
-__all__ = ["HunyuanVideoBackbone", "build_hunyuanvideo", "load_hunyuan_parts", "tiny_hunyuan_parts"]
+__all__ = ["HunyuanVideoBackbone", "NATIVE_FRAMES", "build_hunyuanvideo", "denoiser_view", "load_hunyuan_parts",
+           "tiny_hunyuan_parts"]
