@@ -526,8 +526,9 @@ def test_hunyuanvideo_true_cfg_gives_cond_and_uncond_calls(cases, one_thread):
 @torch.no_grad()
 def test_cogvideox_1_5_token_grid_and_riflex_on_the_sliced_rope(cog15, one_thread):
     """CogVideoX 1.5 (``patch_size_t=2``, RoPE over the "slice" grid): the view's token grid halves the latent frames,
-    and RIFLEx through enable rewrites the temporal channels of the table the pipeline builds to the official
-    RIFLEx values at positions 0..T'/2-1 (written out here), the rest of the table unchanged."""
+    RIFLEx through enable rewrites the temporal channels of the table the pipeline builds to the official RIFLEx
+    values at positions 0..T'/2-1 (written out here), the rest of the table unchanged, and the joint attention
+    adapter runs on the halved grid."""
     import math
 
     from freelong.models.base import denoiser_view
@@ -559,6 +560,11 @@ def test_cogvideox_1_5_token_grid_and_riflex_on_the_sliced_rope(cog15, one_threa
     assert torch.equal(cos1[:, 4:], cos0[:, 4:]) and torch.equal(sin1[:, 4:], sin0[:, 4:])
     assert not torch.equal(cos1[:, :4], cos0[:, :4])
     assert _rel(edited, plain) > 1e-6
+    # the joint adapter on the halved grid: direct is diffusers' processor, windows of 3 of the 7 positions act
+    with freelong.enable(pipe, "direct", trained_frames=21):
+        assert _rel(pipe(**run).frames, plain) < 1e-5
+    with freelong.enable(pipe, "sliding_window", window=3, stride=1, trained_frames=21):
+        assert _rel(pipe(**run).frames, plain) > 1e-4
 
 
 @pytest.fixture(scope="module")
