@@ -216,6 +216,26 @@ def test_loader_reads_a_diffusers_folder(cog, tmp_path):
     assert rel(_ours(loaded, "direct", latents, steps=1), _ours(cog, "direct", latents, steps=1)) < 1e-6
 
 
+def test_a_cogvideox_1_5_folder_is_refused_before_any_weight_is_read(tmp_path):
+    """CogVideoX 1.5 (``patch_size_t=2``) samples differently (padded latents, frame-pair tokens): one line, and no
+    weight file is opened (the folder has none: reading one would fail with another error)."""
+    import json
+
+    from freelong.models.base import build_backbone
+    from freelong.models.spec import load_model_config
+
+    folder = tmp_path / "cog15"
+    cfg = load_model_config("cogvideox_5b")
+    for rel_path in cfg.weights.cogvideox.required:
+        path = folder / rel_path.split("|")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    (folder / "transformer" / "config.json").write_text(json.dumps({"patch_size_t": 2, "patch_size": 2}))
+    cfg.weights.cogvideox.path = str(folder)
+    with pytest.raises(ValueError, match=r"^cogvideox_5b: .*config.json has patch_size_t=2 \(CogVideoX 1.5\)"):
+        build_backbone(cfg, weights_dir=str(tmp_path / "empty"))
+
+
 def test_tiny_and_real_configs_share_the_scheduler():
     from freelong.models.spec import load_model_config
 

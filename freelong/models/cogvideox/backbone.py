@@ -15,15 +15,19 @@ What :class:`CogVideoXBackbone` changes against the SD-like UNets, each as diffu
 - methods go on every block's joint ``[text, video]`` self-attention (:mod:`freelong.models.cogvideox.attention`);
 - latents are divided by the VAE's ``scaling_factor`` (0.7 for 5B) before decoding.
 
-CogVideoX 1.5 uses the same classes with ``patch_size_t=2`` (latents padded to an even frame count, ``ofs``
-embedding, sliced RoPE grid): not wired into :class:`~freelong.LongVideoPipeline` here; under
-:func:`freelong.enable` its token grid and RoPE edit follow ``patch_size_t``. CogVideoX-2B has no RoPE (sin-cos
-positions): not wired here. ``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
+CogVideoX 1.5 uses the same classes with ``patch_size_t=2``, but not the same sampling: the pipeline pads the latents
+to an even frame count and crops the padding after denoising, builds a sliced RoPE grid, and every attention token
+then spans two latent frames, so each method's windows and native length would have to be counted in frame pairs.
+Not wired as a backbone: a folder whose transformer has ``patch_size_t`` is refused before any weight is read
+(:func:`check_transformer_folder`). Under :func:`freelong.enable` (diffusers' own pipeline does the padding and the
+grid) its token grid and RoPE edit follow ``patch_size_t``. CogVideoX-2B has no RoPE (sin-cos positions): not wired
+here. ``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,6 +222,16 @@ def tiny_cogvideox_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     return tiny_t5_dit_parts(cfg, CogVideoXTransformer3DModel, AutoencoderKLCogVideoX, T5Config, T5EncoderModel, 226)
 
 
+def check_transformer_folder(folder: Path, model_name: str) -> None:
+    """Refuse, before any weight is read, a CogVideoX folder this backbone does not sample as its pipeline does
+    (CogVideoX 1.5: ``patch_size_t`` set). One ValueError line naming the key and the folder."""
+    config_file = folder / "transformer" / "config.json"
+    patch_t = json.loads(config_file.read_text()).get("patch_size_t")
+    if patch_t is not None:
+        raise ValueError(f"{model_name}: {config_file} has patch_size_t={patch_t} (CogVideoX 1.5); only CogVideoX "
+                         f"1.0 folders (patch_size_t null, e.g. THUDM/CogVideoX-5b) are supported")
+
+
 def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):
     """A diffusers-format CogVideoX folder (``THUDM/CogVideoX-5b``), local files only."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
@@ -237,11 +251,12 @@ def build_cogvideox(cfg: DictConfig, weights_dir: str | None = None) -> CogVideo
         return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
                                  random_init=True, weights={"init_seed": int(cfg.init_seed)}, **common)
     folder = Path(resolve_model_weights(cfg, weights_dir)["cogvideox"])
+    check_transformer_folder(folder, cfg.name)
     transformer, vae, text_encoder, tokenizer, folder_scheduler = load_cogvideox_parts(folder)
     scheduler = with_folder_scheduler(folder_scheduler, scheduler)
     return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
                              random_init=False, weights={"cogvideox": folder_identity(folder)}, **common)
 
 
-__all__ = ["CogVideoXBackbone", "NATIVE_FRAMES", "build_cogvideox", "denoiser_view", "load_cogvideox_parts",
-           "temporal_rope_table", "tiny_cogvideox_parts"]
+__all__ = ["CogVideoXBackbone", "NATIVE_FRAMES", "build_cogvideox", "check_transformer_folder", "denoiser_view",
+           "load_cogvideox_parts", "temporal_rope_table", "tiny_cogvideox_parts"]
