@@ -272,7 +272,7 @@ def enable(pipe_or_model: Any, method: Method | str, *, trained_frames: int | No
             raise ValueError(f"a freelong method is already installed on {name} ({type(model).__name__}); "
                              f"disable() it (or detach the backbone's handle) first")
     first = next(iter(views.values()))
-    method = method.with_native_frames(first.latent_frames(first.native_frames))
+    method = method.with_native_frames(first.method_frames(first.native_frames))
     hook_class = _make_hook_class()
     handle = Enabled(method, pipe)
     try:
@@ -319,11 +319,15 @@ def prepare_latents(
     _check_method(method)
     model = next(iter(find_denoisers(pipe).values()))
     view = denoiser_view(model, pipe=pipe, trained_frames=trained_frames)
-    method = method.with_native_frames(view.latent_frames(view.native_frames))
+    method = method.with_native_frames(view.method_frames(view.native_frames))
+    frames = view.latent_frames(int(num_frames))
+    if "initial noise" in type(method).levels and view.method_frames(int(num_frames)) != frames:
+        raise ValueError(f"method {method.name} reschedules the initial noise over latent frames, but "
+                         f"{type(model).__name__} patches {view.patch_sizes()[0]} latent frames into each temporal "
+                         f"position its windows count; use the pipeline's own noise (latents=None) on this model")
     factor = view.vae_scale_factor if getattr(view, "vae", None) is not None else 8
     if height % factor or width % factor:
         raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
-    frames = view.latent_frames(int(num_frames))
     shape = (int(batch_size), view.latent_channels, frames, height // factor, width // factor)
     noise = method.init_noise(shape, generator=generator, dtype=torch.float32)
     if dtype is None:

@@ -71,8 +71,8 @@ class LongVideoPipeline:
         if method is None:
             method = "direct"
         method = get_method(method) if isinstance(method, str) else method
-        # Methods see latent frames: FreeLong++ is bound to the native LATENT length (Wan: 81 -> 21).
-        self.method = method.with_native_frames(backbone.latent_frames(backbone.native_frames))
+        # Methods count the denoiser's temporal positions: FreeLong++ is bound to the native latent length (Wan: 21).
+        self.method = method.with_native_frames(backbone.method_frames(backbone.native_frames))
         self.decode_chunk_size = decode_chunk_size
         self.progress = progress
         self.stats = GenerationStats()
@@ -88,7 +88,7 @@ class LongVideoPipeline:
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
         self.backbone.check_shape(num_frames, height, width)
-        self.method.check_frames(self.backbone.latent_frames(num_frames))
+        self.method.check_frames(self.backbone.method_frames(num_frames))
 
     def method_for(self, prompt: Any) -> Method:
         """The method a prompt runs with: ``method.for_multi_prompt()`` for a multi-segment prompt

@@ -161,6 +161,11 @@ class Backbone:
         """Latent frames for ``num_frames`` video frames (a video VAE that compresses time changes this)."""
         return int(num_frames)
 
+    def method_frames(self, num_frames: int) -> int:
+        """The frames a method counts (windows, native length): the denoiser's temporal positions for
+        ``num_frames`` video frames, the latent frames unless the denoiser patches time (see VideoDiTBackbone)."""
+        return self.latent_frames(num_frames)
+
     def check_shape(self, num_frames: int, height: int, width: int) -> None:
         """Raise ValueError for a frame count or size this backbone cannot take (beyond the VAE factor)."""
 

@@ -89,6 +89,11 @@ class VideoDiTBackbone(Backbone):
     def latent_frames(self, num_frames: int) -> int:
         return latent_frame_count(num_frames, self.temporal_compression)
 
+    def method_frames(self, num_frames: int) -> int:
+        """Temporal token positions: latent frames over the temporal patch, rounded up as diffusers pads
+        (CogVideoX 1.5: two latent frames a position; every other DiT here: the latent frames)."""
+        return -(-self.latent_frames(num_frames) // self.patch_sizes()[0])
+
     def check_shape(self, num_frames: int, height: int, width: int) -> None:
         check_wan_frames(num_frames, self.temporal_compression)
         multiple = self.vae_scale_factor * self.spatial_patch()

@@ -567,6 +567,19 @@ def test_cogvideox_1_5_token_grid_and_riflex_on_the_sliced_rope(cog15, one_threa
         assert _rel(pipe(**run).frames, plain) > 1e-4
 
 
+def test_cogvideox_1_5_methods_count_temporal_positions(cog15):
+    """On CogVideoX 1.5 a method counts temporal token positions (two latent frames each): FreeLong++'s native length
+    is 21 frames -> 6 latent -> 3 positions, and noise rescheduled over latent frames is refused in one line."""
+    pipe, _ = cog15
+    size = dict(num_frames=53, height=32, width=48, generator=torch.Generator().manual_seed(0))
+    with freelong.enable(pipe, "freelong_pp", noise_stride=1, trained_frames=21) as fl:
+        assert fl.method.native_frames == 3
+    assert freelong.prepare_latents(pipe, "direct", **size).shape == (1, 14, 4, 4, 6)
+    with pytest.raises(ValueError, match=r"^method freenoise reschedules the initial noise over latent frames, but "
+                                         r"CogVideoXTransformer3DModel patches 2 latent frames"):
+        freelong.prepare_latents(pipe, "freenoise", trained_frames=21, **size)
+
+
 @pytest.fixture(scope="module")
 def cog15(cases):
     """A CogVideoXPipeline over a tiny CogVideoX 1.5 transformer (patch 2x2x2, sliced RoPE) and the tiny VAE."""

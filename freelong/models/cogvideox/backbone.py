@@ -121,8 +121,7 @@ class CogVideoXBackbone(VideoDiTBackbone):
         dim_t = cfg.attention_head_dim // 4
         theta = 10000.0
         base = 1.0 / (theta ** (torch.arange(0, dim_t, 2)[: dim_t // 2].float() / dim_t))
-        p_t = self.patch_sizes()[0]
-        native = -(-self.latent_frames(self.native_frames) // p_t)
+        native = self.method_frames(self.native_frames)
         freqs = self.rope_edit(base.clone(), axis="t", num_positions=frames, native_positions=native)
         if torch.equal(freqs, base):
             return cos, sin
