@@ -156,3 +156,13 @@ def save_diffusers_folder(bb, folder: Path, pipeline: str, scheduler: str, **ind
             part.save_pretrained(folder / sub)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, **index}))
     return folder
+
+
+def assert_run_refused(cfg, error: type[Exception], match: str, where: Path, run_dir: Path | None = None) -> None:
+    """The app's ``run(cfg, run_dir)`` fails with ``error`` matching ``match`` and no video appears under ``where``:
+    a bad setting is refused before anything is generated."""
+    from freelong.app.runner import run
+
+    with pytest.raises(error, match=match):
+        run(cfg, run_dir)
+    assert not any(where.rglob("*.mp4"))
