@@ -45,6 +45,20 @@ def attach(method, denoiser: torch.nn.Module):
     return bare_backbone(denoiser).attach(method)
 
 
+def backbone_fixture(model: str, scope: str = "module") -> Any:
+    """A fixture building ``load_backbone(model)`` once per ``scope``: assign it to the fixture's name
+    (``cog = backbone_fixture("cogvideox_5b_tiny")``). Per module by default, as tests may swap blocks or attach
+    methods."""
+
+    @pytest.fixture(scope=scope)
+    def _backbone():
+        from freelong import load_backbone
+
+        return load_backbone(model)
+
+    return _backbone
+
+
 PROMPT = "a red fox runs through snow"  # the DiT parity tests' prompt
 
 

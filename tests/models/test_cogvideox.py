@@ -6,13 +6,10 @@ import pytest
 import torch
 from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
-from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong import LongVideoPipeline, get_method
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 
-
-@pytest.fixture(scope="module")
-def cog():
-    return load_backbone("cogvideox_5b_tiny")
+cog = helpers.backbone_fixture("cogvideox_5b_tiny")
 
 
 def test_encode_text_equals_cogvideox_pipeline(cog):

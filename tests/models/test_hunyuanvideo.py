@@ -7,13 +7,10 @@ import pytest
 import torch
 from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
-from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong import LongVideoPipeline, get_method
 from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
 
-
-@pytest.fixture(scope="module")
-def hy():
-    return load_backbone("hunyuanvideo_tiny")
+hy = helpers.backbone_fixture("hunyuanvideo_tiny")
 
 
 def test_direct_equals_diffusers_hunyuanvideo_pipeline(hy):

@@ -14,14 +14,8 @@ def _latents(bb, frames=21, h=64, w=96, seed=1):
     return dit_latents(bb, frames, h, w, seed)
 
 
-@pytest.fixture(scope="module")
-def ti2v():
-    return load_backbone("wan2_2_ti2v_5b_tiny")
-
-
-@pytest.fixture(scope="module")
-def a14b():
-    return load_backbone("wan2_2_t2v_a14b_tiny")
+ti2v = helpers.backbone_fixture("wan2_2_ti2v_5b_tiny")
+a14b = helpers.backbone_fixture("wan2_2_t2v_a14b_tiny")
 
 
 def test_ti2v_shape_rules(ti2v):
