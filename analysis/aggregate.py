@@ -281,11 +281,9 @@ def aggregate(
                               "figures": []}
     random_init = "random_init" in df.columns and bool(df["random_init"].fillna(False).astype(bool).any())
     title = "\nRANDOM-INIT smoke-run model: values are meaningless" if random_init else ""
-    plt = pyplot()
     if swept:
         fig = plot_metrics_vs_params(df, swept, chosen, hue, title)
         result["figures"] += save_figure(fig, out / "metrics_vs_params")
-        plt.close(fig)
     keys = tuple(heatmap) if heatmap else DEFAULT_HEATMAP
     if len(keys) != 2:
         raise ValueError(f"--heatmap needs exactly two parameters, got {list(keys)}")
@@ -296,7 +294,6 @@ def aggregate(
         atomic_write_text(out / "heatmap.csv", pd.concat(named, names=["metric"]).to_csv())
         fig = plot_heatmap(df, keys, chosen, title)
         result["figures"] += save_figure(fig, out / "heatmap")
-        plt.close(fig)
     elif heatmap:
         raise KeyError(f"--heatmap {','.join(keys)}: both must be swept parameters; swept: {', '.join(swept)}")
     return result

@@ -38,23 +38,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from freelong.app.records import fingerprint
-from freelong.app.setup import prepare
 from freelong.attention.context import PositionBias, TemporalAttentionContext
 from freelong.attention.maps import global_attention_probs
 from freelong.attention.processor import TemporalAttnProcessor, temporal_attention_layers
 from freelong.methods import Method
 
-from .common import (
-    analysis_options,
-    check_lengths,
-    check_methods_fit,
-    methods_from_config,
-    pyplot,
-    save_figure,
-    title_suffix,
-    write_csv,
-)
+from .common import LengthSweep, analysis_options, check_lengths, pyplot, title_suffix, write_csv
 
 log = logging.getLogger("freelong.analysis")
 
@@ -331,7 +320,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=attention_maps``: capture maps at every length and method, draw one figure."""
     import pandas as pd
 
-    from freelong.app.records import make_jobs, sampling_settings
     from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
@@ -342,36 +330,26 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         val = opts[key]
         if val is not None and not isinstance(val, list):
             raise ConfigError(f"analysis.{key} must be null (all) or a list, got {val!r}")
-    methods = methods_from_config(cfg, opts["methods"])
-    setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
+    sweep = LengthSweep.prepare(cfg, opts["methods"], lengths)
+    setup = sweep.setup
     try:
         layers = resolve_layers(setup.backbone.unet, opts["layers"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    meta = setup.environment()
-    sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
-    jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
     cache_dir = setup.run_dir / "records"
     cache_dir.mkdir(exist_ok=True)
 
     per_map: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
     arrays: dict[str, list[np.ndarray]] = defaultdict(list)
-    for entry in methods:
+    for entry in sweep.methods:
         for n in lengths:
-            for job in jobs:
-                key = fingerprint({"task": "attention", "model": meta["model"], "weights": meta["weights"],
-                                  "method": entry.method.name, "params": entry.method.params(), "frames": n,
-                                  "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
-                                  "layers": layers, "steps": opts["steps"], "mode": opts["mode"],
-                                  "dtype": str(setup.dtype)})
+            for job in sweep.jobs:
+                key = sweep.key("attention", entry, n, job, layers=layers, steps=opts["steps"], mode=opts["mode"])
                 path = cache_dir / f"{key}.npz"
                 saved = None if cfg.overwrite else _load_npz(path)
                 if saved is None:
                     store = AttentionMapStore(layers, opts["steps"], opts["mode"])
-                    pipe = setup.pipeline(CaptureMethod(entry.method, store))
-                    pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
-                         job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
-                         output_type="latent")
+                    sweep.sample(setup.pipeline(CaptureMethod(entry.method, store)), n, job)
                     saved = {f"map|{b}": m for b, m in store.maps().items()}
                     for kind, maps_of in (("layer", store.layer_maps()), ("step", store.step_maps())):
                         saved.update({f"{kind}|{b}|{k}": m for b, d in maps_of.items() for k, m in d.items()})
@@ -396,15 +374,9 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     summary = pd.DataFrame([{"map": col, "length": n, "videos": len(per_map[(col, n)]), **locality_summary(m)}
                             for (col, n), m in maps.items()])
     summary["mode"] = opts["mode"]
-    summary["model"] = meta["model"]
-    summary["random_init"] = meta["random_init"]
-    write_csv(summary, out / "attention_maps.csv")
+    table = write_csv(sweep.tag(summary), out / "attention_maps.csv")
     fig = plot_attention_maps(maps, f" — mode: {opts['mode']}" + title_suffix(setup.backbone))
-    figures = save_figure(fig, out / "attention_maps")
-    pyplot().close(fig)
-    log.info("wrote %s, %s and %s", out / "attention_maps.npz", out / "attention_maps.csv",
-             ", ".join(map(str, figures)))
-    return {"run_dir": out, "maps": maps, "summary": summary, "figures": figures}
+    return sweep.finish(fig, "attention_maps", [out / "attention_maps.npz", table], maps=maps, summary=summary)
 
 
 __all__ = [

@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from freelong.app.setup import check_prompts_fit
+from freelong.app.records import Job, fingerprint, make_jobs, sampling_settings
+from freelong.app.setup import RunSetup, check_prompts_fit, prepare
 from freelong.errors import ConfigError
 from freelong.methods import Method, get_method
 from freelong.models.spec import CONF_DIR, latent_frames
@@ -121,13 +122,67 @@ def check_methods_fit(methods: list[MethodEntry], lengths: list[int], prompts: l
                 raise ConfigError(f"analysis.methods ({m.label}) at {n} frames: {err}") from None
 
 
+@dataclass
+class LengthSweep:
+    """Every method at every length on every job (prompt x seed), set up as generation is.
+
+    The per-length experiments (``snr_vs_length``, ``attention_maps``) share it so that they validate,
+    build, key their cached results and sample the same way; only what they record differs."""
+
+    cfg: DictConfig
+    methods: list[MethodEntry]
+    lengths: list[int]
+    setup: RunSetup
+    meta: dict[str, Any]  # the run's environment (model, weights, versions)
+    sampling: dict[str, Any]  # the sampling settings but the frame count (the sweep sets it)
+    jobs: list[Job]
+
+    @classmethod
+    def prepare(cls, cfg: DictConfig, methods: Any, lengths: list[int]) -> LengthSweep:
+        """``methods``: ``analysis.methods``; checks that each fits every length, then builds the run."""
+        entries = methods_from_config(cfg, methods)
+        setup = prepare(cfg, check=lambda prompts: check_methods_fit(entries, lengths, prompts))
+        sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
+        return cls(cfg, entries, lengths, setup, setup.environment(), sampling,
+                   make_jobs(setup.prompts, cfg.seed, cfg.num_seeds))
+
+    def tag(self, table: Any) -> Any:
+        """``table`` (a DataFrame, in place) with the run's ``model`` and ``random_init`` columns: every CSV an
+        experiment writes says what made it, and a random-init smoke run is never mistaken for a result."""
+        table["model"] = self.meta["model"]
+        table["random_init"] = self.meta["random_init"]
+        return table
+
+    def finish(self, fig: Any, stem: str, written: list[Path], **results: Any) -> dict[str, Any]:
+        """Save ``fig`` as ``<run dir>/<stem>.{png,pdf}``, log it with the files ``written`` before it (the
+        experiment's outputs in one line) and return the experiment's result: ``run_dir``, ``results``, ``figures``."""
+        figures = save_figure(fig, self.setup.run_dir / stem)
+        log.info("wrote %s and %s", ", ".join(map(str, written)), ", ".join(map(str, figures)))
+        return {"run_dir": self.setup.run_dir, **results, "figures": figures}
+
+    def key(self, task: str, entry: MethodEntry, frames: int, job: Job, **options: Any) -> str:
+        """The cache key of one video's result: all that fixes the video, plus the task and its ``options``."""
+        return fingerprint({"task": task, "model": self.meta["model"], "weights": self.meta["weights"],
+                            "method": entry.method.name, "params": entry.method.params(), "frames": frames,
+                            "sampling": self.sampling, "prompt": job.prompt, "seed": job.seed, **options,
+                            "dtype": str(self.setup.dtype)})
+
+    def sample(self, pipe: Any, frames: int, job: Job, **kwargs: Any) -> Any:
+        """The final latents of ``job`` at ``frames`` through ``pipe``, with the run's sampling settings."""
+        cfg = self.cfg
+        return pipe(job.prompt, frames, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
+                    job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
+                    output_type="latent", **kwargs)
+
+
 def title_suffix(backbone: Any) -> str:
     return f"\n{backbone.name} — RANDOM-INIT WEIGHTS (smoke run, not a real model)" if backbone.random_init \
         else f"\n{backbone.name}"
 
 
 def save_figure(fig: Any, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically; returns the paths."""
+    """Write ``stem.png`` and ``stem.pdf`` atomically, then close ``fig`` (a written figure is done with, and
+    pyplot would keep it alive); returns the paths."""
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
@@ -135,6 +190,7 @@ def save_figure(fig: Any, stem: Path) -> list[Path]:
         target = stem.with_suffix(f".{ext}")
         atomic_write_bytes(target, buf.getvalue())
         paths.append(target)
+    pyplot().close(fig)
     return paths
 
 

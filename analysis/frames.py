@@ -222,11 +222,8 @@ def write_figures(paths: Sequence[str | Path], every: int, out: Path | None = No
     first = Path(paths[0])
     out = out or ((first if first.is_dir() else first.parent) / "frames")
     written = []
-    plt = pyplot()
     for rows in groups:
-        fig = make_figure(rows, every)
-        written.extend(save_figure(fig, out / f"frames_{rows[0].path.stem}"))
-        plt.close(fig)
+        written.extend(save_figure(make_figure(rows, every), out / f"frames_{rows[0].path.stem}"))
     return written
 
 

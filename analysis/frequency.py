@@ -49,19 +49,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from freelong.app.records import KeyedCache, fingerprint
-from freelong.app.setup import prepare
+from freelong.app.records import KeyedCache
 
-from .common import (
-    analysis_options,
-    check_lengths,
-    check_methods_fit,
-    methods_from_config,
-    pyplot,
-    save_figure,
-    title_suffix,
-    write_csv,
-)
+from .common import LengthSweep, analysis_options, check_lengths, pyplot, title_suffix, write_csv
 
 log = logging.getLogger("freelong.analysis")
 
@@ -256,7 +246,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """``python run.py experiment=snr_vs_length``: generate at every length, record SNRs, write CSV + figure."""
     import pandas as pd
 
-    from freelong.app.records import make_jobs, sampling_settings
     from freelong.errors import ConfigError
 
     opts = analysis_options(cfg, DEFAULTS)
@@ -273,31 +262,23 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     steps = opts["steps"]
     if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, int) for s in steps)):
         raise ConfigError(f"analysis.steps must be null (all steps) or a list of step indices, got {steps!r}")
-    methods = methods_from_config(cfg, opts["methods"])
-    setup = prepare(cfg, check=lambda prompts: check_methods_fit(methods, lengths, prompts))
+    sweep = LengthSweep.prepare(cfg, opts["methods"], lengths)
+    setup = sweep.setup
     cache = KeyedCache(setup.run_dir / "records", overwrite=cfg.overwrite)
-    meta = setup.environment()
-    sampling = {k: v for k, v in sampling_settings(cfg).items() if k != "num_frames"}
-    jobs = make_jobs(setup.prompts, cfg.seed, cfg.num_seeds)
-    log.info("snr_vs_length in %s: %d method(s) x %d length(s) x %d video(s)", setup.run_dir, len(methods),
-             len(lengths), len(jobs))
+    log.info("snr_vs_length in %s: %d method(s) x %d length(s) x %d video(s)", setup.run_dir, len(sweep.methods),
+             len(lengths), len(sweep.jobs))
 
     rows: list[dict[str, Any]] = []
-    for entry in methods:
+    for entry in sweep.methods:
         pipe = setup.pipeline(entry.method)
         for n in lengths:
-            for job in jobs:
-                key = fingerprint({"task": "snr", "model": meta["model"], "weights": meta["weights"],
-                                  "method": entry.method.name, "params": entry.method.params(), "frames": n,
-                                  "sampling": sampling, "prompt": job.prompt, "seed": job.seed,
-                                  "steps": steps, "cutoff": opts["cutoff"], "exclude_dc": opts["exclude_dc"],
-                                  "dtype": str(setup.dtype)})
+            for job in sweep.jobs:
+                key = sweep.key("snr", entry, n, job, steps=steps, cutoff=opts["cutoff"],
+                                exclude_dc=opts["exclude_dc"])
                 cached = cache.get(key)
                 if cached is None:
                     recorder = SNRRecorder(steps, cutoff, bool(opts["exclude_dc"]))
-                    pipe(job.prompt, n, cfg.height, cfg.width, cfg.num_inference_steps, cfg.guidance_scale,
-                         job.seed, negative_prompt=cfg.negative_prompt, sampler=cfg.sampler, eta=cfg.eta,
-                         callback=recorder, output_type="latent")
+                    sweep.sample(pipe, n, job, callback=recorder)
                     cached = [{"method": entry.label, "length": n, "prompt_index": job.index,
                                "prompt": job.prompt_text, "seed": job.seed, **r} for r in recorder.rows]
                     cache.put(key, cached)
@@ -305,20 +286,12 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                 rows.extend(cached)
     if not rows:
         raise ConfigError("analysis.steps selected no denoising step; nothing was recorded")
-    df = pd.DataFrame(rows)
-    df["model"] = meta["model"]
-    df["random_init"] = meta["random_init"]
-    rel = relative_snr(df, reference)
-    rel["model"] = meta["model"]
-    rel["random_init"] = meta["random_init"]
+    df = sweep.tag(pd.DataFrame(rows))
+    rel = sweep.tag(relative_snr(df, reference))
     out = setup.run_dir
-    write_csv(df, out / "snr.csv")
-    write_csv(rel, out / "snr_relative.csv")
+    tables = [write_csv(df, out / "snr.csv"), write_csv(rel, out / "snr_relative.csv")]
     fig = plot_relative_snr(rel, reference, title_suffix(setup.backbone))
-    figures = save_figure(fig, out / "snr_vs_length")
-    pyplot().close(fig)
-    log.info("wrote %s, %s and %s", out / "snr.csv", out / "snr_relative.csv", ", ".join(map(str, figures)))
-    return {"run_dir": out, "snr": df, "relative": rel, "figures": figures}
+    return sweep.finish(fig, "snr_vs_length", tables, snr=df, relative=rel)
 
 
 __all__ = [

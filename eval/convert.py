@@ -27,6 +27,21 @@ def _strip(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, 
     return out
 
 
+# The per-block parameters both towers only rename, ``(transformers name, checkpoint name)``; each has a
+# ``.weight`` and a ``.bias``. The fused attention input projections are split apart by each converter.
+DINO_BLOCK_NAMES = (("attention.output.dense", "attn.proj"), ("layernorm_before", "norm1"),
+                    ("layernorm_after", "norm2"), ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"))
+CLIP_BLOCK_NAMES = (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+                    ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+
+
+def _renamed(sd: dict[str, torch.Tensor], src: str, dst: str, names: tuple[tuple[str, str], ...],
+             kind: str) -> dict[str, torch.Tensor]:
+    """One block's ``kind`` (``weight``/``bias``) parameters under their new names: ``dst + new`` from
+    ``src + old`` for each ``(new, old)`` of ``names`` (one reader for DINO's and CLIP's tables)."""
+    return {f"{dst}{new}.{kind}": sd[f"{src}{old}.{kind}"] for new, old in names}
+
+
 def dino_to_hf(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """DINO ViT state dict → (``ViTConfig`` kwargs, state dict with transformers' classic ViT names)."""
     if "teacher" in sd and isinstance(sd["teacher"], dict):  # full training checkpoints
@@ -56,11 +71,7 @@ def dino_to_hf(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, t
                 out[f"{dst}attention.attention.query.{kind}"] = q
                 out[f"{dst}attention.attention.key.{kind}"] = k
                 out[f"{dst}attention.attention.value.{kind}"] = v
-            out[f"{dst}attention.output.dense.{kind}"] = sd[f"{src}attn.proj.{kind}"]
-            out[f"{dst}layernorm_before.{kind}"] = sd[f"{src}norm1.{kind}"]
-            out[f"{dst}layernorm_after.{kind}"] = sd[f"{src}norm2.{kind}"]
-            out[f"{dst}intermediate.dense.{kind}"] = sd[f"{src}mlp.fc1.{kind}"]
-            out[f"{dst}output.dense.{kind}"] = sd[f"{src}mlp.fc2.{kind}"]
+            out.update(_renamed(sd, src, dst, DINO_BLOCK_NAMES, kind))
     return config, {k: v.float().contiguous() for k, v in out.items()}
 
 
@@ -94,11 +105,7 @@ def openai_clip_to_hf(sd: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict
                     f"{dst}self_attn.v_proj.weight": vv, f"{dst}self_attn.q_proj.bias": qb,
                     f"{dst}self_attn.k_proj.bias": kb, f"{dst}self_attn.v_proj.bias": vb})
         for kind in ("weight", "bias"):
-            out[f"{dst}self_attn.out_proj.{kind}"] = v[f"{src}attn.out_proj.{kind}"]
-            out[f"{dst}layer_norm1.{kind}"] = v[f"{src}ln_1.{kind}"]
-            out[f"{dst}layer_norm2.{kind}"] = v[f"{src}ln_2.{kind}"]
-            out[f"{dst}mlp.fc1.{kind}"] = v[f"{src}mlp.c_fc.{kind}"]
-            out[f"{dst}mlp.fc2.{kind}"] = v[f"{src}mlp.c_proj.{kind}"]
+            out.update(_renamed(v, src, dst, CLIP_BLOCK_NAMES, kind))
     return config, {k: t.float().contiguous() for k, t in out.items()}
 
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers import backbone_fixture
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,26 +44,10 @@ def compose_cfg():
     return _compose
 
 
-@pytest.fixture(scope="session")
-def lavie_tiny():
-    from freelong import load_backbone
-
-    return load_backbone("lavie_tiny")
-
-
+lavie_tiny = backbone_fixture("lavie_tiny", scope="session")
 # The diffusers families' tiny backbones, one per test module (tests may swap their blocks or attach methods).
-@pytest.fixture(scope="module")
-def animatediff():
-    from freelong import load_backbone
-
-    return load_backbone("animatediff_tiny")
-
-
-@pytest.fixture(scope="module")
-def modelscope():
-    from freelong import load_backbone
-
-    return load_backbone("modelscope_tiny")
+animatediff = backbone_fixture("animatediff_tiny")
+modelscope = backbone_fixture("modelscope_tiny")
 
 
 @pytest.fixture()

@@ -1,8 +1,13 @@
-"""Small helpers shared by the tests (random attention inputs). Weight-folder fakes: ``fakes.py``;
-synthetic videos: ``eval_synthetic.py``; a stand-in vbench package: ``fake_vbench.py``."""
+"""Small helpers shared by the tests (random attention inputs, the DiT parity tests' pieces). Weight-folder
+fakes: ``fakes.py``; synthetic videos: ``eval_synthetic.py``; a stand-in vbench package: ``fake_vbench.py``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
 import torch
 
 
@@ -40,6 +45,20 @@ def attach(method, denoiser: torch.nn.Module):
     return bare_backbone(denoiser).attach(method)
 
 
+def backbone_fixture(model: str, scope: str = "module") -> Any:
+    """A fixture building ``load_backbone(model)`` once per ``scope``: assign it to the fixture's name
+    (``cog = backbone_fixture("cogvideox_5b_tiny")``). Per module by default, as tests may swap blocks or attach
+    methods."""
+
+    @pytest.fixture(scope=scope)
+    def _backbone():
+        from freelong import load_backbone
+
+        return load_backbone(model)
+
+    return _backbone
+
+
 PROMPT = "a red fox runs through snow"  # the DiT parity tests' prompt
 
 
@@ -55,11 +74,109 @@ def dit_latents(bb, frames: int = 21, h: int = 32, w: int = 48, seed: int = 1) -
     return torch.randn(1, bb.latent_channels, bb.latent_frames(frames), h // f, w // f, generator=g)
 
 
-def pipeline_latents(bb, method, latents: torch.Tensor, steps: int = 3, frames: int = 21, guidance: float = 5.0):
-    """The final latents of ``LongVideoPipeline(bb, method)`` from ``latents`` (the parity tests' "ours")."""
+def pipeline_latents(bb, method, latents: torch.Tensor, steps: int = 3, frames: int = 21,
+                     guidance: float | None = None):
+    """The final latents of ``LongVideoPipeline(bb, method)`` from ``latents`` (the parity tests' "ours");
+    ``guidance=None``: the model's own guidance scale, as the pipeline defaults to it."""
     from freelong import LongVideoPipeline
 
     f = bb.vae_scale_factor
     pipe = LongVideoPipeline(bb, method, progress=False)
     return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * f, width=latents.shape[-1] * f,
                 num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")
+
+
+# The DiT parity tests' method settings: at the tiny models' native 21 frames (6 latent frames: a window of 6
+# covers the video, RIFLEx's period too, FreeLong++ has one branch) every method is direct sampling; at 41 frames
+# (11 latent) windows of 3 and RIFLEx's lowered first frequency change the result.
+NATIVE_LENGTH_METHODS = [
+    ("sliding_window", {"window": 6, "stride": 2}),
+    ("freenoise", {"window": 6, "stride": 2}),
+    ("freelong", {"window": 6, "local_only_levels": []}),
+    ("freelong_pp", {}),
+    ("riflex", {}),
+]
+BEYOND_NATIVE_METHODS = [
+    ("sliding_window", {"window": 3, "stride": 1}),
+    ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": []}),
+    ("riflex", {"k": 1}),
+]
+
+
+def method_and_direct(bb, name: str, params: dict[str, Any], latents: torch.Tensor, frames: int = 21,
+                      guidance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2-step final latents of ``get_method(name, **params)`` and of direct sampling from the same ``latents``:
+    the pair every DiT family's tests compare (equal at the native length, different beyond it)."""
+    from freelong import get_method
+
+    direct = pipeline_latents(bb, "direct", latents, steps=2, frames=frames, guidance=guidance)
+    return pipeline_latents(bb, get_method(name, **params), latents, steps=2, frames=frames, guidance=guidance), direct
+
+
+class DiTMethodTests:
+    """The methods-vs-direct tests that families run alike (subclassed as ``Test...`` with ``backbone`` naming
+    the module's backbone fixture): every method equals direct sampling at the native length and changes the
+    result beyond it. Wan, with its own thresholds, and Wan2.2, over two models, call :func:`method_and_direct`."""
+
+    backbone: str
+
+    @pytest.mark.parametrize("name,params", NATIVE_LENGTH_METHODS)
+    def test_methods_at_native_length_equal_direct(self, request, name: str, params: dict[str, Any]) -> None:
+        bb = request.getfixturevalue(self.backbone)
+        other, direct = method_and_direct(bb, name, params, dit_latents(bb))
+        assert torch.equal(other, direct)
+
+    @pytest.mark.parametrize("name,params", BEYOND_NATIVE_METHODS)
+    def test_methods_beyond_native_length_change_the_result(self, request, name: str, params: dict[str, Any]) -> None:
+        bb = request.getfixturevalue(self.backbone)
+        other, direct = method_and_direct(bb, name, params, dit_latents(bb, frames=41), frames=41)
+        assert torch.isfinite(other).all() and rel(other, direct) > 1e-6
+
+
+def wan_pipeline_latents(bb, latents: torch.Tensor, steps: int = 3, frames: int = 21, guidance: float = 5.0,
+                         **kw: Any) -> torch.Tensor:
+    """diffusers' own ``WanPipeline`` over ``bb``'s parts from ``latents`` (the Wan parity tests' "theirs")."""
+    from diffusers import WanPipeline
+
+    f = bb.vae_scale_factor
+    ref = WanPipeline(**bb.components)
+    cond, uncond = bb.encode_text([PROMPT]), bb.encode_text([""])
+    return ref(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=frames, height=latents.shape[-2] * f,
+               width=latents.shape[-1] * f, num_inference_steps=steps, guidance_scale=guidance,
+               latents=latents.clone(), output_type="latent", **kw).frames
+
+
+def assert_rejected_before_sampling(bb, frames: int, nearest: str, size: tuple[int, int, int] | None = None) -> None:
+    """``LongVideoPipeline(bb)`` refuses ``frames`` (not 4n+1: the message names the ``nearest`` valid counts) and,
+    when given, ``size = (height, width, multiple)`` at 21 frames (not multiples of the patch), within one step."""
+    from freelong import LongVideoPipeline
+
+    pipe = LongVideoPipeline(bb, "direct", progress=False)
+    with pytest.raises(ValueError, match=f"nearest valid: {nearest}"):
+        pipe(PROMPT, num_frames=frames, num_inference_steps=1)
+    if size is not None:
+        height, width, multiple = size
+        with pytest.raises(ValueError, match=f"multiples of {multiple}"):
+            pipe(PROMPT, num_frames=21, height=height, width=width, num_inference_steps=1)
+
+
+def save_diffusers_folder(bb, folder: Path, pipeline: str, scheduler: str, **index: Any) -> Path:
+    """``bb`` written as the local diffusers folder a real model's loader reads: each part it has (a second expert
+    only where there is one), a ``scheduler`` of its own, and ``model_index.json`` naming ``pipeline`` (+ ``index``)."""
+    parts = {"transformer": bb.transformer, "transformer_2": getattr(bb, "transformer_2", None), "vae": bb.vae,
+             "text_encoder": bb.text_encoder, "tokenizer": bb.tokenizer, "scheduler": bb.make_scheduler(scheduler)}
+    for sub, part in parts.items():
+        if part is not None:
+            part.save_pretrained(folder / sub)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, **index}))
+    return folder
+
+
+def assert_run_refused(cfg, error: type[Exception], match: str, where: Path, run_dir: Path | None = None) -> None:
+    """The app's ``run(cfg, run_dir)`` fails with ``error`` matching ``match`` and no video appears under ``where``:
+    a bad setting is refused before anything is generated."""
+    from freelong.app.runner import run
+
+    with pytest.raises(error, match=match):
+        run(cfg, run_dir)
+    assert not any(where.rglob("*.mp4"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import assert_run_refused
 from omegaconf import OmegaConf
 
 from freelong.app.runner import run
@@ -50,7 +51,4 @@ def test_loop_methods_run_and_are_recorded(compose_cfg, tmp_path, method, model,
     (["method=freeinit", "method.filter=cosine"], "method.filter"),
 ])
 def test_bad_values_fail_before_any_model_is_built(compose_cfg, tmp_path, overrides, needle):
-    cfg = small(compose_cfg, tmp_path, *overrides)
-    with pytest.raises(ConfigError, match=needle):
-        run(cfg)
-    assert not any(tmp_path.rglob("*.mp4"))
+    assert_run_refused(small(compose_cfg, tmp_path, *overrides), ConfigError, needle, tmp_path)

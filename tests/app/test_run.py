@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import assert_run_refused
 from omegaconf import OmegaConf
 
 from freelong.app.runner import run
@@ -64,10 +65,7 @@ def test_defaults_follow_the_command_line_contract(compose_cfg):
     (["prompts=file", "prompts.file=/no/such/prompts.txt"], "prompts.file"),
 ])
 def test_bad_values_fail_before_any_model_is_built(compose_cfg, tmp_path, overrides, needle):
-    cfg = small(compose_cfg, tmp_path, *overrides)
-    with pytest.raises(ConfigError, match=needle):
-        run(cfg)
-    assert not any(tmp_path.rglob("*.mp4"))
+    assert_run_refused(small(compose_cfg, tmp_path, *overrides), ConfigError, needle, tmp_path)
 
 
 def test_unknown_keys_and_wrong_types_fail_at_compose_time(compose_cfg):
@@ -206,6 +204,4 @@ def test_missing_eval_weights_stop_a_real_run_before_the_backbone_is_loaded(comp
     monkeypatch.setattr(base, "build_backbone", lambda *a, **k: pytest.fail("backbone loaded before eval checks"))
     cfg = small(compose_cfg, tmp_path, "model=lavie", "eval=fast", f"paths.weights_dir={tmp_path / 'weights'}",
                 "num_frames=16", "height=64", "width=64")
-    with pytest.raises(MissingWeightsError, match="dino_vitb16"):
-        run(cfg, tmp_path / "run")
-    assert not any((tmp_path / "run").rglob("*.mp4"))
+    assert_run_refused(cfg, MissingWeightsError, "dino_vitb16", tmp_path / "run", run_dir=tmp_path / "run")

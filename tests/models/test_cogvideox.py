@@ -1,23 +1,15 @@
 """CogVideoX-5B through diffusers (cogvideox_5b_tiny): parity with CogVideoXPipeline, methods on the joint
 [text, video] attention (text rows and columns untouched by windowing, the blend on video tokens only), 4n+1."""
 
+import helpers
 import pytest
 import torch
 from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
-from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong import LongVideoPipeline, get_method
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 
-_latents = dit_latents
-
-
-def _ours(bb, method, latents, steps=3, frames=21, guidance=6.0):
-    return pipeline_latents(bb, method, latents, steps, frames, guidance)
-
-
-@pytest.fixture(scope="module")
-def cog():
-    return load_backbone("cogvideox_5b_tiny")
+cog = helpers.backbone_fixture("cogvideox_5b_tiny")
 
 
 def test_encode_text_equals_cogvideox_pipeline(cog):
@@ -32,8 +24,8 @@ def test_encode_text_equals_cogvideox_pipeline(cog):
 def test_direct_equals_diffusers_cogvideox_pipeline(cog):
     from diffusers import CogVideoXPipeline
 
-    latents = _latents(cog)
-    ours = _ours(cog, "direct", latents)
+    latents = dit_latents(cog)
+    ours = pipeline_latents(cog, "direct", latents)
     ref = CogVideoXPipeline(**cog.components)
     theirs = ref(prompt_embeds=cog.encode_text([PROMPT]), negative_prompt_embeds=cog.encode_text([""]),
                  num_frames=21, height=32, width=48, num_inference_steps=3, guidance_scale=6.0,
@@ -56,7 +48,7 @@ def test_adapter_equals_diffusers_processor_and_detach_restores(cog):
     model = cog.transformer
     before = dict(model.attn_processors)
     hooks = len(model._forward_pre_hooks)
-    x = _latents(cog).transpose(1, 2)
+    x = dit_latents(cog).transpose(1, 2)
     cond = cog.encode_text([PROMPT])
     rope = cog.rotary_embedding(6, 4, 6)
     kw = dict(hidden_states=x, encoder_hidden_states=cond, timestep=torch.tensor([700]), image_rotary_emb=rope,
@@ -151,32 +143,12 @@ def test_freelong_blends_video_tokens_only(cog):
     assert torch.allclose(out_video, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "name,params",
-    [("sliding_window", {"window": 6, "stride": 2}), ("freenoise", {"window": 6, "stride": 2}),
-     ("freelong", {"window": 6, "local_only_levels": []}), ("freelong_pp", {}), ("riflex", {})],
-)
-def test_methods_at_native_length_equal_direct(cog, name, params):
-    latents = _latents(cog)
-    assert torch.equal(_ours(cog, get_method(name, **params), latents, steps=2), _ours(cog, "direct", latents, steps=2))
-
-
-@pytest.mark.parametrize("name,params", [("sliding_window", {"window": 3, "stride": 1}),
-                                         ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": []}),
-                                         ("riflex", {"k": 1})])
-def test_methods_beyond_native_length_change_the_result(cog, name, params):
-    latents = _latents(cog, frames=41)
-    direct = _ours(cog, "direct", latents, steps=2, frames=41)
-    other = _ours(cog, get_method(name, **params), latents, steps=2, frames=41)
-    assert torch.isfinite(other).all() and rel(other, direct) > 1e-6
+class TestMethodsVsDirect(helpers.DiTMethodTests):
+    backbone = "cog"
 
 
 def test_frame_rule_and_size_fail_before_sampling(cog):
-    pipe = LongVideoPipeline(cog, "direct", progress=False)
-    with pytest.raises(ValueError, match="nearest valid: 45 or 49"):
-        pipe(PROMPT, num_frames=48, num_inference_steps=1)
-    with pytest.raises(ValueError, match="multiples of 16"):
-        pipe(PROMPT, num_frames=21, height=40, width=48, num_inference_steps=1)
+    helpers.assert_rejected_before_sampling(cog, 48, "45 or 49", size=(40, 48, 16))
 
 
 def test_block_fusion_freenoise_refuses_cogvideox_in_one_line(compose_cfg):
@@ -197,23 +169,18 @@ def test_missing_folder_names_the_files(tmp_path):
 
 
 def test_loader_reads_a_diffusers_folder(cog, tmp_path):
-    import json
-
     from freelong.models.base import build_backbone
     from freelong.models.spec import load_model_config
 
-    folder = tmp_path / "cog"
-    for sub, part in (("transformer", cog.transformer), ("vae", cog.vae), ("text_encoder", cog.text_encoder),
-                      ("tokenizer", cog.tokenizer), ("scheduler", cog.make_scheduler("ddim"))):
-        part.save_pretrained(folder / sub)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
+    folder = helpers.save_diffusers_folder(cog, tmp_path / "cog", "CogVideoXPipeline", "ddim")
     cfg = load_model_config("cogvideox_5b")
     cfg.weights.cogvideox.path = str(folder)
     cfg.extra.max_sequence_length = 16
     loaded = build_backbone(cfg, weights_dir=str(tmp_path / "empty"))
     assert not loaded.random_init and torch.equal(loaded.encode_text([PROMPT]), cog.encode_text([PROMPT]))
-    latents = _latents(cog)
-    assert rel(_ours(loaded, "direct", latents, steps=1), _ours(cog, "direct", latents, steps=1)) < 1e-6
+    latents = dit_latents(cog)
+    ours = pipeline_latents(loaded, "direct", latents, steps=1)
+    assert rel(ours, pipeline_latents(cog, "direct", latents, steps=1)) < 1e-6
 
 
 def test_a_cogvideox_1_5_folder_is_refused_before_any_weight_is_read(tmp_path):

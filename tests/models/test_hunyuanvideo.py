@@ -2,28 +2,20 @@
 [video, text] attention of dual- and single-stream blocks (text rows/columns untouched by windowing, the prompt's
 padding masked), 4n+1."""
 
+import helpers
 import pytest
 import torch
 from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
-from freelong import LongVideoPipeline, get_method, load_backbone
+from freelong import LongVideoPipeline, get_method
 from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
 
-_latents = dit_latents
-
-
-def _ours(bb, method, latents, steps=3, frames=21, guidance=6.0):
-    return pipeline_latents(bb, method, latents, steps, frames, guidance)
-
-
-@pytest.fixture(scope="module")
-def hy():
-    return load_backbone("hunyuanvideo_tiny")
+hy = helpers.backbone_fixture("hunyuanvideo_tiny")
 
 
 def test_direct_equals_diffusers_hunyuanvideo_pipeline(hy):
-    latents = _latents(hy)
-    ours = _ours(hy, "direct", latents)
+    latents = dit_latents(hy)
+    ours = pipeline_latents(hy, "direct", latents)
     c = hy.encode_text([PROMPT])
     assert 0 < int(c["mask"].sum()) < c["mask"].shape[1]  # the prompt is padded: the mask is exercised
     theirs = hy.diffusers_pipeline()(prompt_embeds=c["prompt_embeds"], pooled_prompt_embeds=c["pooled"],
@@ -36,7 +28,7 @@ def test_direct_equals_diffusers_hunyuanvideo_pipeline(hy):
 
 def _call_kwargs(hy):
     c = hy.encode_text([PROMPT])
-    return dict(hidden_states=_latents(hy), timestep=torch.tensor([700.0]), encoder_hidden_states=c["prompt_embeds"],
+    return dict(hidden_states=dit_latents(hy), timestep=torch.tensor([700.0]), encoder_hidden_states=c["prompt_embeds"],
                 encoder_attention_mask=c["mask"], pooled_projections=c["pooled"], guidance=torch.tensor([6000.0]),
                 return_dict=False)
 
@@ -98,24 +90,8 @@ def test_windowing_keeps_text_rows_and_columns_and_the_padding_mask(hy, block):
     assert (out_video - ref_video).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize(
-    "name,params",
-    [("sliding_window", {"window": 6, "stride": 2}), ("freenoise", {"window": 6, "stride": 2}),
-     ("freelong", {"window": 6, "local_only_levels": []}), ("freelong_pp", {}), ("riflex", {})],
-)
-def test_methods_at_native_length_equal_direct(hy, name, params):
-    latents = _latents(hy)
-    assert torch.equal(_ours(hy, get_method(name, **params), latents, steps=2), _ours(hy, "direct", latents, steps=2))
-
-
-@pytest.mark.parametrize("name,params", [("sliding_window", {"window": 3, "stride": 1}),
-                                         ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": []}),
-                                         ("riflex", {"k": 1})])
-def test_methods_beyond_native_length_change_the_result(hy, name, params):
-    latents = _latents(hy, frames=41)
-    direct = _ours(hy, "direct", latents, steps=2, frames=41)
-    other = _ours(hy, get_method(name, **params), latents, steps=2, frames=41)
-    assert torch.isfinite(other).all() and rel(other, direct) > 1e-6
+class TestMethodsVsDirect(helpers.DiTMethodTests):
+    backbone = "hy"
 
 
 def test_riflex_table_equals_official_hunyuanvideo_at_261_frames():
@@ -146,9 +122,7 @@ def test_riflex_table_equals_official_hunyuanvideo_at_261_frames():
 
 
 def test_frame_rule_fails_before_sampling(hy):
-    pipe = LongVideoPipeline(hy, "direct", progress=False)
-    with pytest.raises(ValueError, match="nearest valid: 125 or 129"):
-        pipe(PROMPT, num_frames=127, num_inference_steps=1)
+    helpers.assert_rejected_before_sampling(hy, 127, "125 or 129")
 
 
 def test_missing_folder_names_the_files(tmp_path):

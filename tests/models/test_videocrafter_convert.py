@@ -15,18 +15,11 @@ from omegaconf import OmegaConf
 from freelong.models.base import build_backbone
 from freelong.models.spec import load_model_config
 from freelong.models.tiny import randomize_, tiny_tokenizer, tiny_vae
+from freelong.models.videocrafter import convert  # the module under test
 from freelong.models.videocrafter.backbone import (
     VideoCrafterDDIMScheduler,
     build_text_encoder,
     lvdm_scale_arr,
-)
-from freelong.models.videocrafter.convert import (
-    clip_text_config,
-    convert_open_clip_text,
-    convert_vae,
-    load_text_weights,
-    read_checkpoint,
-    split_checkpoint,
 )
 from freelong.models.videocrafter.model import VideoCrafterUNet
 from freelong.weights import MissingWeightsError
@@ -169,7 +162,7 @@ def test_full_size_vae_conversion_loads_strictly_into_diffusers():
     ldm = {k: torch.empty(s, device="meta") for k, s in key_list("first_stage_model.").items()}
     with torch.device("meta"):
         vae = tiny_vae(OmegaConf.to_container(cfg.vae))
-    converted = convert_vae(ldm, vae.config)
+    converted = convert.convert_vae(ldm, vae.config)
     assert len(converted) == len(ldm) == 248
     vae.load_state_dict(converted, strict=True, assign=True)
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in vae.state_dict().items()}
@@ -179,7 +172,7 @@ def test_vae_conversion_gives_the_ldm_autoencoder_outputs():
     ch, mult, nrb, groups = 32, [1, 2, 2], 1, 32
     ldm = random_state(ldm_vae_shapes(ch, mult, nrb), seed=0)
     vae = tiny_vae({"block_out_channels": [ch * m for m in mult], "layers_per_block": nrb, "norm_num_groups": groups})
-    vae.load_state_dict(convert_vae(ldm, vae.config), strict=True)
+    vae.load_state_dict(convert.convert_vae(ldm, vae.config), strict=True)
     z = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(1))
     img = torch.randn(1, 3, 16, 24, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -193,10 +186,10 @@ def test_vae_conversion_rejects_a_mismatched_layout():
     ldm = random_state(ldm_vae_shapes(32, [1, 2, 2], 1), seed=0)
     vae = tiny_vae({"block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32})
     with pytest.raises(ValueError, match="VAE conversion used"):  # a tensor no rule converts
-        convert_vae({**ldm, "encoder.extra.weight": torch.zeros(1)}, vae.config)
+        convert.convert_vae({**ldm, "encoder.extra.weight": torch.zeros(1)}, vae.config)
     extra_block = {**ldm, "decoder.up.0.block.5.conv1.weight": torch.zeros(1)}  # renamed, but not in the model
     with pytest.raises(RuntimeError, match="up_blocks.2.resnets.5"):
-        vae.load_state_dict(convert_vae(extra_block, vae.config), strict=True)
+        vae.load_state_dict(convert.convert_vae(extra_block, vae.config), strict=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,13 +235,13 @@ def test_full_size_text_config_matches_open_clip_vit_h():
     assert len(shapes) == 294  # reference_code.md §2.3: 294 cond_stage_model.model. keys for 24 layers
     from transformers import CLIPTextModel
 
-    config = clip_text_config(cfg, bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
+    config = convert.clip_text_config(cfg, bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
     assert config.num_hidden_layers == 23 and config.hidden_act == "gelu"
     with torch.device("meta"):
         model = CLIPTextModel(config)
-    converted = convert_open_clip_text({k: torch.empty(s, device="meta") for k, s in shapes.items()}, 23)
+    converted = convert.convert_open_clip_text({k: torch.empty(s, device="meta") for k, s in shapes.items()}, 23)
     assert len(converted) == 4 + 23 * 16  # 23 resblocks (in_proj split into q/k/v) + embeddings + ln_final
-    load_text_weights(model, converted, assign=True)  # strict: same keys and shapes
+    convert.load_text_weights(model, converted, assign=True)  # strict: same keys and shapes
 
 
 def test_text_conversion_gives_the_open_clip_penultimate_features():
@@ -258,7 +251,7 @@ def test_text_conversion_gives_the_open_clip_penultimate_features():
     cfg = {"hidden_size": width, "intermediate_size": 64, "num_hidden_layers": layers, "num_attention_heads": heads,
            "max_position_embeddings": 77, "hidden_act": "gelu", "layer": "penultimate"}
     model = build_text_encoder(cfg, tok).eval()
-    load_text_weights(model, convert_open_clip_text(sd, model.config.num_hidden_layers))
+    convert.load_text_weights(model, convert.convert_open_clip_text(sd, model.config.num_hidden_layers))
     ids = tok(["a red fox", ""], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(model(ids)[0], ref_open_clip_penultimate(sd, ids, heads, layers),
@@ -269,7 +262,7 @@ def test_text_conversion_rejects_unknown_tensors():
     sd = random_state(open_clip_text_shapes(32, 2, 10, 77, 64), seed=0)
     sd["transformer.resblocks.0.attn.extra_weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="resblocks.0.attn.extra_weight"):
-        convert_open_clip_text(sd, 1)
+        convert.convert_open_clip_text(sd, 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,13 +316,13 @@ def test_official_checkpoint_path_loads_a_tiny_model_ckpt(tmp_path, wrap):
 def test_checkpoint_reading_is_memory_mapped_and_weights_only(tmp_path):
     cfg = load_model_config("videocrafter2_tiny")
     path, *_ = _tiny_official_checkpoint(tmp_path, cfg)
-    parts = split_checkpoint(read_checkpoint(path))
+    parts = convert.split_checkpoint(convert.read_checkpoint(path))
     assert set(parts) == {"unet", "vae", "text", "schedule"}
     assert set(parts["schedule"]) == {"betas", "alphas_cumprod", "scale_arr"}
     bad = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}, "hparams": Path("x")}, bad)
     with pytest.raises(ValueError, match="weights_only=True"):
-        read_checkpoint(bad)
+        convert.read_checkpoint(bad)
 
 
 def test_schedule_mismatch_is_reported(tmp_path):

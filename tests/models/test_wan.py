@@ -1,23 +1,19 @@
 """Wan2.1 through diffusers (wan_tiny): parity with diffusers' WanPipeline, methods on the DiT, 4n+1 rule."""
 
+import helpers
 import pytest
 import torch
+from helpers import PROMPT, dit_latents, pipeline_latents, rel
 
 from freelong import LongVideoPipeline, get_method, load_backbone
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.models.wan.backbone import check_wan_frames, latent_frame_count
-
-PROMPT = "a red fox runs through snow"
 
 
 @pytest.fixture(scope="module")
 def wan():
     torch.manual_seed(0)
     return load_backbone("wan_tiny")
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def test_frame_rule_names_nearest_valid_counts():
@@ -31,11 +27,7 @@ def test_frame_rule_names_nearest_valid_counts():
 
 
 def test_pipeline_rejects_non_4n_plus_1_before_sampling(wan):
-    pipe = LongVideoPipeline(wan, "direct", progress=False)
-    with pytest.raises(ValueError, match="nearest valid: 21 or 25"):
-        pipe(PROMPT, num_frames=24, num_inference_steps=1)
-    with pytest.raises(ValueError, match="multiples of 16"):
-        pipe(PROMPT, num_frames=21, height=40, width=48, num_inference_steps=1)
+    helpers.assert_rejected_before_sampling(wan, 24, "21 or 25", size=(40, 48, 16))
 
 
 def test_encode_text_equals_wan_pipeline(wan):
@@ -49,33 +41,17 @@ def test_encode_text_equals_wan_pipeline(wan):
     assert ours[1, 3:].abs().sum() == 0  # "x" + </s>: padding positions are zero
 
 
-def _latents(wan, frames=21, h=32, w=48, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, wan.latent_channels, latent_frame_count(frames), h // 8, w // 8, generator=g)
-
-
-def _ours(wan, method, latents, steps=3, frames=21, guidance=5.0):
-    pipe = LongVideoPipeline(wan, method, progress=False)
-    return pipe(PROMPT, num_frames=frames, height=latents.shape[-2] * 8, width=latents.shape[-1] * 8,
-                num_inference_steps=steps, guidance_scale=guidance, latents=latents.clone(), output_type="latent")
-
-
 def test_direct_equals_diffusers_wan_pipeline(wan):
-    from diffusers import WanPipeline
-
-    latents = _latents(wan)
-    ours = _ours(wan, "direct", latents)
-    ref = WanPipeline(**wan.components)
-    cond, uncond = wan.encode_text([PROMPT]), wan.encode_text([""])
-    theirs = ref(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=21, height=32, width=48,
-                 num_inference_steps=3, guidance_scale=5.0, latents=latents.clone(), output_type="latent").frames
+    latents = dit_latents(wan)
+    ours = pipeline_latents(wan, "direct", latents)
+    theirs = helpers.wan_pipeline_latents(wan, latents)
     assert rel(ours, theirs) < 1e-5
     assert rel(ours, latents) > 0.05  # it did denoise
 
 
 def test_frame_aware_adapter_equals_diffusers_processor(wan):
     """Global attention through our adapter == diffusers' WanAttnProcessor, on every block."""
-    x = _latents(wan)
+    x = dit_latents(wan)
     t = torch.tensor([700])
     cond = wan.encode_text([PROMPT])
     model = wan.transformer
@@ -102,36 +78,17 @@ def test_detach_restores_diffusers_processors_and_rope(wan):
     assert model.rope is rope and len(model._forward_pre_hooks) == hooks
 
 
-@pytest.mark.parametrize(
-    "name,params",
-    [
-        ("sliding_window", {"window": 6, "stride": 2}),
-        ("freenoise", {"window": 6, "stride": 2}),
-        ("freelong", {"window": 6, "local_only_levels": []}),
-        ("riflex", {}),
-    ],
-)
+@pytest.mark.parametrize("name,params", helpers.NATIVE_LENGTH_METHODS)
 def test_methods_at_native_length_equal_direct(wan, name, params):
     """21 frames = 6 latent frames: a window of 6 covers the video, RIFLEx's period 6..22 covers it too."""
-    latents = _latents(wan)
-    direct = _ours(wan, "direct", latents, steps=2)
-    other = _ours(wan, get_method(name, **params), latents, steps=2)
+    other, direct = helpers.method_and_direct(wan, name, params, dit_latents(wan))
     assert torch.equal(other, direct)
 
 
-@pytest.mark.parametrize(
-    "name,params",
-    [
-        ("sliding_window", {"window": 3, "stride": 1}),
-        ("freenoise", {"window": 3, "stride": 1}),
-        ("freelong", {"window": 3, "noise_stride": 1, "local_only_levels": []}),
-        ("riflex", {"k": 1}),  # period 6 latent frames < 11: the first frequency is lowered
-    ],
-)
+# RIFLEx k=1: period 6 latent frames < 11, the first frequency is lowered
+@pytest.mark.parametrize("name,params", [*helpers.BEYOND_NATIVE_METHODS, ("freenoise", {"window": 3, "stride": 1})])
 def test_methods_beyond_native_length_change_the_result(wan, name, params):
-    latents = _latents(wan, frames=41)
-    direct = _ours(wan, "direct", latents, steps=2, frames=41)
-    other = _ours(wan, get_method(name, **params), latents, steps=2, frames=41)
+    other, direct = helpers.method_and_direct(wan, name, params, dit_latents(wan, frames=41), frames=41)
     assert torch.isfinite(other).all()
     # the tiny random model's RoPE is weak (RIFLEx's exact effect is tested in test_riflex.py)
     assert rel(other, direct) > (1e-6 if name == "riflex" else 1e-4)
@@ -154,20 +111,12 @@ def test_smoke_video_has_4n_plus_1_frames(wan):
 
 def test_real_loader_reads_a_diffusers_folder(wan, tmp_path):
     """The wan2_1 loading path (local folder, from_pretrained local_files_only) on a saved wan_tiny."""
-    import json
-
     from omegaconf import OmegaConf
 
     from freelong.models.base import build_backbone
     from freelong.models.spec import load_model_config
 
-    folder = tmp_path / "wan"
-    wan.transformer.save_pretrained(folder / "transformer")
-    wan.vae.save_pretrained(folder / "vae")
-    wan.text_encoder.save_pretrained(folder / "text_encoder")
-    wan.tokenizer.save_pretrained(folder / "tokenizer")
-    wan.make_scheduler("unipc").save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    folder = helpers.save_diffusers_folder(wan, tmp_path / "wan", "WanPipeline", "unipc")
     cfg = load_model_config("wan2_1_t2v_1_3b")
     cfg.weights.wan.path = str(folder)
     cfg.extra.max_sequence_length = 16
@@ -176,9 +125,10 @@ def test_real_loader_reads_a_diffusers_folder(wan, tmp_path):
     assert not loaded.random_init and loaded.weights["wan"]["path"] == str(folder)
     assert loaded.make_scheduler("unipc").config.flow_shift == 8.0
     assert torch.equal(loaded.encode_text([PROMPT]), wan.encode_text([PROMPT]))
-    latents = _latents(wan)
+    latents = dit_latents(wan)
     loaded.scheduler_config["flow_shift"] = wan.scheduler_config["flow_shift"]
-    assert rel(_ours(loaded, "direct", latents, steps=1), _ours(wan, "direct", latents, steps=1)) < 1e-6
+    ours = pipeline_latents(loaded, "direct", latents, steps=1)
+    assert rel(ours, pipeline_latents(wan, "direct", latents, steps=1)) < 1e-6
     assert OmegaConf.select(cfg, "sampling.num_frames") == 81
 
 
@@ -239,7 +189,7 @@ def test_per_frame_text_context(wan):
     """Multi-prompt on the DiT: frame f's tokens cross-attend to context f through diffusers' own processor."""
     from freelong.models.wan.attention import PerFrameCrossAttn, per_frame_text
 
-    x = _latents(wan)  # 6 latent frames = 21 video frames
+    x = dit_latents(wan)  # 6 latent frames = 21 video frames
     t = torch.tensor(500)
     a = wan.encode_text(["a fox"])
     shared = wan.predict_noise(x, t, a, None, 1.0)

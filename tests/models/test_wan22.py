@@ -1,6 +1,7 @@
 """Wan2.2 through diffusers: TI2V-5B (per-token timesteps, 16x VAE) and T2V-A14B (two experts switched at
 ``boundary_ratio``), tiny random-weight configs of diffusers' own classes; parity with diffusers' WanPipeline."""
 
+import helpers
 import pytest
 import torch
 from helpers import PROMPT, dit_latents, pipeline_latents, rel
@@ -13,39 +14,14 @@ def _latents(bb, frames=21, h=64, w=96, seed=1):
     return dit_latents(bb, frames, h, w, seed)
 
 
-def _ours(bb, method, latents, steps=3, frames=21, guidance=5.0):
-    return pipeline_latents(bb, method, latents, steps, frames, guidance)
-
-
-@pytest.fixture(scope="module")
-def ti2v():
-    return load_backbone("wan2_2_ti2v_5b_tiny")
-
-
-@pytest.fixture(scope="module")
-def a14b():
-    return load_backbone("wan2_2_t2v_a14b_tiny")
-
-
-def _diffusers(bb, latents, steps=3, frames=21, guidance=5.0, **kw):
-    from diffusers import WanPipeline
-
-    f = bb.vae_scale_factor
-    ref = WanPipeline(**bb.components)
-    cond, uncond = bb.encode_text([PROMPT]), bb.encode_text([""])
-    return ref(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=frames, height=latents.shape[-2] * f,
-               width=latents.shape[-1] * f, num_inference_steps=steps, guidance_scale=guidance,
-               latents=latents.clone(), output_type="latent", **kw).frames
+ti2v = helpers.backbone_fixture("wan2_2_ti2v_5b_tiny")
+a14b = helpers.backbone_fixture("wan2_2_t2v_a14b_tiny")
 
 
 def test_ti2v_shape_rules(ti2v):
     assert ti2v.vae_scale_factor == 16 and ti2v.latent_channels == 8 and ti2v.expand_timesteps
     assert ti2v.transformer_2 is None
-    pipe = LongVideoPipeline(ti2v, "direct", progress=False)
-    with pytest.raises(ValueError, match="nearest valid: 21 or 25"):
-        pipe(PROMPT, num_frames=23, num_inference_steps=1)
-    with pytest.raises(ValueError, match="multiples of 32"):
-        pipe(PROMPT, num_frames=21, height=48, width=96, num_inference_steps=1)
+    helpers.assert_rejected_before_sampling(ti2v, 23, "21 or 25", size=(48, 96, 32))
 
 
 def test_ti2v_per_token_timestep(ti2v):
@@ -57,8 +33,8 @@ def test_ti2v_per_token_timestep(ti2v):
 
 def test_ti2v_direct_equals_diffusers_wan_pipeline(ti2v):
     latents = _latents(ti2v)
-    ours = _ours(ti2v, "direct", latents)
-    theirs = _diffusers(ti2v, latents)
+    ours = pipeline_latents(ti2v, "direct", latents)
+    theirs = helpers.wan_pipeline_latents(ti2v, latents)
     assert rel(ours, theirs) < 1e-5
     assert rel(ours, latents) > 0.05
 
@@ -72,12 +48,12 @@ def test_a14b_switches_experts_as_diffusers(a14b):
     assert used[0] is a14b.transformer and used[-1] is a14b.transformer_2
     assert a14b.expert_for(sched.timesteps[-1], 4.0)[2] == 3.0 and a14b.expert_for(sched.timesteps[0], 4.0)[2] == 4.0
     latents = _latents(a14b, h=32, w=48)
-    ours = _ours(a14b, "direct", latents, guidance=4.0)
-    theirs = _diffusers(a14b, latents, guidance=4.0, guidance_scale_2=3.0)
+    ours = pipeline_latents(a14b, "direct", latents, guidance=4.0)
+    theirs = helpers.wan_pipeline_latents(a14b, latents, guidance=4.0, guidance_scale_2=3.0)
     assert rel(ours, theirs) < 1e-5
     # the second expert matters: with transformer_2 = transformer the result differs
     one = load_backbone("wan_tiny", overrides={"scheduler": {"flow_shift": 12.0}})
-    assert rel(ours, _ours(one, "direct", latents, guidance=4.0)) > 1e-3
+    assert rel(ours, pipeline_latents(one, "direct", latents, guidance=4.0)) > 1e-3
 
 
 def test_a14b_attach_reaches_both_experts_and_detach_restores(a14b):
@@ -99,23 +75,13 @@ def test_a14b_attach_reaches_both_experts_and_detach_restores(a14b):
         assert m.rope is r and len(m._forward_pre_hooks) == k
 
 
-METHODS_NATIVE = [
-    ("sliding_window", {"window": 6, "stride": 2}),
-    ("freenoise", {"window": 6, "stride": 2}),
-    ("freelong", {"window": 6, "local_only_levels": []}),
-    ("freelong_pp", {}),
-    ("riflex", {}),
-]
-
-
-@pytest.mark.parametrize("name,params", METHODS_NATIVE)
+@pytest.mark.parametrize("name,params", helpers.NATIVE_LENGTH_METHODS)
 @pytest.mark.parametrize("model", ["ti2v", "a14b"])
 def test_methods_at_native_length_equal_direct(request, model, name, params):
     """21 frames = 6 latent frames = the tiny models' native length: every method is direct there."""
     bb = request.getfixturevalue(model)
     latents = _latents(bb) if model == "ti2v" else _latents(bb, h=32, w=48)
-    direct = _ours(bb, "direct", latents, steps=2)
-    other = _ours(bb, get_method(name, **params), latents, steps=2)
+    other, direct = helpers.method_and_direct(bb, name, params, latents, guidance=5.0)  # both at 5 (A14B's own: 4)
     assert torch.equal(other, direct)
 
 
@@ -151,19 +117,10 @@ def test_expert_settings_fail_with_one_line():
 
 
 def test_a14b_loader_reads_transformer_2_from_a_diffusers_folder(a14b, tmp_path):
-    import json
-
     from freelong.models.base import build_backbone
     from freelong.models.spec import load_model_config
 
-    folder = tmp_path / "wan22"
-    a14b.transformer.save_pretrained(folder / "transformer")
-    a14b.transformer_2.save_pretrained(folder / "transformer_2")
-    a14b.vae.save_pretrained(folder / "vae")
-    a14b.text_encoder.save_pretrained(folder / "text_encoder")
-    a14b.tokenizer.save_pretrained(folder / "tokenizer")
-    a14b.make_scheduler("unipc").save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "boundary_ratio": 0.875}))
+    folder = helpers.save_diffusers_folder(a14b, tmp_path / "wan22", "WanPipeline", "unipc", boundary_ratio=0.875)
     cfg = load_model_config("wan2_2_t2v_a14b")
     cfg.weights.wan.path = str(folder)
     cfg.extra.max_sequence_length = 16
