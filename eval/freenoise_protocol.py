@@ -366,7 +366,8 @@ def freenoise_table(records: Sequence[Mapping[str, Any]], reference: FeatureStat
         return table
     table["_order"] = table["_method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER))
     table["_paper_only"] = table["videos"] == 0  # ours first, then the paper's rows we did not run
-    table = table.sort_values(["_paper_only", "model", "frames", "size", "_order"], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["_paper_only", "model", "frames", "size", "_order"], kind="stable")
+    table = table.reset_index(drop=True)
     setting = list(zip(table["model"], table["frames"], table["size"]))
     direct = dict(zip((s for s, m in zip(setting, table["_method"]) if m == "direct"),
                       table.loc[table["_method"] == "direct", "Time (s/video)"]))
