@@ -40,6 +40,18 @@ def attach(method, denoiser: torch.nn.Module):
     return bare_backbone(denoiser).attach(method)
 
 
+def compose_config(*overrides: str, hydra_config: bool = False):
+    """The app's config composed exactly as ``run.py`` composes it (the ``compose_cfg`` fixture);
+    ``hydra_config``: with the ``hydra`` node (sweeper parameters)."""
+    from hydra import compose, initialize_config_dir
+
+    from freelong.app.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
 PROMPT = "a red fox runs through snow"  # the DiT parity tests' prompt
 
 
@@ -70,7 +82,8 @@ class ReportPage:
 
     ``tables``: every sortable table under ``#table1`` as ``{title, columns, rows, values, note}`` (``rows``: the
     shown texts, ``values``: each cell's ``data-value``); ``grids``: each prompt section's column headers;
-    ``captions``: every video cell's caption text; ``runs``: ``{run_dir: {field: value}}`` of the metadata."""
+    ``captions``: every video cell's caption text; ``videos``: each ``<video>``'s attributes; ``runs``:
+    ``{run_dir: {field: value}}`` of the metadata."""
 
     CAPTURED = ("h2", "h3", "th", "td", "figcaption", "p", "dt", "dd", "code")
 
@@ -82,6 +95,7 @@ class ReportPage:
         self.grids: list[list[str]] = []
         self.captions: list[str] = []
         self.runs: dict[str, dict[str, str]] = {}
+        self.videos: list[dict[str, str]] = []
         open_: list[tuple[str, dict, list[str]]] = []  # (tag, attributes, text) of the captured elements
         state = {"section": "", "h3": "", "table": None, "dt": ""}
 
@@ -90,6 +104,8 @@ class ReportPage:
                 a = dict(attrs)
                 if tag == "section":
                     state["section"] = a.get("id") or a.get("class") or ""
+                elif tag == "video":
+                    page.videos.append(a)
                 elif tag == "table":
                     state["table"] = {"title": state["h3"], "columns": [], "rows": [], "values": [], "note": "",
                                       "kind": a.get("class", "")}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from eval_synthetic import smooth_frames
-from helpers import ReportPage
+from helpers import ReportPage, compose_config
 from omegaconf import OmegaConf
 
 from analysis.report import main as report_main
@@ -73,16 +73,7 @@ def test_write_back_then_table_equal_the_definitions_on_generated_runs(runs, cap
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-
-    from freelong.app.config import CONF_DIR, register_configs
-
-    register_configs()
-
-    def compose_cfg(*overrides):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
+    compose_cfg = compose_config
     root = tmp_path_factory.mktemp("fn")
     generate(compose_cfg, root, root / "ref", "num_frames=16", "method=direct", "num_seeds=2")  # 4 references
     generate(compose_cfg, root, root / "gen" / "direct", "num_frames=32", "method=direct")
@@ -145,13 +136,8 @@ def test_table_refuses_unscored_runs_and_missing_reference(small_runs, capsys):
 
 
 def test_experiments_compose_with_freenoise_settings(compose_cfg):
-    from hydra import compose, initialize_config_dir
-
-    from freelong.app.config import CONF_DIR
-
     ref = compose_cfg("experiment=freenoise_reference")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        table = compose("config", overrides=["experiment=paper_freenoise_table1"], return_hydra_config=True)
+    table = compose_config("experiment=paper_freenoise_table1", hydra_config=True)
     for cfg in (ref, table):  # FreeNoise §5: DDIM 50, eta 0, CFG 15, 256x256, the same base model and sampler
         assert (cfg.height, cfg.width, cfg.num_inference_steps, cfg.sampler, cfg.eta, cfg.guidance_scale) == \
             (256, 256, 50, "ddim", 0.0, 15.0)
