@@ -153,3 +153,22 @@ def test_every_method_in_a_block_has_the_keys_its_yaml_reads():
             reads = {k for k in yaml if OmegaConf.is_interpolation(yaml, k)}
             assert set(block) <= reads, (model, name, set(block) - reads)
             assert set(block) <= {f.name for f in dataclasses.fields(method_class(name))}
+
+
+def test_the_job_key_holds_the_resolved_method_not_the_block(compose_cfg):
+    """A video's key (resume, status) is that of a config without any ``methods`` block (runs made before it keep
+    their videos), moves when the block changes the method in use, and not when it changes another method."""
+    from freelong.app.records import Job, job_key
+
+    job = Job(0, "a cat", 0)
+    for model in ("lavie_tiny", "cogvideox_5b_tiny"):
+        cfg = compose_cfg(f"model={model}")
+        old = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        old.model.pop("methods")  # a config saved before model configs had the block
+        assert job_key(cfg, job, "float32") == job_key(old, job, "float32"), model
+    cfg = compose_cfg("model=cogvideox_5b_tiny")
+    key = job_key(cfg, job, "float32")
+    OmegaConf.update(cfg, "model.methods.freenoise.window", 3)  # not the method in use (freelong)
+    assert job_key(cfg, job, "float32") == key
+    OmegaConf.update(cfg, "model.methods.freelong.window", 3)
+    assert cfg.method.window == 3 and job_key(cfg, job, "float32") != key
