@@ -1,15 +1,17 @@
 """An offline HTML report of runs and sweeps: side-by-side videos played in sync, Table 1, figures, metadata.
 
     python -m analysis.report RUN_OR_SWEEP_DIRS... --out report/ [--copy] [--strip-every K] [--title TEXT]
+    python -m analysis.report SWEEP_DIR --reference REF_VIDEOS_OR_NPZ    # runs scored with --protocol freenoise
 
 Writes ``<out>/index.html`` (plus ``assets/``, ``stills/``, ``figures/``) that opens from ``file://`` with
 no server and no network. One section per prompt: rows are seeds, columns the method and whatever else
 differs between the runs (model, frames, method parameters); each cell a ``<video>`` with its label,
 parameters and scores, one control bar per prompt that plays, pauses and scrubs all its videos together
 (by frame), and a frame strip (every k-th frame as a still, extracted here). Below: Table 1 (the
-numbers of ``scripts/make_tables.py``, from the same ``eval.tables`` functions, sortable), the analysis
-figures found in the directories (``snr_vs_length.png``, ``attention_maps.png``) and each run's
-metadata; random-init smoke runs get a banner. Videos are linked relatively; ``--copy`` copies them in,
+numbers of ``scripts/make_tables.py``, from the same ``eval.tables`` functions, sortable; for videos
+scored with ``--write-back --protocol freenoise``, FreeNoise's table with FVD/KVD against ``--reference``),
+the analysis figures found in the directories (``snr_vs_length.png``, ``attention_maps.png``) and each
+run's metadata; random-init smoke runs get a banner. Videos are linked relatively; ``--copy`` copies them in,
 so the folder can be zipped or uploaded (the wandb logger does that).
 """
 
@@ -44,11 +46,15 @@ SETTINGS = ("model", "num_frames", "height", "width", "num_inference_steps", "gu
 STRIP_STILLS = 8  # stills per strip when --strip-every is not given
 
 
+SCORE_LABELS = {"clip_sim": "CLIP-SIM"}  # score keys of other protocols (FreeNoise's), as its table names them
+
+
 def _score_name(key: str) -> str:
-    """A VBench dimension's column header (:func:`eval.base.dimension_label`), any other score key as it is."""
+    """A VBench dimension's column header (:func:`eval.base.dimension_label`), FreeNoise's CLIP-SIM as its table
+    names it, any other score key as it is."""
     from eval.base import DIMENSION_MODULES, dimension_label
 
-    return dimension_label(key) if key in DIMENSION_MODULES else key
+    return dimension_label(key) if key in DIMENSION_MODULES else SCORE_LABELS.get(key, key)
 
 
 class ReportError(ValueError):
@@ -90,6 +96,9 @@ class Cell:
         scores = self.record.get("scores") or {}
         out = [(_score_name(k), _fmt(v)) for k, v in scores.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        meta = scores.get("meta") or {}
+        if meta.get("protocol") == "freenoise" and meta.get("segments") is not None:  # FVD/KVD are set-level
+            out.append(("segments", str(meta["segments"])))
         step = (self.record.get("timings") or {}).get("median_step_s")
         if isinstance(step, (int, float)):
             out.append(("s/step", f"{step:.3g}"))
@@ -207,8 +216,16 @@ def build_sections(records: list[dict[str, Any]], out: Path, copy: bool, strip_e
 
 
 # -- Table 1, figures, metadata ------------------------------------------------------------------------
-def table1(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``make_tables.py``'s Table 1 blocks (random-init ones titled as such) as ``{title, columns, rows, note}``."""
+def _cells(frame) -> list[list[tuple[str, Any]]]:
+    """A table's rows as ``(shown text, sort value)`` cells (an empty sort value for NaN)."""
+    return [[(_fmt(v), "" if isinstance(v, float) and math.isnan(v) else v) for v in row]
+            for row in frame.itertuples(index=False)]
+
+
+def table1(records: list[dict[str, Any]], reference: str | os.PathLike | None = None,
+           min_segments: int | None = None) -> list[dict[str, Any]]:
+    """``make_tables.py``'s Table 1 blocks (random-init ones titled as such) as ``{title, columns, rows, note}``:
+    VBench's (standard, VBench-Long) and FreeNoise's (:func:`freenoise_tables`)."""
     import pandas as pd
 
     from eval import tables as t1
@@ -218,15 +235,51 @@ def table1(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     frame = pd.DataFrame([t1.record_row(r, r["run_dir"]) for r in records])
     out = []
     for protocol, recs in frame.groupby("protocol", sort=True):  # never one table for two protocols
+        if protocol == "freenoise":  # set-level FVD/KVD: not VBench dimensions
+            continue
         long = protocol == "long"  # VBench-Long numbers: no paper reference beside them
         table = t1.aggregate(recs) if long else t1.with_reference(t1.aggregate(recs))
         for title, block in t1.split_tables(table):
             shown = t1.display_frame(block, reference=not long)
-            rows = [[(_fmt(v), "" if isinstance(v, float) and math.isnan(v) else v) for v in row]
-                    for row in shown.itertuples(index=False)]
             paper = not long and (block["family"] == t1.PAPER_FAMILY).any()
             out.append({"title": f"{title} — {t1.PROTOCOL_LABELS['long']}" if long else title,
-                        "columns": list(shown.columns), "rows": rows, "note": t1.PAPER_NOTE if paper else ""})
+                        "columns": list(shown.columns), "rows": _cells(shown), "note": t1.PAPER_NOTE if paper else ""})
+    return out + freenoise_tables(records, reference, min_segments)
+
+
+def freenoise_tables(records: list[dict[str, Any]], reference: str | os.PathLike | None = None,
+                     min_segments: int | None = None) -> list[dict[str, Any]]:
+    """``make_tables.py --protocol freenoise``'s table of the records scored with ``--write-back --protocol
+    freenoise``, one per feature extractor (real and random-init apart): FVD/KVD against ``reference`` (a folder
+    of reference videos or its statistics ``.npz``; without it they stay empty), CLIP-SIM, videos, segments, time."""
+    from eval.freenoise_protocol import PAPER_NOTE, freenoise_table, load_reference, table_title
+    from eval.fvd import min_samples
+    from eval.tables import is_random_init
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        meta = (rec.get("scores") or {}).get("meta") or {}
+        if meta.get("protocol") == "freenoise" and meta.get("features"):
+            groups.setdefault(str(meta.get("extractor")), []).append(rec)
+    out = []
+    for extractor, recs in sorted(groups.items()):
+        random_init = any(is_random_init(r) for r in recs)
+        notes = []
+        try:
+            ref = None if reference is None else load_reference(reference, random_init=random_init, progress=False)
+            if ref is not None and ref.extractor != extractor:
+                notes.append(f"FVD/KVD not computed: these videos' features come from {extractor}, the reference's "
+                             f"from {ref.extractor}.")
+                ref = None
+            table = freenoise_table(recs, ref, min_segments)
+        except ValueError as err:
+            raise ReportError(str(err)) from None
+        if ref is not None and table.loc[table["videos"] > 0, "FVD"].isna().any():
+            notes.append(f"FVD/KVD are empty where a set has fewer than "
+                         f"{min_segments if min_segments is not None else min_samples(ref.dim)} segments "
+                         f"(--min-segments).")
+        out.append({"title": table_title(ref, random_init), "columns": list(table.columns), "rows": _cells(table),
+                    "note": " ".join([*notes, PAPER_NOTE])})
     return out
 
 
@@ -300,10 +353,12 @@ def run_metadata(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- the page ------------------------------------------------------------------------------------------
 def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, copy: bool = False,
                  strip_every: int | None = None, title: str | None = None,
-                 records: list[dict[str, Any]] | None = None) -> Path:
+                 records: list[dict[str, Any]] | None = None, reference: str | os.PathLike | None = None,
+                 min_segments: int | None = None) -> Path:
     """Write the report folder for these run/sweep directories; returns the path of ``index.html``.
 
-    ``records`` (each with its ``run_dir``) replaces reading them from ``paths`` (figures are still found there).
+    ``records`` (each with its ``run_dir``) replaces reading them from ``paths`` (figures are still found there);
+    ``reference`` and ``min_segments``: FreeNoise's FVD/KVD of the videos scored with ``--protocol freenoise``.
     """
     import jinja2
 
@@ -334,7 +389,7 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, cop
         title=title or "freelong-bench report: " + ", ".join(p.name or str(p) for p in roots),
         sources=[str(p) for p in roots],
         sections=sections,
-        tables=table1(records),
+        tables=table1(records, reference, min_segments),
         figures=figures,
         runs=run_metadata(records),
         random_init=any(bool(r.get("random_init")) for r in records) or any(f["random_init"] for f in figures),
@@ -352,9 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strip-every", type=int, default=None,
                         help=f"frame strip: every K-th frame (default: about {STRIP_STILLS} stills per video)")
     parser.add_argument("--title", default=None, help="page title")
+    parser.add_argument("--reference", default=None,
+                        help="FreeNoise's protocol: the reference videos (experiment=freenoise_reference) or their "
+                             "statistics .npz; FVD/KVD of the videos scored with --write-back --protocol freenoise")
+    parser.add_argument("--min-segments", type=int, default=None,
+                        help="FreeNoise's protocol: smallest set FVD is computed for (default feature dim + 1)")
     args = parser.parse_args(argv)
     try:
-        index = build_report(args.paths, args.out, copy=args.copy, strip_every=args.strip_every, title=args.title)
+        index = build_report(args.paths, args.out, copy=args.copy, strip_every=args.strip_every, title=args.title,
+                             reference=args.reference, min_segments=args.min_segments)
     except (ReportError, FileNotFoundError, OSError) as err:
         return error_exit(err)
     print(f"wrote {index}")

@@ -167,6 +167,30 @@ def reference_stats(reference: str | Path, ev: FreeNoiseEvaluator, progress: boo
     return stats
 
 
+def load_reference(reference: str | Path, random_init: bool = False, progress: bool = True) -> FeatureStats:
+    """The reference statistics of a table (make_tables, the report): a statistics ``.npz`` as it is, or a folder of
+    videos scored (and cached) with the real or the random-init I3D. Any problem is a ``ValueError`` of one line."""
+    from .models import MissingExtraError
+
+    ref = Path(reference)
+    try:
+        if ref.suffix == ".npz":
+            if not ref.is_file():
+                raise ValueError(f"--reference {ref}: no such statistics file")
+            return load_stats(ref)
+        return reference_stats(ref, FreeNoiseEvaluator(random_init=random_init, clip_sim=False), progress)
+    except (FileNotFoundError, MissingExtraError) as err:  # the I3D weights (or an extra) are not installed
+        raise ValueError(str(err).strip().splitlines()[0]) from err
+
+
+def table_title(reference: FeatureStats | None, random_init: bool = False) -> str:
+    """The FreeNoise table's title: what FVD/KVD were measured against (or that they need a reference)."""
+    what = (f"FVD/KVD vs {reference.num} reference segments ({reference.extractor}), CLIP-SIM" if reference is not None
+            else "CLIP-SIM (FVD/KVD need --reference)")
+    title = f"FreeNoise Table 1 — {what}"
+    return f"RANDOM-INIT {title} (smoke test: scores are meaningless)" if random_init else title
+
+
 def set_scores(reference: FeatureStats, results: Sequence[VideoResult], extractor: str,
                min_segments: int | None = None) -> dict[str, Any]:
     """FVD/KVD/CLIP-SIM of the scored videos against the reference, with the counts; refuses too small sets."""
@@ -287,53 +311,70 @@ PAPER_NOTE = ("paper: FreeNoise Table 1 (ICLR 2024), VideoCrafter (v1) 256x256, 
 METHOD_ORDER = ("direct", "sliding_window", "gen_l_video", "freenoise", "freelong", "freelong_vc2", "freelong_pp")
 
 
-def freenoise_table(records: Sequence[Mapping[str, Any]], reference: FeatureStats,
+def freenoise_table(records: Sequence[Mapping[str, Any]], reference: FeatureStats | None,
                     min_segments: int | None = None, compare: bool = True):
-    """One row per (method, frames, size): FVD, KVD, CLIP-SIM, videos, segments, seconds per video and its ratio
-    to direct, beside the paper's values. ``records`` carry ``run_dir`` (``freelong.app.records.read_results``)."""
+    """One row per (model, method variant, frames, size): FVD, KVD, CLIP-SIM, videos, segments, seconds per video
+    and its ratio to direct (same model, frames and size), beside the paper's values. ``records`` carry ``run_dir``
+    (``freelong.app.records.read_results``). Variants of one method (a swept parameter) are rows of their own,
+    labelled by what differs (``freelong (window=8)``); without a ``reference`` FVD and KVD stay empty."""
+    import json
+
     import pandas as pd
 
+    from .tables import _variant_labels
+
     rows: dict[tuple, dict[str, Any]] = {}
+    expected = None if reference is None else reference.extractor
     for rec in records:
         meta = ((rec.get("scores") or {}).get("meta")) or {}
         if meta.get("protocol") != "freenoise" or not meta.get("features"):
             continue
-        if meta.get("extractor") != reference.extractor:
-            raise ValueError(f"{rec.get('run_dir')}: features from {meta.get('extractor')}, the reference holds "
-                             f"{reference.extractor}")
-        key = (rec.get("method", "?"), rec.get("num_frames"), f"{rec.get('height')}x{rec.get('width')}")
+        expected = expected or meta.get("extractor")
+        if meta.get("extractor") != expected:
+            holder = "the reference holds" if reference is not None else "other videos here hold"
+            raise ValueError(f"{rec.get('run_dir')}: features from {meta.get('extractor')}, {holder} {expected}")
+        key = (str(rec.get("model", "?")), str(rec.get("method", "?")),
+               json.dumps(rec.get("method_params") or {}, sort_keys=True, default=str), rec.get("num_frames"),
+               f"{rec.get('height')}x{rec.get('width')}")
         row = rows.setdefault(key, {"features": [], "clip": [], "time": []})
         row["features"].append(load_video_features(Path(rec["run_dir"]) / "videos" / meta["features"]))
         if isinstance((rec.get("scores") or {}).get("clip_sim"), (int, float)):
             row["clip"].append(float(rec["scores"]["clip_sim"]))
         if isinstance(rec.get("wall_time_s"), (int, float)):
             row["time"].append(float(rec["wall_time_s"]))
+    labels = _variant_labels(sorted({(k[1], k[2]) for k in rows}))
     out = []
-    for (method, frames, size), row in rows.items():
-        gen = FeatureStats(np.concatenate(row["features"]), extractor=reference.extractor)
-        try:
-            dist = fvd_kvd(reference, gen, min_segments)
-        except TooFewVideosError as err:
-            log.warning("%s: %s", method, err)
-            dist = {"fvd": np.nan, "kvd": np.nan}
-        out.append({"method": method, "frames": frames, "size": size, "videos": len(row["features"]),
-                    "segments": gen.num, "FVD": dist["fvd"], "KVD": dist["kvd"],
-                    "CLIP-SIM": float(np.mean(row["clip"])) if row["clip"] else np.nan,
+    for (model, method, params, frames, size), row in rows.items():
+        gen = FeatureStats(np.concatenate(row["features"]), extractor=expected or "")
+        dist = {"fvd": np.nan, "kvd": np.nan}
+        if reference is not None:
+            try:
+                dist = fvd_kvd(reference, gen, min_segments)
+            except TooFewVideosError as err:
+                log.warning("%s: %s", labels[(method, params)], err)
+        out.append({"method": labels[(method, params)], "_method": method, "model": model, "frames": frames,
+                    "size": size, "videos": len(row["features"]), "segments": gen.num, "FVD": dist["fvd"],
+                    "KVD": dist["kvd"], "CLIP-SIM": float(np.mean(row["clip"])) if row["clip"] else np.nan,
                     "Time (s/video)": float(np.mean(row["time"])) if row["time"] else np.nan})
     if compare:  # the paper's rows we did not run (e.g. Gen-L-Video) still show its numbers
-        ran = {row["method"] for row in out}
-        out += [{"method": m, "frames": 64, "size": "256x256", "videos": 0, "segments": 0, "FVD": np.nan,
-                 "KVD": np.nan, "CLIP-SIM": np.nan, "Time (s/video)": np.nan} for m in PAPER_TABLE1 if m not in ran]
+        ran = {row["_method"] for row in out}
+        out += [{"method": m, "_method": m, "model": "", "frames": 64, "size": "256x256", "videos": 0, "segments": 0,
+                 "FVD": np.nan, "KVD": np.nan, "CLIP-SIM": np.nan, "Time (s/video)": np.nan}
+                for m in PAPER_TABLE1 if m not in ran]
     table = pd.DataFrame(out)
     if table.empty:
         return table
-    table["_order"] = table["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER))
-    table = table.sort_values(["frames", "size", "_order", "method"]).drop(columns="_order").reset_index(drop=True)
-    direct = table[table["method"] == "direct"].set_index(["frames", "size"])["Time (s/video)"]
-    table["Time vs direct"] = [t / direct.get((f, s), np.nan) - 1.0 if (f, s) in direct.index else np.nan
-                               for f, s, t in zip(table["frames"], table["size"], table["Time (s/video)"])]
+    table["_order"] = table["_method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER))
+    table["_paper_only"] = table["videos"] == 0  # ours first, then the paper's rows we did not run
+    table = table.sort_values(["_paper_only", "model", "frames", "size", "_order"], kind="stable")
+    table = table.reset_index(drop=True)
+    setting = list(zip(table["model"], table["frames"], table["size"]))
+    direct = dict(zip((s for s, m in zip(setting, table["_method"]) if m == "direct"),
+                      table.loc[table["_method"] == "direct", "Time (s/video)"]))
+    table["Time vs direct"] = [t / direct[s] - 1.0 if s in direct else np.nan
+                               for s, t in zip(setting, table["Time (s/video)"])]
     if compare:
         for i, col in enumerate(("FVD", "KVD", "CLIP-SIM", "Time (s/video)")):
-            table[f"paper {col}"] = table["method"].map(lambda m, i=i: PAPER_TABLE1.get(m, (np.nan,) * 4)[i])
+            table[f"paper {col}"] = table["_method"].map(lambda m, i=i: PAPER_TABLE1.get(m, (np.nan,) * 4)[i])
         table["paper Time vs direct"] = table["paper Time (s/video)"] / PAPER_TABLE1["direct"][3] - 1.0
-    return table
+    return table.drop(columns=["_order", "_method", "_paper_only"])

@@ -175,14 +175,18 @@ def find_videos(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (searched recursively) into the sorted list of ``.mp4``/``.gif`` files.
 
     A file given explicitly is kept whatever its suffix (so a wrong one is reported, not skipped);
-    hidden files and temp files inside folders are ignored.
+    hidden files and temp files inside folders are ignored, and so are the copies of an HTML report folder
+    inside them (``analysis/report.py --copy``; the wandb logger leaves one in each run dir), which would
+    count a video twice.
     """
     out: list[Path] = []
     for item in paths:
         p = Path(item).expanduser()
         if p.is_dir():
+            reports = {i.parent for i in p.rglob("index.html") if (i.parent / "assets" / "report.js").is_file()}
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and not reports.intersection(f.parents))
             out.extend(found)
         else:
             out.append(p)

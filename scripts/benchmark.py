@@ -24,8 +24,9 @@ GPU, peak resident set size on CPU (reset per run through ``/proc/self/clear_ref
 allocate for activations with the fused attention kernels.
 
 Wan (a DiT): frame counts are video frames (4n+1; the methods see n+1 latent frames), one step is two
-transformer calls (cond, uncond) and a UniPC update, methods come with their Wan presets
-(``conf/method/<name>_wan.yaml``: windows of 21 latent frames), ``riflex`` and ``freeloc`` join the default list
+transformer calls (cond, uncond) and a UniPC update, methods take the model's own defaults (its ``methods:``
+block in ``conf/model/<model>.yaml``, as ``run.py`` does: windows of 21 latent frames on Wan2.1, the values of
+``conf/method/<name>_wan.yaml``), ``riflex`` and ``freeloc`` join the default list
 (``freepca`` leaves it: UNets only); the split times the 3D self-attentions (``attn1``). FreeLOC uses its release's
 layer list on Wan2.1-1.3B's shape and ``tsa_layers=[0]`` (one TSA block, the other VRPR) on reduced widths.
 
@@ -51,13 +52,13 @@ import gc
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
-from freelong.app.config import method_from_config
 from freelong.attention.context import CallContext
 from freelong.attention.processor import TemporalAttention, TemporalAttnProcessor
 from freelong.metadata import device_name, git_commit, package_versions
@@ -65,7 +66,7 @@ from freelong.methods import Method, get_method
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 from freelong.models.diffusers_unet.attention import diffusers_temporal_level
 from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
-from freelong.models.spec import CONF_DIR, latent_frames, load_model_config
+from freelong.models.spec import latent_frames, load_model_config
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
@@ -203,10 +204,6 @@ WIDTH_PRESETS.update({
     },
 })
 DIT_FAMILIES = ("wan", "cogvideox", "hunyuanvideo")
-# Method presets (conf/method/<name>_<suffix>.yaml) of models whose native length differs from their family's.
-PRESET_SUFFIX = {"wan2_2_ti2v_5b": "wan2_2_ti2v"}
-
-
 def is_wan_1_3b_shape(cfg) -> bool:
     """Whether a Wan config has Wan2.1-T2V-1.3B's blocks and heads (FreeLOC's published layer list fits it)."""
     from baselines.freeloc import WAN_1_3B_SHAPE
@@ -334,38 +331,30 @@ class StepRunner:
         return self.scheduler.step(eps, self.t, latents).prev_sample
 
 
-def method_from_spec(spec: str, family: str = "") -> Method:
+def method_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> Method:
     """``name`` or ``name:key=value:key=value`` (e.g. ``freelong_pp:sparse_global_keys=1.0``), labelled ``spec``.
 
-    With a family preset (``conf/method/<name>_<family>.yaml``, e.g. ``freelong_wan``) the preset's values
-    are the defaults that ``key=value`` pairs override.
+    ``defaults`` (a model's own values for the method, :func:`model_defaults`) are what ``key=value`` pairs override.
     """
     import yaml
 
     name, *pairs = spec.split(":")
-    params = {}
+    params = dict(defaults or {})
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"error: --methods entry {spec!r}: expected key=value after ':', got {pair!r}")
         params[key.strip()] = yaml.safe_load(value)
-    preset = CONF_DIR / "method" / f"{name}_{family}.yaml"
     try:
-        if family and preset.is_file():
-            base, over = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), OmegaConf.load(preset)
-            base.pop("defaults", None)
-            over.pop("defaults", None)
-            return with_label(method_from_config(OmegaConf.merge(base, over, params)), spec)
         return with_label(get_method(name, **params), spec)
     except ValueError as err:
         raise SystemExit(f"error: --methods entry {spec!r}: {err}") from None
 
 
-def preset_suffix(spec: str, cfg) -> str:
-    """The model's own method preset suffix where ``conf/method/<name>_<suffix>.yaml`` exists, else the family's."""
-    name = spec.split(":")[0]
-    own = PRESET_SUFFIX.get(cfg.name.removesuffix("_tiny"))
-    return own if own and (CONF_DIR / "method" / f"{name}_{own}.yaml").is_file() else cfg.family
+def model_defaults(cfg, spec: str) -> dict[str, Any]:
+    """The model config's own parameters for the method of ``spec`` (``methods.<name>``; what ``run.py`` uses)."""
+    block = (cfg.get("methods") or {}).get(spec.split(":")[0])
+    return OmegaConf.to_container(block, resolve=True) if block else {}
 
 
 def with_label(method: Method, label: str) -> Method:
@@ -691,7 +680,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated names or name:key=value:... (default {','.join(METHODS)}; "
-                        f"Wan: {','.join(DIT_METHODS)}, with the *_wan presets)")
+                        f"DiTs: {','.join(DIT_METHODS)}; with the model's own defaults, conf/model methods:)")
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale; > 1 batches the two halves (B=2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 1 on CPU, 3 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per method (default 0 on CPU, 1 on GPU)")
@@ -810,7 +799,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
     if cfg.family == "wan" and not is_wan_1_3b_shape(cfg):  # FreeLOC's published layer list fits Wan2.1-1.3B only
         names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
-    methods = [method_from_spec(n, preset_suffix(n, cfg)) for n in names]
+    methods = [method_from_spec(n, model_defaults(cfg, n)) for n in names]
     backbone = build(cfg, device, dtype)
     native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
     methods = [with_label(m.with_native_frames(native), m.name) for m in methods]
@@ -886,7 +875,7 @@ def main_comm(args) -> dict[str, Any]:
         raise SystemExit(f"error: --comm: model {args.model} (family {cfg.family}) has no context-parallel plan")
     names = [m.strip() for m in (args.methods or ",".join(DIT_METHODS)).split(",") if m.strip()]
     native = latent_frames(cfg, cfg.native_frames)
-    methods = [with_label(method_from_spec(n, cfg.family).with_native_frames(native), n) for n in names]
+    methods = [with_label(method_from_spec(n, model_defaults(cfg, n)).with_native_frames(native), n) for n in names]
     ranks = [int(r) for r in str(args.comm).split(",") if r.strip()]
     size = 4 if args.dtype == "float32" else 2
     frames = [int(f) for f in str(args.frames).split(",") if f.strip()]

@@ -74,7 +74,7 @@ def print_ablation(records, out_dir: Path, digits: int, protocol: str = "standar
 def print_freenoise(args) -> int:
     """FreeNoise's Table 1 from runs scored with ``python -m eval RUNS --write-back --protocol freenoise``."""
     from eval.freenoise_protocol import PAPER_NOTE as FREENOISE_NOTE
-    from eval.freenoise_protocol import FreeNoiseEvaluator, freenoise_table, reference_stats
+    from eval.freenoise_protocol import freenoise_table, load_reference, table_title
 
     if not args.reference:
         print("error: --protocol freenoise needs --reference REF_DIR_OR_STATS", file=sys.stderr)
@@ -97,14 +97,12 @@ def print_freenoise(args) -> int:
     for line in missing_warnings([p for p in args.run_dirs if Path(p).is_dir()]):
         print(line, file=sys.stderr)
     try:
-        ev = None if str(args.reference).endswith(".npz") else FreeNoiseEvaluator(random_init=True in random_init,
-                                                                                  clip_sim=False)
-        ref = reference_stats(args.reference, ev) if ev else _load_reference(args.reference)
+        ref = load_reference(args.reference, random_init=True in random_init)
         table = freenoise_table(scored, ref, args.min_segments)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"\n### FreeNoise Table 1 — FVD/KVD vs {ref.num} reference segments ({ref.extractor}), CLIP-SIM\n")
+    print(f"\n### {table_title(ref, True in random_init)}\n")
     print(to_markdown(table, args.digits))
     print(f"\n{FREENOISE_NOTE}")
     out_dir = Path(args.out_dir)
@@ -114,12 +112,6 @@ def print_freenoise(args) -> int:
                                      caption="FreeNoise Table 1 protocol", label="tab:freenoise_table1"))
     print(f"\nwrote {out_dir / 'freenoise_table1'}.csv and .tex")
     return 0
-
-
-def _load_reference(path: str):
-    from eval.fvd import load_stats
-
-    return load_stats(path)
 
 
 def main(argv: list[str] | None = None) -> int:

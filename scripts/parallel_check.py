@@ -21,7 +21,7 @@ import time
 import torch
 
 from freelong import LongVideoPipeline, parallel
-from scripts.benchmark import DIT_METHODS, build, method_from_spec, model_config, with_label
+from scripts.benchmark import DIT_METHODS, build, method_from_spec, model_config, model_defaults, with_label
 
 
 def sync() -> None:
@@ -30,7 +30,7 @@ def sync() -> None:
 
 
 def methods_for(cfg, names: list[str], native: int):
-    return [with_label(method_from_spec(n, cfg.family).with_native_frames(native), n) for n in names]
+    return [with_label(method_from_spec(n, model_defaults(cfg, n)).with_native_frames(native), n) for n in names]
 
 
 def sample(backbone, method, frames: int, height: int, width: int, steps: int) -> torch.Tensor:

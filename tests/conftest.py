@@ -30,18 +30,11 @@ def one_thread():
 
 @pytest.fixture()
 def compose_cfg():
-    """``compose_cfg(*overrides)`` → the app's config, composed exactly as ``run.py`` composes it."""
-    from hydra import compose, initialize_config_dir
+    """``compose_cfg(*overrides)`` → the app's config, composed exactly as ``run.py`` composes it
+    (``helpers.compose_config``, which module-scoped fixtures call directly)."""
+    from helpers import compose_config
 
-    from freelong.app.config import CONF_DIR, register_configs
-
-    register_configs()
-
-    def _compose(*overrides: str):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    return _compose
+    return compose_config
 
 
 lavie_tiny = backbone_fixture("lavie_tiny", scope="session")

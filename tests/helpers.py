@@ -59,6 +59,18 @@ def backbone_fixture(model: str, scope: str = "module") -> Any:
     return _backbone
 
 
+def compose_config(*overrides: str, hydra_config: bool = False):
+    """The app's config composed exactly as ``run.py`` composes it (the ``compose_cfg`` fixture);
+    ``hydra_config``: with the ``hydra`` node (sweeper parameters)."""
+    from hydra import compose, initialize_config_dir
+
+    from freelong.app.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
 PROMPT = "a red fox runs through snow"  # the DiT parity tests' prompt
 
 
@@ -180,3 +192,102 @@ def assert_run_refused(cfg, error: type[Exception], match: str, where: Path, run
     with pytest.raises(error, match=match):
         run(cfg, run_dir)
     assert not any(where.rglob("*.mp4"))
+
+
+class ReportPage:
+    """What tests read from ``analysis/report.py``'s ``index.html`` (parsed, not searched as text).
+
+    ``tables``: every sortable table under ``#table1`` as ``{title, columns, rows, values, note}`` (``rows``: the
+    shown texts, ``values``: each cell's ``data-value``); ``grids``: each prompt section's column headers;
+    ``captions``: every video cell's caption text; ``videos``: each ``<video>``'s attributes; ``runs``:
+    ``{run_dir: {field: value}}`` of the metadata."""
+
+    CAPTURED = ("h2", "h3", "th", "td", "figcaption", "p", "dt", "dd", "code")
+
+    def __init__(self, html: str):
+        from html.parser import HTMLParser
+
+        page = self
+        self.tables: list[dict] = []
+        self.grids: list[list[str]] = []
+        self.captions: list[str] = []
+        self.runs: dict[str, dict[str, str]] = {}
+        self.videos: list[dict[str, str]] = []
+        open_: list[tuple[str, dict, list[str]]] = []  # (tag, attributes, text) of the captured elements
+        state = {"section": "", "h3": "", "table": None, "dt": ""}
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                if tag == "section":
+                    state["section"] = a.get("id") or a.get("class") or ""
+                elif tag == "video":
+                    page.videos.append(a)
+                elif tag == "table":
+                    state["table"] = {"title": state["h3"], "columns": [], "rows": [], "values": [], "note": "",
+                                      "kind": a.get("class", "")}
+                elif tag == "tr" and state["table"] is not None:
+                    state["row"] = ([], [])
+                state["thead"] = tag == "thead" or (state.get("thead") and tag != "tbody")
+                if tag in page.CAPTURED:
+                    open_.append((tag, a, []))
+
+            def handle_data(self, data):
+                for _, _, text in open_:
+                    text.append(data)
+
+            def handle_endtag(self, tag):
+                if tag in page.CAPTURED and open_ and open_[-1][0] == tag:
+                    _, a, text = open_.pop()
+                    page._close(tag, a, " ".join("".join(text).split()), state)
+                elif tag == "tr" and state["table"] is not None and (state.get("row") or ([], []))[0]:
+                    texts, values = state.pop("row")
+                    state["table"]["rows"].append(texts)
+                    state["table"]["values"].append(values)
+                elif tag == "table" and state["table"] is not None:
+                    table = state["table"]
+                    (page.grids.append(table["columns"]) if table["kind"] == "grid" else page.tables.append(table))
+                    state["table"] = None
+
+        Parser(convert_charrefs=True).feed(html)
+
+    def _close(self, tag: str, attrs: dict, text: str, state: dict) -> None:
+        table = state["table"]
+        if tag == "h3":
+            state["h3"] = text
+            if state["section"] == "runs":
+                self.runs[text.replace(" RANDOM-INIT", "")] = state["run"] = {}
+        elif tag == "th" and table is not None and state["thead"]:
+            table["columns"].append(text)
+        elif tag == "td" and table is not None and table["kind"] == "sortable":
+            state["row"][0].append(text)
+            state["row"][1].append(attrs.get("data-value", ""))
+        elif tag == "figcaption" and state["section"] != "figures":
+            self.captions.append(text)
+        elif tag == "p" and "note" in attrs.get("class", "") and self.tables:
+            self.tables[-1]["note"] = text
+        elif tag == "dt":
+            state["dt"] = text
+        elif tag == "dd" and state["section"] == "runs":
+            state["run"][state["dt"]] = text
+
+    def table(self, starts: str) -> dict:
+        """The one table whose title starts with ``starts``."""
+        found = [t for t in self.tables if t["title"].startswith(starts)]
+        assert len(found) == 1, (starts, [t["title"] for t in self.tables])
+        return found[0]
+
+    @staticmethod
+    def column(table: dict, name: str, values: bool = True) -> list:
+        """One column of a table: its ``data-value`` sort values (numbers as floats, empty as NaN), or texts."""
+        i = table["columns"].index(name)
+        if not values:
+            return [row[i] for row in table["rows"]]
+
+        def number(v: str):
+            try:
+                return float(v) if v != "" else float("nan")
+            except ValueError:
+                return v
+
+        return [number(row[i]) for row in table["values"]]

@@ -181,12 +181,48 @@ def _positive(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key} must be a positive integer, got {value}")
 
 
-def method_from_config(cfg: DictConfig):
-    """The :class:`~freelong.methods.Method` a ``method`` node describes (``name`` + its parameters)."""
+def method_from_config(cfg: DictConfig, model_cfg: DictConfig | None = None):
+    """The :class:`~freelong.methods.Method` a ``method`` node describes (``name`` + its parameters).
+
+    With the run's ``model_cfg``, a wrapped method (FreeInit's ``inner``) takes the model's defaults for it
+    (``model.methods.<inner>``) under the ``inner_params`` given, as ``method=<inner>`` itself would."""
     from ..methods import get_method
 
     params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
+    if model_cfg is not None and isinstance(params.get("inner"), str) and "inner_params" in params:
+        defaults = model_cfg.get("methods")
+        own = (OmegaConf.to_container(defaults, resolve=True) if defaults else {}).get(params["inner"]) or {}
+        params["inner_params"] = {**own, **(params["inner_params"] or {})}
     return get_method(cfg.name, **params)
+
+
+def check_method_defaults(model_cfg: DictConfig) -> None:
+    """A model's ``methods`` block names registered methods and their parameters (a typo fails, not ignored)."""
+    import dataclasses
+
+    from ..methods import available_methods, method_class
+
+    for name, params in (model_cfg.get("methods") or {}).items():
+        if name not in available_methods():
+            raise ValueError(f"model.methods.{name}: no method {name!r} (available: {', '.join(available_methods())})")
+        fields = {f.name for f in dataclasses.fields(method_class(name))}
+        unknown = sorted(set(params or {}) - fields)
+        if unknown:
+            raise ValueError(f"model.methods.{name}: {', '.join(unknown)} is no parameter of method {name} "
+                             f"(parameters: {', '.join(sorted(fields))})")
+
+
+def check_method_frames(method, cfg: DictConfig) -> None:
+    """``method.check_frames`` at the latent length the methods see; a video VAE's compression is spelled out."""
+    latent = latent_frames(cfg.model, cfg.num_frames)
+    try:
+        method.check_frames(latent)
+    except ValueError as err:
+        if latent == cfg.num_frames:
+            raise
+        raise ValueError(f"{err} (model {cfg.model.name}: the methods see latent frames; num_frames={cfg.num_frames} "
+                         f"is {latent} of them, its native {cfg.model.native_frames} frames are "
+                         f"{latent_frames(cfg.model, cfg.model.native_frames)})") from None
 
 
 def check_parallel(cfg: DictConfig) -> None:
@@ -236,9 +272,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     check_job_device(cfg.device)  # cpu | cuda[:N] | mps | cuda:free
     # Methods see latent frames (Wan: 4n+1 video frames -> n+1); FreeLong++ is bound to the native latent length.
-    method = method_from_config(cfg.method).with_native_frames(latent_frames(cfg.model, cfg.model.native_frames))
-    method.check_frames(latent_frames(cfg.model, cfg.num_frames))
+    # The family first: a method that does not run on this model says so, whatever its window.
+    check_method_defaults(cfg.model)
+    native = latent_frames(cfg.model, cfg.model.native_frames)
+    method = method_from_config(cfg.method, cfg.model).with_native_frames(native)
     method.check_model(cfg.model)
+    check_method_frames(method, cfg)
     check_parallel(cfg)
     if cfg.prompts.file is not None and not Path(cfg.prompts.file).expanduser().is_file():
         raise ValueError(f"prompts.file={cfg.prompts.file} does not exist")

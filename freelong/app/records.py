@@ -81,9 +81,12 @@ def fingerprint(payload: Mapping[str, Any]) -> str:
 
 
 def job_key(cfg: DictConfig, job: Job, dtype: Any) -> str:
-    """Fingerprint of everything that determines a video's pixels."""
+    """Fingerprint of everything that determines a video's pixels. The model's ``methods`` block is left out: what
+    it gives the run's method is in the resolved method, and runs made before the block existed keep their keys."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("methods", None)
     return fingerprint({
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": model,
         "method": OmegaConf.to_container(cfg.method, resolve=True),
         "sampling": sampling_settings(cfg),
         "prompt": job.prompt,

@@ -67,7 +67,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     timestamped folder under ``paths.output_root`` when called outside Hydra.
     """
     try:
-        method = method_from_config(cfg.method)
+        method = method_from_config(cfg.method, cfg.model)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     # Everything that can be missing is checked before anything heavy is loaded: values and prompts, the
@@ -160,6 +160,7 @@ def generate_one(cfg: DictConfig, job: Job, key: str, pipe: Any, method: Any, en
         "prompt_source": prompt_source(cfg.prompts),
         "seed": job.seed,
         **env,
+        "family": str(cfg.model.family),  # tables group by it (a name's prefix is not its family: wan2_2_* is wan)
         "method": method.name,
         "method_params": pipe.effective_method.params(),
         **sampling_settings(cfg),

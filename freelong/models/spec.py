@@ -54,6 +54,10 @@ class ModelConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     samplers: list[str] = field(default_factory=lambda: list(SAMPLERS))  # samplers this model supports
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per-method parameter defaults on this model (``{freelong: {window: 13, ...}}``; windows in latent frames):
+    # ``method=<name>`` takes them where the method's YAML reads ``model.methods.<name>.<key>`` and nothing else
+    # (a preset, an experiment, the command line) sets the key (freelong/app/config.py: check_method_defaults).
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def model_config_dir() -> Path:

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from eval_synthetic import smooth_frames
+from helpers import ReportPage, compose_config
 from omegaconf import OmegaConf
 
+from analysis.report import main as report_main
 from eval.cli import main as eval_main
 from eval.freenoise_protocol import CACHE_NAME, load_video_features
 from eval.fvd import FeatureStats, fvd_kvd, load_stats
@@ -71,16 +73,7 @@ def test_write_back_then_table_equal_the_definitions_on_generated_runs(runs, cap
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-
-    from freelong.app.config import CONF_DIR, register_configs
-
-    register_configs()
-
-    def compose_cfg(*overrides):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
+    compose_cfg = compose_config
     root = tmp_path_factory.mktemp("fn")
     generate(compose_cfg, root, root / "ref", "num_frames=16", "method=direct", "num_seeds=2")  # 4 references
     generate(compose_cfg, root, root / "gen" / "direct", "num_frames=32", "method=direct")
@@ -143,13 +136,8 @@ def test_table_refuses_unscored_runs_and_missing_reference(small_runs, capsys):
 
 
 def test_experiments_compose_with_freenoise_settings(compose_cfg):
-    from hydra import compose, initialize_config_dir
-
-    from freelong.app.config import CONF_DIR
-
     ref = compose_cfg("experiment=freenoise_reference")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        table = compose("config", overrides=["experiment=paper_freenoise_table1"], return_hydra_config=True)
+    table = compose_config("experiment=paper_freenoise_table1", hydra_config=True)
     for cfg in (ref, table):  # FreeNoise §5: DDIM 50, eta 0, CFG 15, 256x256, the same base model and sampler
         assert (cfg.height, cfg.width, cfg.num_inference_steps, cfg.sampler, cfg.eta, cfg.guidance_scale) == \
             (256, 256, 50, "ddim", 0.0, 15.0)
@@ -171,3 +159,91 @@ def test_run_time_freenoise_protocol_is_one_clear_error(compose_cfg):
     cfg = compose_cfg("eval=fast", "eval.protocol=freenoise")
     with pytest.raises(ConfigError, match="eval.protocol=freenoise scores a set.*--write-back --protocol freenoise"):
         build_run_evaluator(cfg.eval, torch.device("cpu"), random_init=True)
+
+
+def test_report_shows_the_freenoise_table_of_scored_runs(small_runs, tmp_path, capsys):
+    check_report(small_runs, tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_report_of_generated_runs_scored_later(runs, tmp_path, capsys):
+    check_report(runs, tmp_path, capsys)
+
+
+def check_report(runs: Path, tmp_path: Path, capsys):
+    """``python -m analysis.report`` over runs scored later with the FreeNoise protocol (a method in two shards):
+    FreeNoise's table with FVD/KVD against --reference equal to the definitions, CLIP-SIM, video and segment
+    counts, no all-empty VBench table; each video's CLIP-SIM and segments in its caption; without --reference the
+    CLIP-SIM table stays and FVD/KVD are empty; a bad reference is one error line."""
+    assert eval_main([str(runs / "gen"), "--write-back", "--protocol", "freenoise", "--random-init",
+                      "--no-progress"]) == 0  # scores what an earlier test did not (resumable)
+    ref_dir = runs / "ref" / "videos"
+    out = tmp_path / "report"
+    assert report_main([str(runs / "gen"), "--out", str(out), "--reference", str(ref_dir), "--min-segments", "2"]) == 0
+    page = ReportPage((out / "index.html").read_text())
+    table = page.table("RANDOM-INIT FreeNoise Table 1 — FVD/KVD vs 4 reference segments (i3d16-random)")
+    assert len(page.tables) == 1  # no VBench table of empty columns for these records
+    methods = page.column(table, "method", values=False)
+    assert methods == ["direct", "freenoise", "sliding_window", "gen_l_video"]  # ours, then the paper's rows
+    recs = [(runs / "gen" / d, r) for d in ("direct", "freenoise_0", "freenoise_1") for r in records(runs / "gen" / d)]
+    ref = load_stats(ref_dir / CACHE_NAME.format(extractor="i3d16-random"))
+    for method in ("direct", "freenoise"):
+        i = methods.index(method)
+        mine = [r for _, r in recs if r["method"] == method]
+        feats = np.concatenate([load_video_features(d / "videos" / r["scores"]["meta"]["features"])
+                                for d, r in recs if r["method"] == method])
+        want = fvd_kvd(ref, FeatureStats(feats, extractor=ref.extractor), minimum=2)
+        assert page.column(table, "FVD")[i] == pytest.approx(want["fvd"], rel=1e-9)
+        assert page.column(table, "KVD")[i] == pytest.approx(want["kvd"], rel=1e-9)
+        assert page.column(table, "CLIP-SIM")[i] == pytest.approx(np.mean([r["scores"]["clip_sim"] for r in mine]))
+        assert (page.column(table, "videos")[i], page.column(table, "segments")[i]) == (2, 4)  # both shards
+        assert page.column(table, "model", values=False)[i] == "lavie_tiny"
+    assert page.column(table, "paper FVD")[methods.index("gen_l_video")] == 177.63
+    assert np.isnan(page.column(table, "FVD")[methods.index("gen_l_video")])
+    assert "FreeNoise Table 1 (ICLR 2024)" in table["note"]
+    captions = [c for c in page.captions if c.startswith("freenoise ")]
+    assert len(captions) == 2 and all("segments 2" in c and "CLIP-SIM 0." in c for c in captions), captions
+
+    # without a reference: the same CLIP-SIM and counts, FVD/KVD empty, a title that says what is missing
+    bare = tmp_path / "bare"
+    assert report_main([str(runs / "gen"), "--out", str(bare)]) == 0
+    page2 = ReportPage((bare / "index.html").read_text())
+    t2 = page2.table("RANDOM-INIT FreeNoise Table 1 — CLIP-SIM (FVD/KVD need --reference)")
+    for col in ("CLIP-SIM", "segments", "videos"):
+        np.testing.assert_array_equal(page2.column(t2, col), page.column(table, col))
+    assert all(np.isnan(v) for v in page2.column(t2, "FVD") + page2.column(t2, "KVD"))
+
+    # a reference set too small for FVD: empty cells and a note naming the rule, not a crash
+    assert report_main([str(runs / "gen"), "--out", str(bare), "--reference", str(ref_dir)]) == 0
+    t3 = ReportPage((bare / "index.html").read_text()).table("RANDOM-INIT FreeNoise Table 1 — FVD/KVD vs 4")
+    assert all(np.isnan(v) for v in ReportPage.column(t3, "FVD")) and "fewer than 17 segments" in t3["note"]
+    capsys.readouterr()
+    assert report_main([str(runs / "gen"), "--out", str(bare), "--reference", str(tmp_path / "none.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "none.npz" in err and err.count("\n") == 1
+
+
+def test_table_keeps_models_and_method_variants_apart(tmp_path):
+    """Two models and a swept window in one set of scored records: one row per (model, variant), each with its own
+    videos and CLIP-SIM, the time ratio against the same model's direct."""
+    from eval.freenoise_protocol import freenoise_table, save_video_features
+
+    recs = []
+    for i, (model, method, params, t) in enumerate([("m1", "direct", {}, 2.0), ("m1", "freelong", {"window": 8}, 3.0),
+                                                     ("m1", "freelong", {"window": 16}, 4.0), ("m2", "direct", {}, 8.0),
+                                                     ("m2", "freelong", {"window": 8}, 10.0)]):
+        save_video_features(tmp_path / "videos" / f"v{i}.freenoise.npz", np.full((2, 4), float(i)))
+        recs.append({"run_dir": str(tmp_path), "model": model, "method": method, "method_params": params,
+                     "num_frames": 32, "height": 32, "width": 32, "wall_time_s": t,
+                     "scores": {"clip_sim": 0.5 + i / 10, "meta": {"protocol": "freenoise", "extractor": "x",
+                                                                   "features": f"v{i}.freenoise.npz"}}})
+    table = freenoise_table(recs, None, compare=False).set_index(["model", "method"])
+    assert list(table.index) == [("m1", "direct"), ("m1", "freelong (window=8)"), ("m1", "freelong (window=16)"),
+                                 ("m2", "direct"), ("m2", "freelong (window=8)")]
+    assert table["videos"].tolist() == [1] * 5 and table["segments"].tolist() == [2] * 5
+    assert table["CLIP-SIM"].tolist() == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert table["Time vs direct"].tolist() == pytest.approx([0.0, 0.5, 1.0, 0.0, 0.25])
+    assert table["FVD"].isna().all()  # no reference
+    recs[1]["scores"]["meta"]["extractor"] = "y"
+    with pytest.raises(ValueError, match="features from y, other videos here hold x"):
+        freenoise_table(recs, None)

@@ -25,14 +25,13 @@ def small(compose_cfg, tmp_path, *overrides):
     return cfg
 
 
-# Options that run only on some backbones or lengths, composed with a setting they take (the rest: the defaults).
-# Every model with method=direct (the default method's 16-frame window exceeds CogVideoX's 13 latent frames: those
-# models have their own presets); a backbone's own presets with that backbone (validation reads no weights).
+# Options that run only on some backbones or lengths, composed with a setting they take (the rest: the defaults;
+# every model with the default method, FreeLong with the model's own window: tests/app/test_method_defaults.py); a
+# backbone's own presets with that backbone (validation reads no weights).
 NEEDS = {("method", "freeloc"): ["model=wan2_1_t2v_1_3b"],
          ("method", "freeloc_official"): ["model=wan2_1_t2v_1_3b", "num_frames=321"],  # the release's 81 latent frames
          **{("method", f"{m}_hunyuanvideo"): ["model=hunyuanvideo"]
-            for m in ("freelong", "freenoise", "sliding_window")},
-         **{("model", m): ["method=direct"] for m in GROUPS["model"]}}
+            for m in ("freelong", "freenoise", "sliding_window")}}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])

@@ -82,6 +82,16 @@ def _method_of(path: Path, seen: tuple[Path, ...] = ()) -> tuple[str, bool]:
     raise AssertionError(f"{path}: no method schema in its defaults")
 
 
+def model_default_fallback(file: str, name: str, key: str, value):
+    """A method YAML value as written, or for ``${oc.select:model.methods.<name>.<key>,D}`` (the model's default for
+    this method, conf/model ``methods:``) its fallback ``D``; the path must name this very method and key."""
+    if not (isinstance(value, str) and value.startswith("${")):
+        return value
+    m = re.fullmatch(r"\$\{oc\.select:model\.methods\.(\w+)\.(\w+),(.*)\}", value)
+    assert m and (m[1], m[2]) == (name, key), f"{file}: {key}: {value} is not model.methods.{name}.{key} or a default"
+    return yaml.safe_load(m[3])
+
+
 @pytest.mark.parametrize("path", sorted(METHOD_CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_method_yaml_keys_are_fields_and_base_values_are_the_defaults(path):
     name, on_schema = _method_of(path)
@@ -90,9 +100,10 @@ def test_method_yaml_keys_are_fields_and_base_values_are_the_defaults(path):
     cfg = yaml.safe_load(path.read_text())
     keys = set(cfg) - {"defaults", "name"}
     assert keys <= set(fields), f"{path.name}: keys that are no field of {cls.__name__}: {sorted(keys - set(fields))}"
-    if on_schema:  # the group's own file: `method=<name>` must mean the dataclass defaults
+    if on_schema:  # the group's own file: `method=<name>` must mean the dataclass defaults (or the model's own)
         assert cfg.get("name") == name
-        differ = {k: (cfg[k], field_default(fields[k])) for k in keys if cfg[k] != field_default(fields[k])}
+        values = {k: model_default_fallback(path.name, name, k, cfg[k]) for k in keys}
+        differ = {k: (v, field_default(fields[k])) for k, v in values.items() if v != field_default(fields[k])}
         assert not differ, f"{path.name}: values differ from the dataclass defaults (yaml, field): {differ}"
     commented = [line for line in path.read_text().splitlines()
                  if re.match(r"\s*\w+:", line) and "#" in line]

@@ -77,6 +77,27 @@ def test_find_videos_recurses_and_skips_hidden(tmp_path):
     assert found == [tmp_path / "run/videos/a.GIF", tmp_path / "run/videos/b.mp4", tmp_path / "c.mp4"]
 
 
+def test_find_videos_skips_the_copies_of_an_html_report(tmp_path):
+    """A run dir holding its report with the videos copied in (the wandb logger's) gives each video once; a
+    folder that merely has an index.html is searched as any other."""
+    import json
+
+    from analysis.report import build_report
+    from freelong.video_io import atomic_write_text, write_video
+
+    run = tmp_path / "run"
+    write_video(run / "videos" / "v.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=8)
+    rec = {"video": "videos/v.mp4", "prompt": "p", "seed": 0, "method": "direct", "model": "m", "random_init": False}
+    atomic_write_text(run / "results.jsonl", json.dumps(rec) + "\n")
+    build_report([run], run / "report", copy=True)
+    assert len(list((run / "report" / "videos").glob("*.mp4"))) == 1  # the copy is there
+    assert find_videos([run]) == [run / "videos" / "v.mp4"]
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<html></html>")
+    (tmp_path / "site" / "w.mp4").write_bytes(b"")
+    assert find_videos([tmp_path]) == [run / "videos" / "v.mp4", tmp_path / "site" / "w.mp4"]
+
+
 # ---- mp4 files whose stored frames are not one-per-tick in decode order (VBench: decord / cv2 semantics) ----
 def _ffmpeg_encode(path, frames, fps, args):
     """Encode uint8 RGB ``frames`` with the ffmpeg binary of imageio-ffmpeg (raw frames on stdin)."""

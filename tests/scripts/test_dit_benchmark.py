@@ -26,15 +26,25 @@ def test_meta_estimate_runs_every_default_method_at_reduced_widths(model, frames
     assert rows[(long, "riflex")]["gflops"] == pytest.approx(rows[(long, "direct")]["gflops"])
 
 
-def test_width_presets_by_model_name_and_method_presets_by_native_length():
-    from omegaconf import OmegaConf
-
-    from scripts.benchmark import method_from_spec, model_config, preset_suffix
+def test_width_presets_by_model_name_and_methods_with_the_model_defaults():
+    from scripts.benchmark import method_from_spec, model_config, model_defaults
 
     ti2v = model_config("wan2_2_ti2v_5b", "reduced")
     assert ti2v.unet.in_channels == 48 and ti2v.vae.patch_size == 2 and ti2v.random_init
     assert model_config("wan2_2_t2v_a14b", "full").unet.num_layers == 40  # the YAML's own architecture
-    cfg = OmegaConf.create({"name": "wan2_2_ti2v_5b", "family": "wan"})
-    assert method_from_spec("freelong", preset_suffix("freelong", cfg)).window == 31
-    assert preset_suffix("riflex", cfg) == "wan"  # no ti2v-specific RIFLEx preset: the family's (k=6)
-    assert method_from_spec("riflex", preset_suffix("riflex", cfg)).k == 6
+    assert method_from_spec("freelong", model_defaults(ti2v, "freelong")).window == 31  # 121 frames = 31 latent
+    assert method_from_spec("riflex", model_defaults(ti2v, "riflex")).k == 6
+    assert method_from_spec("freelong:window=9", model_defaults(ti2v, "freelong:window=9")).window == 9  # spec wins
+
+
+@pytest.mark.parametrize("model", ["cogvideox_5b", "hunyuanvideo", "wan2_2_ti2v_5b", "wan2_2_t2v_a14b",
+                                   "wan2_1_t2v_1_3b", "cogvideox_5b_tiny", "lavie"])
+def test_benchmark_methods_are_what_run_py_runs(compose_cfg, model):
+    """benchmark.py builds each default method of a model with the parameters ``run.py model=M method=X`` uses."""
+    from freelong.app.config import method_from_config
+    from scripts.benchmark import DIT_METHODS, method_from_spec, model_config, model_defaults
+
+    cfg = model_config(model, "config")
+    for name in DIT_METHODS[:-1]:  # FreeLOC's layer list depends on the widths: test_freeloc.py
+        ours = method_from_spec(name, model_defaults(cfg, name)).params()
+        assert ours == method_from_config(compose_cfg(f"model={model}", f"method={name}").method).params(), name
