@@ -70,7 +70,8 @@ class LongVideoPipeline:
         self.backbone = backbone
         if method is None:
             method = "direct"
-        method = get_method(method) if isinstance(method, str) else method
+        if isinstance(method, str):  # a name means what the model config's methods block says it means on it
+            method = get_method(method, **backbone.method_values.get(method, {}))
         # Methods count the denoiser's temporal positions: FreeLong++ is bound to the native latent length (Wan: 21).
         self.method = method.with_native_frames(backbone.method_frames(backbone.native_frames))
         self.decode_chunk_size = decode_chunk_size

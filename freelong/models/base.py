@@ -74,6 +74,10 @@ RANDOM_INIT_LABEL = "SMOKE RUN: random-init weights (not a real model; scores ar
 class Backbone:
     """A text-to-video model behind one interface. Subclasses change what differs per family."""
 
+    #: ``{method name: {parameter: value}}``, the model config's ``methods`` block (windows in latent frames):
+    #: what ``LongVideoPipeline(backbone, "freelong")`` means on this model. Empty for a view (``Backbone.over``).
+    method_values: dict[str, dict[str, Any]] = {}
+
     # Where the frames are in the latents the denoiser (and its diffusers pipeline's ``latents=``) takes: our
     # pipeline's ``(B, C, T, H, W)`` everywhere except CogVideoX's ``(B, T, C, H, W)``.
     frames_dim: int = 2
@@ -419,9 +423,13 @@ def available_families() -> list[str]:
 
 
 def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None = None) -> Backbone:
-    """Build a backbone from a model config (``cfg.model`` of the Hydra app)."""
+    """Build a backbone from a model config (``cfg.model`` of the Hydra app); it keeps the config's ``methods``
+    block as :attr:`Backbone.method_values` (what a method named by a string means on this model)."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
-    return FAMILIES.get(cfg.family)(cfg, weights_dir)
+    backbone = FAMILIES.get(cfg.family)(cfg, weights_dir)
+    methods = cfg.get("methods")
+    backbone.method_values = OmegaConf.to_container(methods, resolve=True) if methods else {}
+    return backbone
 
 
 def load_backbone(

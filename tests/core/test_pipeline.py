@@ -94,3 +94,20 @@ def test_ddpm_sampler_and_guidance_off(lavie_tiny):
     a = pipe("a cat", seed=0, sampler="ddpm", guidance_scale=1.0, **KW)
     b = pipe("a cat", seed=0, sampler="ddpm", guidance_scale=1.0, **KW)
     assert np.array_equal(a, b) and a.shape == (20, 64, 96, 3)
+
+
+def test_a_method_named_by_a_string_means_what_the_model_config_says():
+    """``LongVideoPipeline(bb, "freelong")`` takes the model config's ``methods`` values (CogVideoX's tiny twin:
+    windows of its 6 native latent frames, as ``python run.py model=cogvideox_5b_tiny method=freelong`` runs); a
+    Method object is used as given, and a model without a block leaves the method's own defaults."""
+    from freelong import load_backbone
+    from freelong.models.spec import load_model_config
+
+    cog = load_backbone("cogvideox_5b_tiny")
+    block = load_model_config("cogvideox_5b_tiny").methods
+    assert cog.method_values["freelong"] == dict(block["freelong"])
+    named = LongVideoPipeline(cog, "freelong", progress=False).method
+    assert (named.window, named.noise_stride, list(named.local_only_levels)) == (6, 2, [])
+    assert get_method("freelong").window == 16  # the method's own default, which the 13-latent-frame model refuses
+    assert LongVideoPipeline(cog, get_method("freelong", window=4), progress=False).method.window == 4
+    assert LongVideoPipeline(cog, "riflex", progress=False).method == get_method("riflex").with_native_frames(6)
