@@ -321,15 +321,11 @@ def prepare_latents(
     view = denoiser_view(model, pipe=pipe, trained_frames=trained_frames)
     method = method.with_native_frames(view.method_frames(view.native_frames))
     frames = view.latent_frames(int(num_frames))
-    if "initial noise" in type(method).levels and view.method_frames(int(num_frames)) != frames:
-        raise ValueError(f"method {method.name} reschedules the initial noise over latent frames, but "
-                         f"{type(model).__name__} patches {view.patch_sizes()[0]} latent frames into each temporal "
-                         f"position its windows count; use the pipeline's own noise (latents=None) on this model")
     factor = view.vae_scale_factor if getattr(view, "vae", None) is not None else 8
     if height % factor or width % factor:
         raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
     shape = (int(batch_size), view.latent_channels, frames, height // factor, width // factor)
-    noise = method.init_noise(shape, generator=generator, dtype=torch.float32)
+    noise = view.initial_noise(method, shape, generator)
     if dtype is None:
         dtype = next(model.parameters()).dtype
     return noise.movedim(2, view.frames_dim).contiguous().to(dtype)  # CogVideoXPipeline: (B, F, C, H, W)

@@ -122,7 +122,7 @@ class LongVideoPipeline:
         if loop is not None:  # FIFO draws one window of noise (its base video), not the whole length
             frames = loop.noise_frames(frames)
         shape = (1, self.backbone.latent_channels, frames, height // factor, width // factor)
-        return (method or self.method).init_noise(shape, generator=generator, dtype=torch.float32)
+        return self.backbone.initial_noise(method or self.method, shape, generator)
 
     def denoiser(self, cond: Any, uncond: Any, guidance: float):
         """The guided ε̂ the loops call on a window: the step's conditioning (a prompt schedule at its step), cut
@@ -218,7 +218,7 @@ class LongVideoPipeline:
             return latents
         # 7-8. decode
         t1 = time.perf_counter()
-        video = bb.decode(latents, self.decode_chunk_size)[0]
+        video = bb.decode(bb.latents_to_decode(latents, num_frames), self.decode_chunk_size)[0]
         stats.decode_s = time.perf_counter() - t1
         stats.total_s = time.perf_counter() - t_start
         return video

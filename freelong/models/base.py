@@ -165,6 +165,15 @@ class Backbone:
         """Latent frames for ``num_frames`` video frames (a video VAE that compresses time changes this)."""
         return int(num_frames)
 
+    def initial_noise(self, method: Any, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """The method's fp32 initial latents of ``shape`` ``(B, C, T, h, w)``: its own ``init_noise`` over latent
+        frames (a denoiser that patches time draws them per temporal position, see VideoDiTBackbone)."""
+        return method.init_noise(shape, generator=generator, dtype=torch.float32)
+
+    def latents_to_decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The latent frames that decode to ``num_frames`` video frames (all of them unless sampling padded some)."""
+        return latents
+
     def method_frames(self, num_frames: int) -> int:
         """The frames a method counts (windows, native length): the denoiser's temporal positions for
         ``num_frames`` video frames, the latent frames unless the denoiser patches time (see VideoDiTBackbone)."""

@@ -87,12 +87,31 @@ class VideoDiTBackbone(Backbone):
         return retract
 
     def latent_frames(self, num_frames: int) -> int:
-        return latent_frame_count(num_frames, self.temporal_compression)
+        """Latent frames sampled for ``num_frames`` video frames: the VAE's count, padded to a multiple of the
+        temporal patch as diffusers' pipelines pad it (CogVideoX 1.5: 81 frames -> 21 -> 22)."""
+        p_t = self.patch_sizes()[0]
+        return -(-latent_frame_count(num_frames, self.temporal_compression) // p_t) * p_t
 
     def method_frames(self, num_frames: int) -> int:
-        """Temporal token positions: latent frames over the temporal patch, rounded up as diffusers pads
-        (CogVideoX 1.5: two latent frames a position; every other DiT here: the latent frames)."""
-        return -(-self.latent_frames(num_frames) // self.patch_sizes()[0])
+        """Temporal token positions: the sampled latent frames over the temporal patch (CogVideoX 1.5: two latent
+        frames a position; every other DiT here: the latent frames)."""
+        return self.latent_frames(num_frames) // self.patch_sizes()[0]
+
+    def initial_noise(self, method: Any, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """With a temporal patch ``p_t > 1`` a method's noise is drawn over temporal positions, as its windows count
+        them: ``init_noise`` of ``(B, C*p_t, T/p_t, h, w)`` (each position's ``p_t`` latent frames as channels), then
+        unfolded to ``(B, C, T, h, w)`` with latent frame ``p_t*i + j`` from position ``i``. ``p_t = 1``: as is."""
+        p_t = self.patch_sizes()[0]
+        if p_t == 1:
+            return super().initial_noise(method, shape, generator)
+        b, c, t, h, w = shape
+        noise = method.init_noise((b, c * p_t, t // p_t, h, w), generator=generator, dtype=torch.float32)
+        return noise.view(b, c, p_t, t // p_t, h, w).transpose(2, 3).reshape(b, c, t, h, w)
+
+    def latents_to_decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Without the frames padded to the temporal patch, dropped from the front as CogVideoXPipeline does."""
+        padded = self.latent_frames(num_frames) - latent_frame_count(num_frames, self.temporal_compression)
+        return latents[:, :, padded:]
 
     def check_shape(self, num_frames: int, height: int, width: int) -> None:
         check_wan_frames(num_frames, self.temporal_compression)

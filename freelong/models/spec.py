@@ -85,11 +85,13 @@ def latent_frames(model_cfg: DictConfig | Any, num_frames: int) -> int:
     """Frames the methods see for ``num_frames`` video frames of a model config (before building it).
 
     A video VAE that compresses time (Wan: ``extra.temporal_compression: 4``, 4n+1 -> n+1) changes the
-    count and rejects other lengths (ValueError naming the nearest valid ones); otherwise the identity.
+    count and rejects other lengths (ValueError naming the nearest valid ones), and a temporal patch
+    (``unet.patch_size_t``) counts positions of that many latent frames; otherwise the identity.
     The built backbone answers the same through :meth:`~freelong.models.base.Backbone.latent_frames`.
     """
     compression = int((model_cfg.get("extra") or {}).get("temporal_compression", 1))
     if compression == 1:
         return int(num_frames)
     check_wan_frames(num_frames, compression)
-    return latent_frame_count(num_frames, compression)
+    patch_t = int((model_cfg.get("unet") or {}).get("patch_size_t") or 1)  # CogVideoX 1.5: positions of 2 frames
+    return -(-latent_frame_count(num_frames, compression) // patch_t)

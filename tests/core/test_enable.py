@@ -29,7 +29,7 @@ UNET_METHODS = [
     ("sliding_window", {"window": 8, "stride": 4}),
     ("freelong_pp", {"native_frames": 6}),  # the 12-frame test video is 2x this "native" length
 ]
-DITS = ["wan", "cogvideox", "hunyuanvideo"]
+DITS = ["wan", "cogvideox", "cogvideox1_5", "hunyuanvideo"]
 FAMILIES = [*DITS, "animatediff", "modelscope"]
 
 
@@ -110,6 +110,14 @@ class CogVideoXCase(DiTCase):
         return CogVideoXPipeline(**self.bb.components)
 
 
+class CogVideoX15Case(CogVideoXCase):
+    """CogVideoX 1.5 (temporal patch 2; native 41 frames = 11 latent frames padded to 12 = 6 positions): 81 frames
+    are 21 latent frames, padded to 22 by the pipeline and by ours, 11 temporal positions the methods count."""
+
+    size = dict(num_frames=81, height=32, width=48)
+    trained = 41
+
+
 class HunyuanVideoCase(DiTCase):
     """Embedded guidance: one call per step (``"cond"``) unless true CFG is asked for."""
 
@@ -121,6 +129,7 @@ class HunyuanVideoCase(DiTCase):
 @pytest.fixture(scope="module")
 def cases(wan, animatediff, modelscope):
     return {"wan": WanCase(wan), "cogvideox": CogVideoXCase(load_backbone("cogvideox_5b_tiny")),
+            "cogvideox1_5": CogVideoX15Case(load_backbone("cogvideox1_5_5b_tiny")),
             "hunyuanvideo": HunyuanVideoCase(load_backbone("hunyuanvideo_tiny")),
             "animatediff": Case(animatediff), "modelscope": Case(modelscope)}
 
@@ -481,7 +490,8 @@ def test_coexists_with_diffusers_model_cpu_offload(cases, one_thread):
 
 
 # the guidance branches of one step, as each pipeline names them in its cache_context
-BRANCHES = {"wan": ["cond", "uncond"], "cogvideox": ["cond_uncond"], "hunyuanvideo": ["cond"]}
+BRANCHES = {"wan": ["cond", "uncond"], "cogvideox": ["cond_uncond"], "cogvideox1_5": ["cond_uncond"],
+            "hunyuanvideo": ["cond"]}
 
 
 def _published(case, **call_kwargs) -> list[tuple]:
@@ -509,7 +519,7 @@ def test_every_forward_gets_the_step_and_guidance_branch_and_the_state_resets(ca
     """WanPipeline: two calls a step with the step in the cache context; CogVideoXPipeline: one batched [uncond,
     cond] call ("cond_uncond", batch 2) with the step found in the scheduler's timesteps; HunyuanVideoPipeline:
     one "cond" call (embedded guidance). Every pipeline ends with maybe_free_model_hooks -> reset_state."""
-    batch = 2 if family == "cogvideox" else 1
+    batch = 2 if family.startswith("cogvideox") else 1
     expected = [(11, step, 2, branch, batch) for step in range(2) for branch in BRANCHES[family]]
     assert _published(cases[family]) == expected
 
@@ -569,15 +579,18 @@ def test_cogvideox_1_5_token_grid_and_riflex_on_the_sliced_rope(cog15, one_threa
 
 def test_cogvideox_1_5_methods_count_temporal_positions(cog15):
     """On CogVideoX 1.5 a method counts temporal token positions (two latent frames each): FreeLong++'s native length
-    is 21 frames -> 6 latent -> 3 positions, and noise rescheduled over latent frames is refused in one line."""
+    is 21 frames -> 6 latent -> 3 positions, and FreeNoise reschedules its noise by positions: beyond the first window
+    every position's pair of latent frames is the pair of a position inside it (53 frames: 7 positions)."""
     pipe, _ = cog15
     size = dict(num_frames=53, height=32, width=48, generator=torch.Generator().manual_seed(0))
     with freelong.enable(pipe, "freelong_pp", noise_stride=1, trained_frames=21) as fl:
         assert fl.method.native_frames == 3
     assert freelong.prepare_latents(pipe, "direct", **size).shape == (1, 14, 4, 4, 6)
-    with pytest.raises(ValueError, match=r"^method freenoise reschedules the initial noise over latent frames, but "
-                                         r"CogVideoXTransformer3DModel patches 2 latent frames"):
-        freelong.prepare_latents(pipe, "freenoise", trained_frames=21, **size)
+    noise = freelong.prepare_latents(pipe, get_method("freenoise", window=3, stride=1), trained_frames=21, **size)
+    pairs = noise[0].unflatten(0, (7, 2))  # (position, frame in the pair, C, H, W)
+    for later in range(3, 7):
+        assert any(torch.equal(pairs[later], pairs[first]) for first in range(3)), later
+    assert len({pairs[i].sum().item() for i in range(3)}) == 3  # the first window: three distinct draws
 
 
 @pytest.fixture(scope="module")

@@ -184,8 +184,9 @@ def test_loader_reads_a_diffusers_folder(cog, tmp_path):
 
 
 def test_a_cogvideox_1_5_folder_is_refused_before_any_weight_is_read(tmp_path):
-    """CogVideoX 1.5 (``patch_size_t=2``) samples differently (padded latents, frame-pair tokens): one line, and no
-    weight file is opened (the folder has none: reading one would fail with another error)."""
+    """CogVideoX 1.5 (``patch_size_t=2``) samples differently (padded latents, frame-pair tokens): ``cogvideox_5b``
+    refuses its folder in one line naming ``cogvideox1_5_5b``, and no weight file is opened (the folder has none:
+    reading one would fail with another error)."""
     import json
 
     from freelong.models.base import build_backbone
@@ -199,7 +200,7 @@ def test_a_cogvideox_1_5_folder_is_refused_before_any_weight_is_read(tmp_path):
         path.write_text("{}")
     (folder / "transformer" / "config.json").write_text(json.dumps({"patch_size_t": 2, "patch_size": 2}))
     cfg.weights.cogvideox.path = str(folder)
-    with pytest.raises(ValueError, match=r"^cogvideox_5b: .*config.json has patch_size_t=2 \(CogVideoX 1.5\)"):
+    with pytest.raises(ValueError, match=r"^cogvideox_5b: .*config.json has patch_size_t=2, .* model=cogvideox1_5_5b"):
         build_backbone(cfg, weights_dir=str(tmp_path / "empty"))
 
 

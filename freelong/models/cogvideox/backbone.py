@@ -15,13 +15,15 @@ What :class:`CogVideoXBackbone` changes against the SD-like UNets, each as diffu
 - methods go on every block's joint ``[text, video]`` self-attention (:mod:`freelong.models.cogvideox.attention`);
 - latents are divided by the VAE's ``scaling_factor`` (0.7 for 5B) before decoding.
 
-CogVideoX 1.5 uses the same classes with ``patch_size_t=2``, but not the same sampling: the pipeline pads the latents
-to an even frame count and crops the padding after denoising, builds a sliced RoPE grid, and every attention token
-then spans two latent frames, so each method's windows and native length would have to be counted in frame pairs.
-Not wired as a backbone: a folder whose transformer has ``patch_size_t`` is refused before any weight is read
-(:func:`check_transformer_folder`). Under :func:`freelong.enable` (diffusers' own pipeline does the padding and the
-grid) its token grid and RoPE edit follow ``patch_size_t``. CogVideoX-2B has no RoPE (sin-cos positions): not wired
-here. ``cogvideox_5b_tiny`` builds the same classes from small configs with random weights.
+CogVideoX 1.5 (``model=cogvideox1_5_5b``) is the same classes with ``patch_size_t=2``, sampled as the pipeline samples
+it: the latent frames padded to an even count (81 frames -> 21 -> 22; :meth:`VideoDiTBackbone.latent_frames`) and the
+padding dropped from the front before decoding (:meth:`VideoDiTBackbone.latents_to_decode`), RoPE over the "slice"
+grid of temporal positions; each attention token spans two latent frames, so a method's windows and native length
+count those positions (:meth:`VideoDiTBackbone.method_frames`: 81 frames are 11) and its initial noise is drawn per
+position (:meth:`VideoDiTBackbone.initial_noise`). A folder of the other version than the model config names is
+refused before any weight is read (:func:`check_transformer_folder`). CogVideoX-2B has no RoPE (sin-cos positions):
+not wired here. ``cogvideox_5b_tiny`` and ``cogvideox1_5_5b_tiny`` build the same classes from small configs with
+random weights.
 """
 
 from __future__ import annotations
@@ -106,10 +108,16 @@ class CogVideoXBackbone(VideoDiTBackbone):
         cfg = self.unet.config
         p = int(cfg.patch_size)
         grid_h, grid_w = height // p, width // p
-        crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // p, cfg.sample_height // p)
-        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops,
-                                           grid_size=(grid_h, grid_w), temporal_size=frames, device=self.device)
-        return self.edit_rotary(cos, sin, frames)
+        if cfg.patch_size_t is None:  # CogVideoX 1.0: the "linspace" grid over the resize-crop region
+            crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // p, cfg.sample_height // p)
+            cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops,
+                                               grid_size=(grid_h, grid_w), temporal_size=frames, device=self.device)
+            return self.edit_rotary(cos, sin, frames)
+        positions = -(-frames // int(cfg.patch_size_t))  # CogVideoX 1.5: the "slice" grid of temporal positions
+        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=None,
+                                           grid_size=(grid_h, grid_w), temporal_size=positions, grid_type="slice",
+                                           max_size=(cfg.sample_height // p, cfg.sample_width // p), device=self.device)
+        return self.edit_rotary(cos, sin, positions)
 
     def edit_rotary(self, cos: torch.Tensor, sin: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """diffusers' ``(T*S, head_dim)`` RoPE table of ``frames`` temporal positions with the temporal channels (the
@@ -221,14 +229,16 @@ def tiny_cogvideox_parts(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     return tiny_t5_dit_parts(cfg, CogVideoXTransformer3DModel, AutoencoderKLCogVideoX, T5Config, T5EncoderModel, 226)
 
 
-def check_transformer_folder(folder: Path, model_name: str) -> None:
-    """Refuse, before any weight is read, a CogVideoX folder this backbone does not sample as its pipeline does
-    (CogVideoX 1.5: ``patch_size_t`` set). One ValueError line naming the key and the folder."""
+def check_transformer_folder(folder: Path, model_name: str, patch_size_t: int | None) -> None:
+    """Refuse, before any weight is read, a folder of the other CogVideoX version than the model config names
+    (1.0: ``patch_size_t`` null; 1.5: 2): its sampling differs (padding, RoPE grid, what a method's frame is).
+    One ValueError line naming the key, the folder and the model config to use."""
     config_file = folder / "transformer" / "config.json"
-    patch_t = json.loads(config_file.read_text()).get("patch_size_t")
-    if patch_t is not None:
-        raise ValueError(f"{model_name}: {config_file} has patch_size_t={patch_t} (CogVideoX 1.5); only CogVideoX "
-                         f"1.0 folders (patch_size_t null, e.g. THUDM/CogVideoX-5b) are supported")
+    found = json.loads(config_file.read_text()).get("patch_size_t")
+    if found != patch_size_t:
+        other = "cogvideox1_5_5b (CogVideoX 1.5)" if found else "cogvideox_5b (CogVideoX 1.0)"
+        raise ValueError(f"{model_name}: {config_file} has patch_size_t={found}, the model config "
+                         f"unet.patch_size_t={patch_size_t}; this folder is model={other}")
 
 
 def load_cogvideox_parts(folder: Path, dtype: torch.dtype | None = None):
@@ -250,7 +260,7 @@ def build_cogvideox(cfg: DictConfig, weights_dir: str | None = None) -> CogVideo
         return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
                                  random_init=True, weights={"init_seed": int(cfg.init_seed)}, **common)
     folder = Path(resolve_model_weights(cfg, weights_dir)["cogvideox"])
-    check_transformer_folder(folder, cfg.name)
+    check_transformer_folder(folder, cfg.name, (cfg.get("unet") or {}).get("patch_size_t"))
     transformer, vae, text_encoder, tokenizer, folder_scheduler = load_cogvideox_parts(folder)
     scheduler = with_folder_scheduler(folder_scheduler, scheduler)
     return CogVideoXBackbone(cfg.name, transformer, vae, text_encoder, tokenizer, scheduler_config=scheduler,
