@@ -5,13 +5,15 @@ method values (conf/model ``methods:``; tests/app/test_method_defaults.py) on th
 import pytest
 
 EXPERIMENTS = {
-    # experiment: (model, num_frames, latent frames, native latent, RIFLEx's (k, n_k))
+    # experiment: (model, num_frames, latent frames (CogVideoX 1.5: positions), native, RIFLEx's (k, n_k))
     "wan2_2_ti2v_5b_4x": ("wan2_2_ti2v_5b", 481, 121, 31, (6, None)),
     "wan2_2_ti2v_5b_2x": ("wan2_2_ti2v_5b", 241, 61, 31, (6, None)),
     "wan2_2_t2v_a14b_4x": ("wan2_2_t2v_a14b", 321, 81, 21, (6, None)),
     "wan2_2_t2v_a14b_2x": ("wan2_2_t2v_a14b", 161, 41, 21, (6, None)),
     "cogvideox_5b_4x": ("cogvideox_5b", 193, 49, 13, (2, 20)),
     "cogvideox_5b_2x": ("cogvideox_5b", 97, 25, 13, (2, 20)),
+    "cogvideox1_5_5b_4x": ("cogvideox1_5_5b", 321, 41, 11, (2, 20)),  # temporal positions (2 latent frames each)
+    "cogvideox1_5_5b_2x": ("cogvideox1_5_5b", 161, 21, 11, (2, 20)),
     "hunyuanvideo_4x": ("hunyuanvideo", 513, 129, 33, (4, 50)),
     "hunyuanvideo_2x": ("hunyuanvideo", 257, 65, 33, (4, 50)),
 }
