@@ -203,7 +203,16 @@ WIDTH_PRESETS.update({
         },
     },
 })
+# CogVideoX 1.5: CogVideoX's presets with its temporal patch and RoPE grid size (the reduced transformer keeps them)
+WIDTH_PRESETS["cogvideox1_5_5b"] = {
+    "full": WIDTH_PRESETS["cogvideox"]["full"],
+    "reduced": {**WIDTH_PRESETS["cogvideox"]["reduced"], "unet": {
+        **WIDTH_PRESETS["cogvideox"]["reduced"]["unet"], "patch_size_t": 2, "patch_bias": False, "sample_width": 300,
+        "sample_height": 300, "sample_frames": 81}},
+}
 DIT_FAMILIES = ("wan", "cogvideox", "hunyuanvideo")
+
+
 def is_wan_1_3b_shape(cfg) -> bool:
     """Whether a Wan config has Wan2.1-T2V-1.3B's blocks and heads (FreeLOC's published layer list fits it)."""
     from baselines.freeloc import WAN_1_3B_SHAPE
@@ -399,7 +408,7 @@ def run_steps(runner: StepRunner, methods: list[Method], frames: int, args, devi
     for m in methods:
         try:
             bb.check_shape(frames, runner.args.height, runner.args.width)
-            m.check_frames(bb.latent_frames(frames))
+            m.check_frames(bb.method_frames(frames))
             runnable.append(m)
         except ValueError as err:
             results[m.name].note = f"skipped: {err}"
@@ -492,7 +501,7 @@ def runnable_methods(backbone, methods: list[Method], frames: int, rows: list[di
     ok = []
     for m in methods:
         try:
-            m.check_frames(backbone.latent_frames(frames))
+            m.check_frames(backbone.method_frames(frames))
             ok.append(m)
         except ValueError as err:
             rows.append({"method": m.name, "frames": frames, "note": f"skipped: {err}"})
@@ -801,7 +810,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         names = [f"{n}:tsa_layers=[0]" if n.split(":")[0] == "freeloc" and "tsa_layers" not in n else n for n in names]
     methods = [method_from_spec(n, model_defaults(cfg, n)) for n in names]
     backbone = build(cfg, device, dtype)
-    native = backbone.latent_frames(backbone.native_frames)  # methods see latent frames (Wan: 81 -> 21)
+    native = backbone.method_frames(backbone.native_frames)  # positions the methods count (CogVideoX 1.5: 11)
     methods = [with_label(m.with_native_frames(native), m.name) for m in methods]
     backbone.unet.frame_chunk_size = chunk
     backbone.unet.chunk_budget_mb = args.chunk_budget_mb

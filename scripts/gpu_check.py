@@ -285,7 +285,7 @@ def backbone_check(name: str, device: torch.device, dtype: torch.dtype, spec: di
     args = argparse.Namespace(guidance=7.5, height=spec["height"], width=spec["width"], warmup=spec["warmup"],
                               repeats=spec["repeats"], clock="wall")
     runner = StepRunner(backbone, args, device)
-    native = backbone.latent_frames(backbone.native_frames)  # freelong_pp is bound to the native (latent) length
+    native = backbone.method_frames(backbone.native_frames)  # freelong_pp is bound to the native (latent) length
     methods = [get_method(m).with_native_frames(native) for m in METHODS]
     methods = [m for m in methods if cfg.family in supported_families(m, [cfg.family])]  # FreePCA: UNets only
     params = sum(p.numel() for p in backbone.unet.parameters()) / 1e6
@@ -319,7 +319,7 @@ def takeable_frames(backbone, frames: int, args: argparse.Namespace, methods: li
         try:
             backbone.check_shape(n, args.height, args.width)
             for m in methods:
-                m.check_frames(backbone.latent_frames(n))
+                m.check_frames(backbone.method_frames(n))
             return n
         except ValueError:
             continue
@@ -331,7 +331,7 @@ def peak_memory_step(runner: StepRunner, method, frames: int, device: torch.devi
     from scripts.benchmark import _memory_before, _memory_peak
 
     try:
-        method.check_frames(runner.bb.latent_frames(frames))
+        method.check_frames(runner.bb.method_frames(frames))
     except ValueError as err:
         return {"note": f"skipped: {err}"}
     try:

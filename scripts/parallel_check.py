@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     split = build(cfg, device, torch.float32)  # the same random weights on every rank (same seed)
     parallel.enable_context_parallel(split, n)
-    native = split.latent_frames(split.native_frames)
+    native = split.method_frames(split.native_frames)
     rows = []
     for method in methods_for(cfg, [m for m in args.methods.split(",") if m], native):
         ref = sample(whole, method, args.frames, args.height, args.width, args.steps) if main_rank else None

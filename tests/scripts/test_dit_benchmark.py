@@ -5,6 +5,7 @@ import pytest
 
 @pytest.mark.parametrize("model,frames,size", [
     ("cogvideox_5b", "49,97", "32"),
+    ("cogvideox1_5_5b", "81,161", "32"),  # 11 and 21 temporal positions (2 latent frames each)
     pytest.param("cogvideox_5b", "49,193", "64", marks=pytest.mark.slow),
     pytest.param("hunyuanvideo", "129,513", "64", marks=pytest.mark.slow),
     pytest.param("wan2_2_t2v_a14b", "81,321", "64", marks=pytest.mark.slow),
@@ -21,7 +22,9 @@ def test_meta_estimate_runs_every_default_method_at_reduced_widths(model, frames
     assert {m for _, m in rows} == expected | ({"freeloc"} if model.startswith("wan") else set())  # FreeLOC: Wan only
     for m in ("sliding_window", "freenoise", "freelong", "freelong_pp", "riflex"):
         assert rows[(native, m)]["gflops"] == pytest.approx(rows[(native, "direct")]["gflops"])  # native: = direct
-    # 2x / 4x: local windows attend fewer keys than the full attention, RIFLEx costs what direct costs
+    # 2x / 4x: local windows attend fewer keys than the full attention, RIFLEx costs what direct costs, FreeLong++
+    # (bound to the native length the methods count) adds its wider branch
+    assert rows[(long, "freelong_pp")]["gflops"] > rows[(long, "direct")]["gflops"]
     assert rows[(long, "sliding_window")]["gflops"] < rows[(long, "direct")]["gflops"]
     assert rows[(long, "riflex")]["gflops"] == pytest.approx(rows[(long, "direct")]["gflops"])
 
