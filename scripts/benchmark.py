@@ -66,7 +66,7 @@ from freelong.methods import Method, get_method
 from freelong.models.cogvideox.attention import JointTextFirstAdapter
 from freelong.models.diffusers_unet.attention import diffusers_temporal_level
 from freelong.models.hunyuanvideo.attention import JointVideoFirstAdapter
-from freelong.models.spec import latent_frames, load_model_config
+from freelong.models.spec import latent_frames, load_model_config, method_values
 from freelong.models.wan.attention import WanSelfAttnAdapter
 from freelong.profiling import (
     MB,
@@ -362,8 +362,7 @@ def method_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> Me
 
 def model_defaults(cfg, spec: str) -> dict[str, Any]:
     """The model config's own parameters for the method of ``spec`` (``methods.<name>``; what ``run.py`` uses)."""
-    block = (cfg.get("methods") or {}).get(spec.split(":")[0])
-    return OmegaConf.to_container(block, resolve=True) if block else {}
+    return method_values(cfg).get(spec.split(":")[0], {})
 
 
 def with_label(method: Method, label: str) -> Method:

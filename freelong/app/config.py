@@ -18,7 +18,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ..models.spec import CONF_DIR, ModelConfig, SamplingConfig, latent_frames, load_model_config  # noqa: F401
+from ..models.spec import (  # noqa: F401
+    CONF_DIR,
+    ModelConfig,
+    SamplingConfig,
+    latent_frames,
+    load_model_config,
+    method_values,
+    temporal_patch,
+)
 from .sharding import check_job_device, check_shard
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -190,8 +198,7 @@ def method_from_config(cfg: DictConfig, model_cfg: DictConfig | None = None):
 
     params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
     if model_cfg is not None and isinstance(params.get("inner"), str) and "inner_params" in params:
-        defaults = model_cfg.get("methods")
-        own = (OmegaConf.to_container(defaults, resolve=True) if defaults else {}).get(params["inner"]) or {}
+        own = method_values(model_cfg).get(params["inner"]) or {}
         params["inner_params"] = {**own, **(params["inner_params"] or {})}
     return get_method(cfg.name, **params)
 
@@ -220,7 +227,9 @@ def check_method_frames(method, cfg: DictConfig) -> None:
     except ValueError as err:
         if latent == cfg.num_frames:
             raise
-        raise ValueError(f"{err} (model {cfg.model.name}: the methods see latent frames; num_frames={cfg.num_frames} "
+        patch = temporal_patch(cfg.model)
+        unit = "latent frames" if patch == 1 else f"temporal positions of {patch} latent frames"
+        raise ValueError(f"{err} (model {cfg.model.name}: the methods see {unit}; num_frames={cfg.num_frames} "
                          f"is {latent} of them, its native {cfg.model.native_frames} frames are "
                          f"{latent_frames(cfg.model, cfg.model.native_frames)})") from None
 

@@ -435,9 +435,10 @@ def build_backbone(cfg: DictConfig | Mapping[str, Any], weights_dir: str | None 
     """Build a backbone from a model config (``cfg.model`` of the Hydra app); it keeps the config's ``methods``
     block as :attr:`Backbone.method_values` (what a method named by a string means on this model)."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    from .spec import method_values
+
     backbone = FAMILIES.get(cfg.family)(cfg, weights_dir)
-    methods = cfg.get("methods")
-    backbone.method_values = OmegaConf.to_container(methods, resolve=True) if methods else {}
+    backbone.method_values = method_values(cfg)
     return backbone
 
 

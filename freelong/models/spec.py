@@ -78,7 +78,21 @@ def load_model_config(name: str) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
 
 
-__all__ = ["CONF_DIR", "SAMPLERS", "ModelConfig", "SamplingConfig", "available_models", "load_model_config"]
+__all__ = ["CONF_DIR", "SAMPLERS", "ModelConfig", "SamplingConfig", "available_models", "latent_frames",
+           "load_model_config", "method_values", "temporal_patch"]
+
+
+def method_values(model_cfg: DictConfig | Any) -> dict[str, dict[str, Any]]:
+    """A model config's ``methods`` block as plain dicts: ``{method name: {parameter: value}}`` (empty without one);
+    what a method named by a string means on the model (run.py, LongVideoPipeline, FreeInit's inner, benchmark)."""
+    block = model_cfg.get("methods")
+    return OmegaConf.to_container(block, resolve=True) if block else {}
+
+
+def temporal_patch(model_cfg: DictConfig | Any) -> int:
+    """Latent frames per temporal token of a model config's transformer (``unet.patch_size_t``; CogVideoX 1.5: 2,
+    every other model here 1)."""
+    return int((model_cfg.get("unet") or {}).get("patch_size_t") or 1)
 
 
 def latent_frames(model_cfg: DictConfig | Any, num_frames: int) -> int:
@@ -86,12 +100,11 @@ def latent_frames(model_cfg: DictConfig | Any, num_frames: int) -> int:
 
     A video VAE that compresses time (Wan: ``extra.temporal_compression: 4``, 4n+1 -> n+1) changes the
     count and rejects other lengths (ValueError naming the nearest valid ones), and a temporal patch
-    (``unet.patch_size_t``) counts positions of that many latent frames; otherwise the identity.
-    The built backbone answers the same through :meth:`~freelong.models.base.Backbone.latent_frames`.
+    (:func:`temporal_patch`) counts positions of that many latent frames; otherwise the identity.
+    The built backbone answers the same through :meth:`~freelong.models.base.Backbone.method_frames`.
     """
     compression = int((model_cfg.get("extra") or {}).get("temporal_compression", 1))
     if compression == 1:
         return int(num_frames)
     check_wan_frames(num_frames, compression)
-    patch_t = int((model_cfg.get("unet") or {}).get("patch_size_t") or 1)  # CogVideoX 1.5: positions of 2 frames
-    return -(-latent_frame_count(num_frames, compression) // patch_t)
+    return -(-latent_frame_count(num_frames, compression) // temporal_patch(model_cfg))

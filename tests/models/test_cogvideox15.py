@@ -128,5 +128,6 @@ def test_app_validates_positions_before_any_weight(compose_cfg):
     from freelong.app.config import validate_config
 
     validate_config(compose_cfg("model=cogvideox1_5_5b", "method=freelong", "num_frames=321"))
-    with pytest.raises(ValueError, match=r"num_frames=81 is 11 of them"):
+    with pytest.raises(ValueError, match=r"the methods see temporal positions of 2 latent frames; num_frames=81 is 11 "
+                                         r"of them"):
         validate_config(compose_cfg("model=cogvideox1_5_5b", "method=freelong", "method.window=13"))

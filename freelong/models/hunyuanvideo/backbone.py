@@ -129,7 +129,7 @@ class HunyuanVideoBackbone(VideoDiTBackbone):
         return hunyuan_attention_slots(self.unet, self.call_state)
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
-        native = self.latent_frames(self.native_frames)
+        native = self.method_frames(self.native_frames)
         handle.set_attr(self.unet, "rope", HunyuanRopeEdit(self.unet.rope, method.rope_frequencies, native))
 
     def predict_noise(self, latents, t, cond, uncond, guidance_scale: float, call: CallContext | None = None):

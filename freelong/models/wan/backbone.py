@@ -149,7 +149,7 @@ class WanBackbone(VideoDiTBackbone):
         return layers
 
     def install_rope_edit(self, method: Method, handle: Handle) -> None:
-        native = self.latent_frames(self.native_frames)
+        native = self.method_frames(self.native_frames)
         for _, model, _ in self.experts():
             handle.set_attr(model, "rope", RopeFrequencyEdit(model.rope, method.rope_frequencies, native))
 
